@@ -1,0 +1,462 @@
+//! The template context: the model seen from one host, flattened into plain
+//! data for playbooks and templates. Derived facts ("this real server serves
+//! these VIPs in DR mode") are computed here in Rust, so playbooks stay
+//! declarative: they say *what* to do, in what order, and *why*.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use serde::Serialize;
+
+use crate::model::{CheckKind, Host, Mode, Protocol, Role, ServiceKey, Topology, VrrpState, WebServer};
+use crate::plan::{IpvsDest, IpvsService, secret_placeholder};
+
+#[derive(Debug, Serialize)]
+pub struct Context {
+    pub lab: String,
+    pub mode: Mode,
+    pub host: HostCtx,
+    pub web: WebCtx,
+    pub storage: Option<StorageCtx>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct WebCtx {
+    pub server: WebServer,
+    pub docroot: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StorageCtx {
+    pub host: String,
+    pub address: Ipv4Addr,
+    pub export: String,
+    pub mount: String,
+    /// The networks allowed to mount the export.
+    pub clients: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HostCtx {
+    pub name: String,
+    pub role: Role,
+    pub init: crate::model::Init,
+    pub address: Option<Ipv4Addr>,
+    pub interfaces: Vec<IfaceCtx>,
+    pub gateway: Option<Ipv4Addr>,
+    pub routes: Vec<RouteCtx>,
+    /// Director: runs at least one NAT service (must forward).
+    pub nat: bool,
+    /// Director: VIPs it puts on its own interfaces (services without keepalived).
+    pub vips: Vec<VipCtx>,
+    /// Director: has services managed with ipvsadm.
+    pub ipvs: bool,
+    /// Director: firewall-mark rules.
+    pub fwmarks: Vec<FwmarkCtx>,
+    /// Director: runs keepalived.
+    pub keepalived: Option<KeepalivedCtx>,
+    /// Real server: VIPs served in DR mode (on `lo`) and TUN mode (on `tunl0`).
+    pub dr_vips: Vec<Ipv4Addr>,
+    pub tun_vips: Vec<Ipv4Addr>,
+    /// Real server: TCP ports its web server listens on.
+    pub web_ports: Vec<u16>,
+    pub page: Option<String>,
+    /// Real server: mounts the shared storage.
+    pub mounts_storage: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct IfaceCtx {
+    pub name: String,
+    pub network: String,
+    pub address: Ipv4Addr,
+    pub prefix: u8,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RouteCtx {
+    pub to: String,
+    pub via: Ipv4Addr,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct VipCtx {
+    pub address: Ipv4Addr,
+    pub dev: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FwmarkCtx {
+    pub vip: Ipv4Addr,
+    pub mark: u32,
+    pub protocol: Protocol,
+    pub ports: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct KeepalivedCtx {
+    pub router_id: String,
+    pub instances: Vec<VrrpCtx>,
+    pub virtual_servers: Vec<VirtualServerCtx>,
+    pub needs_script_security: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct VrrpCtx {
+    pub name: String,
+    pub state: VrrpState,
+    pub interface: String,
+    pub virtual_router_id: u8,
+    pub priority: u8,
+    pub advert_int: u32,
+    /// A placeholder: the secret is filled in only when the file is written.
+    pub auth_pass: Option<String>,
+    pub vips: Vec<String>,
+    pub nopreempt: bool,
+    pub preempt_delay: Option<u32>,
+    pub unicast_src: Option<Ipv4Addr>,
+    pub unicast_peers: Vec<Ipv4Addr>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct VirtualServerCtx {
+    /// `192.168.4.253 80` or `fwmark 8`.
+    pub target: String,
+    pub protocol: &'static str,
+    pub lb_algo: String,
+    pub lb_kind: &'static str,
+    pub sched_flags: Vec<String>,
+    pub persistence_timeout: Option<u32>,
+    pub persistence_granularity: Option<Ipv4Addr>,
+    pub one_packet: bool,
+    pub delay_loop: u32,
+    pub quorum: Option<u32>,
+    pub inhibit_on_failure: bool,
+    pub sorry_server: Option<String>,
+    pub real_servers: Vec<KaRealServerCtx>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct KaRealServerCtx {
+    pub address: Ipv4Addr,
+    pub port: u16,
+    pub weight: u32,
+    pub check: Option<CheckCtx>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CheckCtx {
+    pub kind: &'static str,
+    pub path: String,
+    pub status_code: Option<u16>,
+    pub digest: Option<String>,
+    pub script: Option<String>,
+    pub port: u16,
+    pub connect_timeout: u32,
+    pub retry: u32,
+    pub delay_before_retry: u32,
+}
+
+pub fn secret_name_vrrp(instance: &str) -> String {
+    format!("vrrp-{instance}")
+}
+
+pub fn build(topo: &Topology, host: &Host) -> Context {
+    let id = host.id;
+    let mut vips = Vec::new();
+    let mut fwmarks = Vec::new();
+    let mut ipvs = false;
+    let mut nat = false;
+    for s in topo.services_of_director(id) {
+        nat |= s.mode == Mode::Nat;
+        if s.keepalived {
+            continue;
+        }
+        ipvs = true;
+        if !host.has_address(s.vip) {
+            if let Some(i) = host
+                .interfaces
+                .iter()
+                .find(|i| topo.network(i.network).cidr.contains(s.vip))
+            {
+                let v = VipCtx {
+                    address: s.vip,
+                    dev: i.name.clone(),
+                };
+                if !vips.contains(&v) {
+                    vips.push(v);
+                }
+            }
+        }
+        if let ServiceKey::Fwmark(mark) = s.key {
+            fwmarks.push(FwmarkCtx {
+                vip: s.vip,
+                mark,
+                protocol: s.mark_protocol,
+                ports: s.mark_ports.iter().map(u16::to_string).collect::<Vec<_>>().join(","),
+            });
+        }
+    }
+    // keepalived-managed services still mark packets.
+    for s in topo.services_of_director(id).filter(|s| s.keepalived) {
+        if let ServiceKey::Fwmark(mark) = s.key {
+            fwmarks.push(FwmarkCtx {
+                vip: s.vip,
+                mark,
+                protocol: s.mark_protocol,
+                ports: s.mark_ports.iter().map(u16::to_string).collect::<Vec<_>>().join(","),
+            });
+        }
+    }
+
+    let mut dr_vips = Vec::new();
+    let mut tun_vips = Vec::new();
+    let mut web_ports = Vec::new();
+    for s in topo.services_of_real_server(id) {
+        let list = match s.mode {
+            Mode::Dr => Some(&mut dr_vips),
+            Mode::Tun => Some(&mut tun_vips),
+            Mode::Nat => None,
+        };
+        if let Some(list) = list {
+            if !list.contains(&s.vip) {
+                list.push(s.vip);
+            }
+        }
+        let ports: Vec<u16> = match s.key {
+            ServiceKey::Tcp(_) => s.real_servers.iter().filter(|r| r.host == id).map(|r| r.port).collect(),
+            ServiceKey::Fwmark(_) if s.mark_protocol == Protocol::Tcp => s.mark_ports.clone(),
+            _ => Vec::new(),
+        };
+        for p in ports.into_iter().filter(|p| *p != 0) {
+            if !web_ports.contains(&p) {
+                web_ports.push(p);
+            }
+        }
+    }
+    // Port 0 (persistent all-ports) services and health checks reach port 80.
+    if host.role == Role::RealServer && web_ports.is_empty() {
+        web_ports.push(80);
+    }
+    web_ports.sort_unstable();
+
+    let storage = topo.storage.as_ref().map(|st| StorageCtx {
+        host: topo.host(st.host).name.clone(),
+        address: st.address,
+        export: st.export.clone(),
+        mount: st.mount.clone(),
+        clients: {
+            let sh = topo.host(st.host);
+            let mut nets: Vec<String> = sh
+                .interfaces
+                .iter()
+                .map(|i| topo.network(i.network).cidr.to_string())
+                .collect();
+            nets.dedup();
+            nets
+        },
+    });
+
+    Context {
+        lab: topo.lab.clone(),
+        mode: topo.mode,
+        web: WebCtx {
+            server: topo.web.server,
+            docroot: topo.web.docroot.clone(),
+        },
+        storage,
+        host: HostCtx {
+            name: host.name.clone(),
+            role: host.role,
+            init: host.init,
+            address: host.primary_address(),
+            interfaces: host
+                .interfaces
+                .iter()
+                .map(|i| IfaceCtx {
+                    name: i.name.clone(),
+                    network: topo.network(i.network).name.clone(),
+                    address: i.address,
+                    prefix: i.prefix,
+                })
+                .collect(),
+            gateway: host.gateway,
+            routes: host
+                .routes
+                .iter()
+                .map(|r| RouteCtx {
+                    to: r.to.to_string(),
+                    via: r.via,
+                })
+                .collect(),
+            nat,
+            vips,
+            ipvs,
+            fwmarks,
+            keepalived: keepalived(topo, host),
+            dr_vips,
+            tun_vips,
+            web_ports,
+            page: host.page.clone(),
+            mounts_storage: host.role == Role::RealServer && topo.storage.is_some(),
+        },
+    }
+}
+
+fn keepalived(topo: &Topology, host: &Host) -> Option<KeepalivedCtx> {
+    let ha = topo.ha.as_ref()?;
+    let mut instances = Vec::new();
+    for inst in &ha.instances {
+        let Some(me) = inst.members.iter().find(|m| m.host == host.id) else {
+            continue;
+        };
+        let prefix = topo.network(inst.network).cidr.prefix();
+        let _ = prefix;
+        instances.push(VrrpCtx {
+            name: inst.name.clone(),
+            state: me.state,
+            interface: me.interface.clone(),
+            virtual_router_id: inst.virtual_router_id,
+            priority: me.priority,
+            advert_int: inst.advert_int,
+            auth_pass: inst
+                .auth_pass
+                .as_ref()
+                .map(|_| secret_placeholder(&secret_name_vrrp(&inst.name))),
+            vips: inst
+                .vips
+                .iter()
+                .map(|v| format!("{v}/32 dev {}", me.interface))
+                .collect(),
+            nopreempt: inst.nopreempt,
+            preempt_delay: inst.preempt_delay,
+            unicast_src: inst.unicast.then_some(me.address),
+            unicast_peers: if inst.unicast {
+                inst.members
+                    .iter()
+                    .filter(|m| m.host != host.id)
+                    .map(|m| m.address)
+                    .collect()
+            } else {
+                Vec::new()
+            },
+        });
+    }
+    if instances.is_empty() {
+        return None;
+    }
+    let mut virtual_servers = Vec::new();
+    for s in topo.services_of_director(host.id).filter(|s| s.keepalived) {
+        let svc = ipvs_service(s);
+        virtual_servers.push(VirtualServerCtx {
+            target: match s.key {
+                ServiceKey::Tcp(p) | ServiceKey::Udp(p) => format!("{} {p}", s.vip),
+                ServiceKey::Fwmark(m) => format!("fwmark {m}"),
+            },
+            protocol: match s.key {
+                ServiceKey::Udp(_) => "UDP",
+                ServiceKey::Fwmark(_) if s.mark_protocol == Protocol::Udp => "UDP",
+                _ => "TCP",
+            },
+            lb_algo: s.scheduler.as_str().to_string(),
+            lb_kind: match s.mode {
+                Mode::Nat => "NAT",
+                Mode::Dr => "DR",
+                Mode::Tun => "TUN",
+            },
+            sched_flags: s.sched_flags.clone(),
+            persistence_timeout: s.persistence,
+            persistence_granularity: s.persistence_netmask,
+            one_packet: s.one_packet,
+            delay_loop: s.delay_loop,
+            quorum: s.quorum,
+            inhibit_on_failure: s.inhibit_on_failure,
+            sorry_server: s.sorry_server.map(|(a, p)| format!("{a} {p}")),
+            real_servers: svc
+                .real_servers
+                .iter()
+                .map(|d| KaRealServerCtx {
+                    address: d.address,
+                    port: d.port,
+                    weight: d.weight,
+                    check: s.health_check.as_ref().map(|c| CheckCtx {
+                        kind: match c.kind {
+                            CheckKind::Http => "HTTP_GET",
+                            CheckKind::Tcp => "TCP_CHECK",
+                            CheckKind::Misc => "MISC_CHECK",
+                        },
+                        path: c.path.clone(),
+                        status_code: c.status_code,
+                        digest: c.digest.clone(),
+                        script: c.script.clone(),
+                        port: if d.port == 0 {
+                            s.port().filter(|p| *p != 0).unwrap_or(80)
+                        } else {
+                            d.port
+                        },
+                        connect_timeout: c.connect_timeout,
+                        retry: c.retry,
+                        delay_before_retry: c.delay_before_retry,
+                    }),
+                })
+                .collect(),
+        });
+    }
+    let needs_script_security = topo
+        .services_of_director(host.id)
+        .any(|s| s.keepalived && s.health_check.as_ref().is_some_and(|c| c.kind == CheckKind::Misc));
+    Some(KeepalivedCtx {
+        router_id: host.name.clone(),
+        instances,
+        virtual_servers,
+        needs_script_security,
+    })
+}
+
+/// The IPVS service as the kernel will hold it.
+pub fn ipvs_service(s: &crate::model::Service) -> IpvsService {
+    IpvsService {
+        key: s.key,
+        vip: s.vip,
+        scheduler: s.scheduler.as_str().to_string(),
+        flags: s.sched_flags.clone(),
+        persistence: s.persistence,
+        netmask: s.persistence_netmask,
+        one_packet: s.one_packet,
+        real_servers: s
+            .real_servers
+            .iter()
+            .map(|r| IpvsDest {
+                address: r.address,
+                port: if matches!(s.key, ServiceKey::Fwmark(_)) {
+                    0
+                } else {
+                    r.port
+                },
+                method: s.mode,
+                weight: r.weight,
+            })
+            .collect(),
+    }
+}
+
+/// The ipvsadm-managed table of one director (keepalived-owned services excluded).
+pub fn ipvs_table(topo: &Topology, host: &Host) -> Vec<IpvsService> {
+    topo.services_of_director(host.id)
+        .filter(|s| !s.keepalived)
+        .map(ipvs_service)
+        .collect()
+}
+
+/// Secrets referenced by this host's templates, by name.
+pub fn secrets(topo: &Topology) -> BTreeMap<String, crate::model::Secret> {
+    let mut out = BTreeMap::new();
+    if let Some(ha) = &topo.ha {
+        for inst in &ha.instances {
+            if let Some(p) = &inst.auth_pass {
+                out.insert(secret_name_vrrp(&inst.name), p.clone());
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,581 @@
+//! `compile`: model + playbooks + templates → [`Plan`]. Pure: no I/O, no clock,
+//! no randomness; the same topology always gives the same plan.
+//!
+//! Playbooks (`playbooks/*.yaml`, embedded at build time) are lists of plays:
+//! a phase, the hosts it targets (by role), an optional `when` expression and
+//! ordered steps. Each step names one resource kind with its parameters
+//! (minijinja templates over the host's [`context::Context`]), a `why`, and
+//! optional `when` / `loop` expressions. Parameters are rendered, then checked
+//! against a strict grammar before they become a typed [`Resource`].
+
+pub mod context;
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use ipnetwork::Ipv4Network;
+use minijinja::{Environment, UndefinedBehavior, Value};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::assets;
+use crate::model::{Host, Init, Role, Topology, is_interface_name, is_safe_path};
+use crate::plan::{HostPlan, PHASES, Phase, Plan, Resource, SCHEMA, ServiceManager, Step};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error("{playbook}: cannot read playbook: {source}")]
+    Playbook {
+        playbook: String,
+        source: serde_yaml::Error,
+    },
+    #[error("{playbook}: play `{play}`, step {step} on host {host}: {message}")]
+    Step {
+        playbook: String,
+        play: String,
+        step: usize,
+        host: String,
+        message: String,
+    },
+    #[error("{playbook}: play `{play}`: {message}")]
+    Play {
+        playbook: String,
+        play: String,
+        message: String,
+    },
+    #[error("templates/{template}: {message}")]
+    Template { template: String, message: String },
+    #[error("host {host}: service `{service}` restarts on {path}, which no file step of that host writes")]
+    RestartOn {
+        host: String,
+        service: String,
+        path: String,
+    },
+    #[error("host {host}: two steps want `{id}` in different states ({a} / {b})")]
+    Conflict {
+        host: String,
+        id: String,
+        a: String,
+        b: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Play {
+    name: String,
+    phase: String,
+    hosts: HostSelector,
+    #[serde(default)]
+    when: Option<String>,
+    steps: Vec<serde_yaml::Mapping>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum HostSelector {
+    All,
+    Clients,
+    Directors,
+    RealServers,
+    Storage,
+    Routers,
+}
+
+impl HostSelector {
+    fn matches(self, role: Role) -> bool {
+        match self {
+            HostSelector::All => true,
+            HostSelector::Clients => role == Role::Client,
+            HostSelector::Directors => role == Role::Director,
+            HostSelector::RealServers => role == Role::RealServer,
+            HostSelector::Storage => role == Role::Storage,
+            HostSelector::Routers => role == Role::Router,
+        }
+    }
+}
+
+/// Step parameters as written in a playbook (after template rendering).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+enum Params {
+    Sysctl {
+        key: String,
+        value: String,
+    },
+    KernelModule {
+        name: String,
+    },
+    Address {
+        address: String,
+        dev: String,
+    },
+    Route {
+        to: String,
+        via: String,
+        #[serde(default)]
+        dev: Option<String>,
+    },
+    Link {
+        name: String,
+        #[serde(default = "yes")]
+        up: bool,
+    },
+    Directory {
+        path: String,
+        #[serde(default = "dir_mode")]
+        mode: String,
+    },
+    File {
+        path: String,
+        #[serde(default)]
+        content: Option<String>,
+        #[serde(default)]
+        template: Option<String>,
+        #[serde(default = "file_mode")]
+        mode: String,
+        #[serde(default)]
+        validate: Option<String>,
+    },
+    Service {
+        name: String,
+        unit: String,
+        command: String,
+        #[serde(default)]
+        restart_on: Vec<String>,
+    },
+    Package {
+        #[serde(default)]
+        apt: Vec<String>,
+        #[serde(default)]
+        dnf: Vec<String>,
+    },
+    IpvsTable {},
+    Mount {
+        source: String,
+        target: String,
+        fstype: String,
+        options: String,
+    },
+    Command {
+        name: String,
+        check: String,
+        run: String,
+        #[serde(default)]
+        revert: Option<String>,
+    },
+}
+
+fn yes() -> bool {
+    true
+}
+fn dir_mode() -> String {
+    "0755".into()
+}
+fn file_mode() -> String {
+    "0644".into()
+}
+
+const META_KEYS: [&str; 3] = ["why", "when", "loop"];
+
+fn environment() -> Result<Environment<'static>, CompileError> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.add_filter("q", |s: String| crate::shell::quote(&s));
+    for (name, src) in assets::TEMPLATES {
+        env.add_template(name, src).map_err(|e| CompileError::Template {
+            template: name.to_string(),
+            message: format!("{e:#}"),
+        })?;
+    }
+    Ok(env)
+}
+
+/// Compile a validated topology into a plan.
+pub fn compile(topo: &Topology) -> Result<Plan, CompileError> {
+    let env = environment()?;
+    let mut per_host: Vec<BTreeMap<&str, Vec<Step>>> = vec![BTreeMap::new(); topo.hosts.len()];
+    for (playbook, src) in assets::PLAYBOOKS {
+        let plays: Vec<Play> = serde_yaml::from_str(src).map_err(|source| CompileError::Playbook {
+            playbook: playbook.to_string(),
+            source,
+        })?;
+        for play in &plays {
+            let phase = PHASES
+                .iter()
+                .find(|p| **p == play.phase)
+                .ok_or_else(|| CompileError::Play {
+                    playbook: playbook.to_string(),
+                    play: play.name.clone(),
+                    message: format!("unknown phase `{}` (phases: {})", play.phase, PHASES.join(", ")),
+                })?;
+            for host in topo.hosts.iter().filter(|h| play.hosts.matches(h.role)) {
+                let ctx = Value::from(minijinja::value::Serde(context::build(topo, host)));
+                let fail = |step: usize, message: String| CompileError::Step {
+                    playbook: playbook.to_string(),
+                    play: play.name.clone(),
+                    step,
+                    host: host.name.clone(),
+                    message,
+                };
+                if let Some(expr) = &play.when {
+                    if !eval_bool(&env, expr, &ctx).map_err(|m| fail(0, m))? {
+                        continue;
+                    }
+                }
+                for (i, raw) in play.steps.iter().enumerate() {
+                    let steps = expand_step(&env, topo, host, raw, &ctx).map_err(|m| fail(i + 1, m))?;
+                    per_host[host.id.0].entry(phase).or_default().extend(steps);
+                }
+            }
+        }
+    }
+
+    let mut phases = Vec::new();
+    for phase in PHASES {
+        let mut hosts = Vec::new();
+        for (hi, host_steps) in per_host.iter_mut().enumerate() {
+            let Some(steps) = host_steps.remove(phase) else {
+                continue;
+            };
+            let steps = dedup(&topo.hosts[hi].name, steps)?;
+            if !steps.is_empty() {
+                hosts.push(HostPlan {
+                    host: topo.hosts[hi].name.clone(),
+                    steps,
+                });
+            }
+        }
+        if !hosts.is_empty() {
+            phases.push(Phase {
+                name: phase.to_string(),
+                hosts,
+            });
+        }
+    }
+    let plan = Plan {
+        schema: SCHEMA,
+        lab: topo.lab.clone(),
+        mode: topo.mode,
+        phases,
+        secrets: context::secrets(topo),
+    };
+    bind_service_hashes(plan)
+}
+
+/// Two plays may want the same resource: identical is fine (kept once), different is a bug.
+fn dedup(host: &str, steps: Vec<Step>) -> Result<Vec<Step>, CompileError> {
+    let mut out: Vec<Step> = Vec::with_capacity(steps.len());
+    for s in steps {
+        match out.iter().find(|o| o.id == s.id) {
+            Some(o) if o.resource == s.resource => {}
+            Some(o) => {
+                return Err(CompileError::Conflict {
+                    host: host.to_string(),
+                    id: s.id.clone(),
+                    a: o.summary.clone(),
+                    b: s.summary.clone(),
+                });
+            }
+            None => out.push(s),
+        }
+    }
+    Ok(out)
+}
+
+fn eval_bool(env: &Environment, expr: &str, ctx: &Value) -> Result<bool, String> {
+    let e = env.compile_expression(expr).map_err(|e| format!("`{expr}`: {e}"))?;
+    e.eval(ctx).map(|v| v.is_true()).map_err(|e| format!("`{expr}`: {e}"))
+}
+
+fn expand_step(
+    env: &Environment,
+    topo: &Topology,
+    host: &Host,
+    raw: &serde_yaml::Mapping,
+    ctx: &Value,
+) -> Result<Vec<Step>, String> {
+    let get = |k: &str| raw.get(k).and_then(|v| v.as_str());
+    let why = get("why").ok_or("every step needs a `why`")?;
+    let kinds: Vec<&serde_yaml::Value> = raw
+        .keys()
+        .filter(|k| !k.as_str().is_some_and(|k| META_KEYS.contains(&k)))
+        .collect();
+    if kinds.len() != 1 {
+        return Err(format!("a step names exactly one resource kind, found {}", kinds.len()));
+    }
+    let items: Vec<Value> = match get("loop") {
+        Some(expr) => {
+            let e = env
+                .compile_expression(expr)
+                .map_err(|e| format!("loop `{expr}`: {e}"))?;
+            let v = e.eval(ctx).map_err(|e| format!("loop `{expr}`: {e}"))?;
+            v.try_iter().map_err(|e| format!("loop `{expr}`: {e}"))?.collect()
+        }
+        None => vec![Value::UNDEFINED],
+    };
+    let mut out = Vec::new();
+    for item in items {
+        let ctx = if item.is_undefined() {
+            ctx.clone()
+        } else {
+            minijinja::context! { item => item, ..ctx.clone() }
+        };
+        if let Some(expr) = get("when") {
+            if !eval_bool(env, expr, &ctx)? {
+                continue;
+            }
+        }
+        // serde_yaml reads an externally tagged enum from a YAML tag (`!sysctl {...}`).
+        let kind = kinds[0].as_str().ok_or("a step's resource kind must be a name")?;
+        let params = render_value(env, raw.get(kinds[0]).unwrap_or(&serde_yaml::Value::Null), &ctx)?;
+        let tagged = serde_yaml::Value::Tagged(Box::new(serde_yaml::value::TaggedValue {
+            tag: serde_yaml::value::Tag::new(kind),
+            value: params,
+        }));
+        let params: Params = serde_yaml::from_value(tagged).map_err(|e| format!("{kind}: {e}"))?;
+        let resource = resource(env, topo, host, params, &ctx)?;
+        out.push(Step::new(resource, render(env, why, &ctx)?.trim().to_string()));
+    }
+    Ok(out)
+}
+
+fn render(env: &Environment, s: &str, ctx: &Value) -> Result<String, String> {
+    if s.contains("{{") || s.contains("{%") {
+        env.render_str(s, ctx).map_err(|e| format!("template `{s}`: {e}"))
+    } else {
+        Ok(s.to_string())
+    }
+}
+
+fn render_value(env: &Environment, v: &serde_yaml::Value, ctx: &Value) -> Result<serde_yaml::Value, String> {
+    Ok(match v {
+        serde_yaml::Value::String(s) => serde_yaml::Value::String(render(env, s, ctx)?),
+        serde_yaml::Value::Sequence(items) => serde_yaml::Value::Sequence(
+            items
+                .iter()
+                .map(|i| render_value(env, i, ctx))
+                .collect::<Result<_, _>>()?,
+        ),
+        serde_yaml::Value::Mapping(m) => {
+            let mut out = serde_yaml::Mapping::new();
+            for (k, v) in m {
+                out.insert(k.clone(), render_value(env, v, ctx)?);
+            }
+            serde_yaml::Value::Mapping(out)
+        }
+        other => other.clone(),
+    })
+}
+
+fn check(ok: bool, what: &str, value: &str) -> Result<(), String> {
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{what} `{value}` does not match its grammar"))
+    }
+}
+
+fn is_word(s: &str, extra: &[char]) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || extra.contains(&c))
+}
+
+fn is_mode(s: &str) -> bool {
+    (3..=4).contains(&s.len()) && s.chars().all(|c| ('0'..='7').contains(&c))
+}
+
+/// Turn rendered parameters into a typed resource, checking every value that
+/// will reach a shell command against a strict grammar.
+fn resource(env: &Environment, topo: &Topology, host: &Host, p: Params, ctx: &Value) -> Result<Resource, String> {
+    Ok(match p {
+        Params::Sysctl { key, value } => {
+            check(is_word(&key, &['.', '_', '-']) && key.contains('.'), "sysctl key", &key)?;
+            check(is_word(&value, &[' ', '-']), "sysctl value", &value)?;
+            Resource::Sysctl { key, value }
+        }
+        Params::KernelModule { name } => {
+            check(is_word(&name, &['_']), "module name", &name)?;
+            Resource::KernelModule { name }
+        }
+        Params::Address { address, dev } => {
+            check(
+                address.parse::<Ipv4Network>().is_ok() && address.contains('/'),
+                "address",
+                &address,
+            )?;
+            check(is_interface_name(&dev), "interface", &dev)?;
+            Resource::Address { address, dev }
+        }
+        Params::Route { to, via, dev } => {
+            check(
+                to == "default" || to.parse::<Ipv4Network>().is_ok(),
+                "route destination",
+                &to,
+            )?;
+            check(via.parse::<Ipv4Addr>().is_ok(), "next hop", &via)?;
+            if let Some(d) = &dev {
+                check(is_interface_name(d), "interface", d)?;
+            }
+            Resource::Route { to, via, dev }
+        }
+        Params::Link { name, up } => {
+            check(is_interface_name(&name), "interface", &name)?;
+            Resource::Link { name, up }
+        }
+        Params::Directory { path, mode } => {
+            check(is_safe_path(&path), "path", &path)?;
+            check(is_mode(&mode), "mode", &mode)?;
+            Resource::Directory { path, mode }
+        }
+        Params::File {
+            path,
+            content,
+            template,
+            mode,
+            validate,
+        } => {
+            check(is_safe_path(&path), "path", &path)?;
+            check(is_mode(&mode), "mode", &mode)?;
+            let content = match (content, template) {
+                (Some(c), None) => c,
+                (None, Some(t)) => env
+                    .get_template(&t)
+                    .and_then(|tpl| tpl.render(ctx))
+                    .map_err(|e| format!("template {t}: {e:#}"))?,
+                _ => return Err("a file step has exactly one of `content` or `template`".into()),
+            };
+            let sha256 = hex(&Sha256::digest(content.as_bytes()));
+            Resource::File {
+                path,
+                content,
+                mode,
+                validate,
+                sha256,
+            }
+        }
+        Params::Service {
+            name,
+            unit,
+            command,
+            restart_on,
+        } => {
+            check(is_word(&name, &['-', '_']), "service name", &name)?;
+            check(is_word(&unit, &['-', '_', '.', '@']), "unit", &unit)?;
+            let manager = match host.init {
+                Init::Systemd => ServiceManager::Systemd { unit },
+                Init::Daemon => ServiceManager::Daemon {
+                    command,
+                    pidfile: format!("/run/lvslab/{name}.pid"),
+                },
+            };
+            // Bound to the files' contents after the plan is assembled.
+            let _ = topo;
+            Resource::Service {
+                name,
+                manager,
+                config_hash: restart_on.join(" "),
+            }
+        }
+        Params::Package { apt, dnf } => {
+            let (manager, packages) = if dnf.is_empty() {
+                (crate::plan::PackageManager::Apt, apt)
+            } else {
+                (crate::plan::PackageManager::Dnf, dnf)
+            };
+            for p in &packages {
+                check(is_word(p, &['-', '+', '.']), "package", p)?;
+            }
+            Resource::Package { manager, packages }
+        }
+        Params::IpvsTable {} => Resource::IpvsTable {
+            services: context::ipvs_table(topo, host),
+        },
+        Params::Mount {
+            source,
+            target,
+            fstype,
+            options,
+        } => {
+            let src_ok = source
+                .split_once(':')
+                .is_some_and(|(a, p)| a.parse::<Ipv4Addr>().is_ok() && is_safe_path(p));
+            check(src_ok, "mount source", &source)?;
+            check(is_safe_path(&target), "mount target", &target)?;
+            check(is_word(&fstype, &[]), "file system type", &fstype)?;
+            check(is_word(&options, &['=', ',', '.', '_', '-']), "mount options", &options)?;
+            Resource::Mount {
+                source,
+                target,
+                fstype,
+                options,
+            }
+        }
+        Params::Command {
+            name,
+            check: chk,
+            run,
+            revert,
+        } => {
+            check(is_word(&name, &['-', '_', '.', ':']), "command name", &name)?;
+            Resource::Command {
+                name,
+                check: chk,
+                run,
+                revert,
+            }
+        }
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A service restarts when what it runs changes: its hash covers its command
+/// and the contents of the files named in `restart_on` (as planned for the same host).
+fn bind_service_hashes(mut plan: Plan) -> Result<Plan, CompileError> {
+    let mut files: BTreeMap<(String, String), String> = BTreeMap::new();
+    for phase in &plan.phases {
+        for hp in &phase.hosts {
+            for s in &hp.steps {
+                if let Resource::File { path, sha256, .. } = &s.resource {
+                    files.insert((hp.host.clone(), path.clone()), sha256.clone());
+                }
+            }
+        }
+    }
+    for phase in &mut plan.phases {
+        for hp in &mut phase.hosts {
+            for step in &mut hp.steps {
+                if let Resource::Service {
+                    name,
+                    manager,
+                    config_hash,
+                } = &mut step.resource
+                {
+                    let mut h = Sha256::new();
+                    match manager {
+                        ServiceManager::Systemd { unit } => h.update(unit.as_bytes()),
+                        ServiceManager::Daemon { command, .. } => h.update(command.as_bytes()),
+                    }
+                    for path in config_hash.split_whitespace() {
+                        h.update(path.as_bytes());
+                        let sha =
+                            files
+                                .get(&(hp.host.clone(), path.to_string()))
+                                .ok_or_else(|| CompileError::RestartOn {
+                                    host: hp.host.clone(),
+                                    service: name.clone(),
+                                    path: path.to_string(),
+                                })?;
+                        h.update(sha.as_bytes());
+                    }
+                    *config_hash = hex(&h.finalize())[..16].to_string();
+                    let why = std::mem::take(&mut step.why);
+                    *step = Step::new(step.resource.clone(), why);
+                }
+            }
+        }
+    }
+    Ok(plan)
+}

@@ -1,0 +1,272 @@
+//! `model`: the validated topology. Every address is parsed and assigned, every
+//! reference resolved to a typed id, every default filled in. Built only by
+//! [`build`]; the compiler and everything after it see only these types.
+
+mod build;
+mod names;
+
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use ipnetwork::Ipv4Network;
+use serde::Serialize;
+
+pub use build::build;
+pub use names::{is_interface_name, is_safe_path, is_simple_name};
+
+pub use crate::spec::{CheckKind, Init, Mode, Protocol, Provider, Role, Scheduler, SyncMode, VrrpState, WebServer};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct HostId(pub usize);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct NetId(pub usize);
+
+#[derive(Debug, Clone)]
+pub struct Topology {
+    pub lab: String,
+    pub description: Option<String>,
+    pub mode: Mode,
+    pub provider: Option<Provider>,
+    pub networks: Vec<Network>,
+    pub hosts: Vec<Host>,
+    pub services: Vec<Service>,
+    pub web: Web,
+    pub ha: Option<Ha>,
+    pub storage: Option<Storage>,
+    pub verify: Verify,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Network {
+    pub name: String,
+    pub cidr: Ipv4Network,
+}
+
+#[derive(Debug, Clone)]
+pub struct Host {
+    pub id: HostId,
+    pub name: String,
+    pub role: Role,
+    pub interfaces: Vec<Interface>,
+    /// Default route.
+    pub gateway: Option<Ipv4Addr>,
+    pub routes: Vec<Route>,
+    pub ssh: SshTarget,
+    pub init: Init,
+    /// The rendered web page (real servers only).
+    pub page: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Interface {
+    pub name: String,
+    pub network: NetId,
+    pub address: Ipv4Addr,
+    pub prefix: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Route {
+    pub to: Ipv4Network,
+    pub via: Ipv4Addr,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SshTarget {
+    pub host: String,
+    pub user: String,
+    pub port: u16,
+    pub key: Option<String>,
+    pub passphrase_env: Option<String>,
+    pub known_hosts: Option<String>,
+    pub jump: Option<String>,
+    pub become_root: bool,
+    pub connect_timeout_secs: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(tag = "type", content = "value", rename_all = "lowercase")]
+pub enum ServiceKey {
+    Tcp(u16),
+    Udp(u16),
+    Fwmark(u32),
+}
+
+#[derive(Debug, Clone)]
+pub struct Service {
+    pub name: String,
+    pub vip: Ipv4Addr,
+    pub key: ServiceKey,
+    /// For firewall-mark services: which protocol/ports get the mark.
+    pub mark_protocol: Protocol,
+    pub mark_ports: Vec<u16>,
+    pub scheduler: Scheduler,
+    pub sched_flags: Vec<String>,
+    pub persistence: Option<u32>,
+    pub persistence_netmask: Option<Ipv4Addr>,
+    pub one_packet: bool,
+    pub mode: Mode,
+    pub directors: Vec<HostId>,
+    pub real_servers: Vec<RealServer>,
+    /// keepalived's `virtual_server` owns this service: no ipvsadm step manages it.
+    pub keepalived: bool,
+    pub health_check: Option<HealthCheck>,
+    pub sorry_server: Option<(Ipv4Addr, u16)>,
+    pub delay_loop: u32,
+    pub quorum: Option<u32>,
+    pub inhibit_on_failure: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RealServer {
+    pub host: HostId,
+    pub address: Ipv4Addr,
+    pub port: u16,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthCheck {
+    pub kind: CheckKind,
+    pub path: String,
+    pub status_code: Option<u16>,
+    pub digest: Option<String>,
+    pub script: Option<String>,
+    pub connect_timeout: u32,
+    pub retry: u32,
+    pub delay_before_retry: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Web {
+    pub server: WebServer,
+    pub docroot: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Ha {
+    pub instances: Vec<VrrpInstance>,
+}
+
+/// A secret value: never printed, never serialized.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: String) -> Self {
+        Secret(s)
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("Secret(********)")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct VrrpInstance {
+    pub name: String,
+    pub virtual_router_id: u8,
+    pub advert_int: u32,
+    pub auth_pass: Option<Secret>,
+    pub vips: Vec<Ipv4Addr>,
+    pub network: NetId,
+    pub nopreempt: bool,
+    pub preempt_delay: Option<u32>,
+    pub unicast: bool,
+    pub members: Vec<VrrpMember>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VrrpMember {
+    pub host: HostId,
+    pub state: VrrpState,
+    pub priority: u8,
+    /// The member's interface and address on the instance's network.
+    pub interface: String,
+    pub address: Ipv4Addr,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Storage {
+    pub host: HostId,
+    pub address: Ipv4Addr,
+    pub export: String,
+    pub mount: String,
+    pub sync: SyncMode,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Verify {
+    pub client: Option<HostId>,
+    pub requests: u32,
+    pub tolerance: f64,
+}
+
+impl Topology {
+    pub fn host(&self, id: HostId) -> &Host {
+        &self.hosts[id.0]
+    }
+
+    pub fn network(&self, id: NetId) -> &Network {
+        &self.networks[id.0]
+    }
+
+    pub fn host_by_name(&self, name: &str) -> Option<&Host> {
+        self.hosts.iter().find(|h| h.name == name)
+    }
+
+    pub fn hosts_with_role(&self, role: Role) -> impl Iterator<Item = &Host> {
+        self.hosts.iter().filter(move |h| h.role == role)
+    }
+
+    /// Services that a director runs (whether through ipvsadm or keepalived).
+    pub fn services_of_director(&self, id: HostId) -> impl Iterator<Item = &Service> {
+        self.services.iter().filter(move |s| s.directors.contains(&id))
+    }
+
+    /// Services a real server takes part in.
+    pub fn services_of_real_server(&self, id: HostId) -> impl Iterator<Item = &Service> {
+        self.services
+            .iter()
+            .filter(move |s| s.real_servers.iter().any(|r| r.host == id))
+    }
+}
+
+impl Host {
+    pub fn interface_on(&self, net: NetId) -> Option<&Interface> {
+        self.interfaces.iter().find(|i| i.network == net)
+    }
+
+    pub fn has_address(&self, addr: Ipv4Addr) -> bool {
+        self.interfaces.iter().any(|i| i.address == addr)
+    }
+
+    /// The first address, used where a host is named by one address (e.g. its page).
+    pub fn primary_address(&self) -> Option<Ipv4Addr> {
+        self.interfaces.first().map(|i| i.address)
+    }
+}
+
+impl Service {
+    /// The service as ipvsadm names it: `-t 192.168.4.5:80`, `-f 8`.
+    pub fn ipvsadm_target(&self) -> String {
+        match self.key {
+            ServiceKey::Tcp(p) => format!("-t {}:{p}", self.vip),
+            ServiceKey::Udp(p) => format!("-u {}:{p}", self.vip),
+            ServiceKey::Fwmark(m) => format!("-f {m}"),
+        }
+    }
+
+    pub fn port(&self) -> Option<u16> {
+        match self.key {
+            ServiceKey::Tcp(p) | ServiceKey::Udp(p) => Some(p),
+            ServiceKey::Fwmark(_) => None,
+        }
+    }
+}

@@ -1,0 +1,532 @@
+//! `plan`: what the compiler produces. Ordered phases; per host an ordered list
+//! of typed steps. Each step is a resource that knows the exact shell commands
+//! to observe, apply (from nothing) and revert it. `up`, `drift` and `down`
+//! all work from this one model.
+//!
+//! The JSON form (`lvslab plan --format json`) is a stable interface: see
+//! `docs/plan-schema.md`. Secrets never appear in it: file contents hold
+//! placeholders that only the executor resolves.
+
+pub mod ipvs;
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::model::{Mode, Secret};
+use crate::shell::{heredoc_delimiter, quote};
+
+pub use ipvs::{IpvsDest, IpvsService};
+
+pub const SCHEMA: &str = "lvslab.plan/v1";
+
+/// Phases in the order they run. A phase starts only when every host finished the previous one.
+pub const PHASES: [&str; 4] = ["prepare", "network", "services", "balancer"];
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub schema: &'static str,
+    pub lab: String,
+    pub mode: Mode,
+    pub phases: Vec<Phase>,
+    /// Secret values by name; file contents refer to them as `@@lvslab-secret:NAME@@`.
+    #[serde(skip)]
+    pub secrets: BTreeMap<String, Secret>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Phase {
+    pub name: String,
+    pub hosts: Vec<HostPlan>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HostPlan {
+    pub host: String,
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    /// Stable identity of the resource on its host (e.g. `sysctl:net.ipv4.ip_forward`).
+    pub id: String,
+    pub summary: String,
+    pub why: String,
+    pub resource: Resource,
+    pub observe: String,
+    pub apply: Vec<String>,
+    pub revert: Vec<String>,
+}
+
+impl Step {
+    pub fn new(resource: Resource, why: String) -> Self {
+        Step {
+            id: resource.id(),
+            summary: resource.summary(),
+            observe: resource.observe(),
+            apply: resource.apply(),
+            revert: resource.revert(),
+            why,
+            resource,
+        }
+    }
+}
+
+pub fn secret_placeholder(name: &str) -> String {
+    format!("@@lvslab-secret:{name}@@")
+}
+
+/// The environment variable a generated shell script reads a secret from.
+pub fn secret_env(name: &str) -> String {
+    let mut s = String::from("LVSLAB_SECRET_");
+    s.extend(name.chars().map(|c| {
+        if c.is_ascii_alphanumeric() {
+            c.to_ascii_uppercase()
+        } else {
+            '_'
+        }
+    }));
+    s
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PackageManager {
+    Apt,
+    Dnf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServiceManager {
+    Systemd {
+        unit: String,
+    },
+    /// A foreground command run in the background with a pid file (no init system).
+    Daemon {
+        command: String,
+        pidfile: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Resource {
+    Sysctl {
+        key: String,
+        value: String,
+    },
+    KernelModule {
+        name: String,
+    },
+    Address {
+        address: String,
+        dev: String,
+    },
+    Route {
+        /// `default` or a network.
+        to: String,
+        via: String,
+        dev: Option<String>,
+    },
+    Link {
+        name: String,
+        up: bool,
+    },
+    Directory {
+        path: String,
+        mode: String,
+    },
+    File {
+        path: String,
+        content: String,
+        mode: String,
+        /// A command that checks the new content before it replaces the file; `%s` is its path.
+        validate: Option<String>,
+        sha256: String,
+    },
+    Service {
+        name: String,
+        manager: ServiceManager,
+        /// Hash of the configuration the running service must have been (re)started with.
+        config_hash: String,
+    },
+    Package {
+        manager: PackageManager,
+        packages: Vec<String>,
+    },
+    IpvsTable {
+        services: Vec<IpvsService>,
+    },
+    Mount {
+        source: String,
+        target: String,
+        fstype: String,
+        options: String,
+    },
+    Command {
+        name: String,
+        /// Exit status 0 means the desired state holds.
+        check: String,
+        run: String,
+        revert: Option<String>,
+    },
+}
+
+fn sysctl_path(key: &str) -> String {
+    format!("/proc/sys/{}", key.replace('.', "/"))
+}
+
+impl Resource {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Resource::Sysctl { .. } => "sysctl",
+            Resource::KernelModule { .. } => "kernel_module",
+            Resource::Address { .. } => "address",
+            Resource::Route { .. } => "route",
+            Resource::Link { .. } => "link",
+            Resource::Directory { .. } => "directory",
+            Resource::File { .. } => "file",
+            Resource::Service { .. } => "service",
+            Resource::Package { .. } => "package",
+            Resource::IpvsTable { .. } => "ipvs_table",
+            Resource::Mount { .. } => "mount",
+            Resource::Command { .. } => "command",
+        }
+    }
+
+    pub fn id(&self) -> String {
+        match self {
+            Resource::Sysctl { key, .. } => format!("sysctl:{key}"),
+            Resource::KernelModule { name } => format!("kernel_module:{name}"),
+            Resource::Address { address, dev } => format!("address:{dev}:{address}"),
+            Resource::Route { to, .. } => format!("route:{to}"),
+            Resource::Link { name, .. } => format!("link:{name}"),
+            Resource::Directory { path, .. } => format!("directory:{path}"),
+            Resource::File { path, .. } => format!("file:{path}"),
+            Resource::Service { name, .. } => format!("service:{name}"),
+            Resource::Package { packages, .. } => format!("package:{}", packages.join(",")),
+            Resource::IpvsTable { .. } => "ipvs_table".into(),
+            Resource::Mount { target, .. } => format!("mount:{target}"),
+            Resource::Command { name, .. } => format!("command:{name}"),
+        }
+    }
+
+    pub fn summary(&self) -> String {
+        match self {
+            Resource::Sysctl { key, value } => format!("sysctl {key} = {value}"),
+            Resource::KernelModule { name } => format!("kernel module {name} loaded"),
+            Resource::Address { address, dev } => format!("address {address} on {dev}"),
+            Resource::Route { to, via, dev } => match dev {
+                Some(d) => format!("route {to} via {via} dev {d}"),
+                None => format!("route {to} via {via}"),
+            },
+            Resource::Link { name, up } => format!("link {name} {}", if *up { "up" } else { "down" }),
+            Resource::Directory { path, mode } => format!("directory {path} (mode {mode})"),
+            Resource::File {
+                path, content, mode, ..
+            } => format!("file {path} (mode {mode}, {} bytes)", content.len()),
+            Resource::Service { name, manager, .. } => match manager {
+                ServiceManager::Systemd { unit } => format!("service {name} running (systemd unit {unit})"),
+                ServiceManager::Daemon { .. } => format!("service {name} running (daemon)"),
+            },
+            Resource::Package { packages, .. } => format!("packages installed: {}", packages.join(" ")),
+            Resource::IpvsTable { services } => {
+                let n: usize = services.iter().map(|s| s.real_servers.len()).sum();
+                format!(
+                    "ipvs table: {} service{}, {n} real server{}",
+                    services.len(),
+                    if services.len() == 1 { "" } else { "s" },
+                    if n == 1 { "" } else { "s" }
+                )
+            }
+            Resource::Mount {
+                source, target, fstype, ..
+            } => format!("mount {source} on {target} ({fstype})"),
+            Resource::Command { name, .. } => format!("command: {name}"),
+        }
+    }
+
+    /// One shell command whose output describes the live state of the resource.
+    pub fn observe(&self) -> String {
+        match self {
+            Resource::Sysctl { key, .. } => format!("cat {}", quote(&sysctl_path(key))),
+            Resource::KernelModule { name } => {
+                format!("test -d /sys/module/{} && echo loaded || echo absent", quote(name))
+            }
+            Resource::Address { dev, .. } => format!("ip -o -4 addr show dev {}", quote(dev)),
+            Resource::Route { to, .. } => format!("ip -4 route show {}", quote(to)),
+            Resource::Link { name, .. } => format!("ip -o link show dev {}", quote(name)),
+            Resource::Directory { path, .. } => format!("stat -c %a {}", quote(path)),
+            Resource::File { path, .. } => format!("sha256sum {}", quote(path)),
+            Resource::Service { name, manager, .. } => {
+                let state = format!("cat /run/lvslab/{name}.hash 2>/dev/null");
+                match manager {
+                    ServiceManager::Systemd { unit } => format!("systemctl is-active {}; {state}", quote(unit)),
+                    ServiceManager::Daemon { pidfile, .. } => {
+                        format!(
+                            "kill -0 \"$(cat {} 2>/dev/null)\" 2>/dev/null && echo active || echo inactive; {state}",
+                            quote(pidfile)
+                        )
+                    }
+                }
+            }
+            Resource::Package { manager, packages } => {
+                let pkgs: Vec<String> = packages.iter().map(|p| quote(p)).collect();
+                match manager {
+                    PackageManager::Apt => format!("dpkg-query -W -f '${{Package}} ${{Status}}\\n' {}", pkgs.join(" ")),
+                    PackageManager::Dnf => format!("rpm -q {}", pkgs.join(" ")),
+                }
+            }
+            Resource::IpvsTable { .. } => "ipvsadm -Sn".into(),
+            Resource::Mount { target, .. } => {
+                format!("findmnt -rn -o SOURCE,FSTYPE,OPTIONS --mountpoint {}", quote(target))
+            }
+            Resource::Command { check, .. } => check.clone(),
+        }
+    }
+
+    /// The commands that create the resource from nothing, in order. (At run time
+    /// only the difference is applied: e.g. an IPVS table gets `-a/-e/-d` for
+    /// what differs, never a flush.)
+    pub fn apply(&self) -> Vec<String> {
+        match self {
+            Resource::Sysctl { key, value } => vec![format!("sysctl -qw {}", quote(&format!("{key}={value}")))],
+            Resource::KernelModule { name } => vec![format!("modprobe {}", quote(name))],
+            Resource::Address { address, dev } => vec![format!("ip addr add {} dev {}", quote(address), quote(dev))],
+            Resource::Route { to, via, dev } => {
+                let mut c = format!("ip route replace {} via {}", quote(to), quote(via));
+                if let Some(d) = dev {
+                    c.push_str(&format!(" dev {}", quote(d)));
+                }
+                vec![c]
+            }
+            Resource::Link { name, up } => vec![format!(
+                "ip link set dev {} {}",
+                quote(name),
+                if *up { "up" } else { "down" }
+            )],
+            Resource::Directory { path, mode } => {
+                vec![format!("mkdir -p {p} && chmod {} {p}", quote(mode), p = quote(path))]
+            }
+            Resource::File {
+                path,
+                content,
+                mode,
+                validate,
+                ..
+            } => file_apply(path, content, mode, validate.as_deref(), None),
+            Resource::Service {
+                name,
+                manager,
+                config_hash,
+            } => {
+                let mut cmds = match manager {
+                    ServiceManager::Systemd { unit } => vec![format!("systemctl restart {}", quote(unit))],
+                    ServiceManager::Daemon { command, pidfile } => vec![
+                        format!(
+                            "if [ -f {p} ]; then kill \"$(cat {p})\" 2>/dev/null || true; rm -f {p}; fi",
+                            p = quote(pidfile)
+                        ),
+                        format!(
+                            "setsid sh -c {} </dev/null >/dev/null 2>&1 &",
+                            quote(&format!("echo $$ > {}; exec {command}", quote(pidfile)))
+                        ),
+                    ],
+                };
+                cmds.push(format!(
+                    "mkdir -p /run/lvslab && echo {config_hash} > /run/lvslab/{name}.hash"
+                ));
+                cmds
+            }
+            Resource::Package { manager, packages } => {
+                let pkgs: Vec<String> = packages.iter().map(|p| quote(p)).collect();
+                vec![match manager {
+                    PackageManager::Apt => {
+                        format!("DEBIAN_FRONTEND=noninteractive apt-get install -y {}", pkgs.join(" "))
+                    }
+                    PackageManager::Dnf => format!("dnf install -y {}", pkgs.join(" ")),
+                }]
+            }
+            Resource::IpvsTable { services } => ipvs::save_lines(services)
+                .into_iter()
+                .map(|l| format!("ipvsadm {l}"))
+                .collect(),
+            Resource::Mount {
+                source,
+                target,
+                fstype,
+                options,
+            } => vec![
+                format!("mkdir -p {}", quote(target)),
+                format!(
+                    "mount -t {} -o {} {} {}",
+                    quote(fstype),
+                    quote(options),
+                    quote(source),
+                    quote(target)
+                ),
+            ],
+            Resource::Command { run, .. } => vec![run.clone()],
+        }
+    }
+
+    /// The commands that undo the resource. `"$LVSLAB_ORIG"` stands for the value
+    /// recorded before lvslab first changed it.
+    pub fn revert(&self) -> Vec<String> {
+        match self {
+            Resource::Sysctl { key, .. } => vec![format!("sysctl -qw {}=\"$LVSLAB_ORIG\"", quote(key))],
+            Resource::KernelModule { name } => vec![format!("modprobe -r {}", quote(name))],
+            Resource::Address { address, dev } => vec![format!("ip addr del {} dev {}", quote(address), quote(dev))],
+            Resource::Route { to, via, .. } => vec![
+                format!("ip route del {} via {}", quote(to), quote(via)),
+                "[ -z \"$LVSLAB_ORIG\" ] || ip route add $LVSLAB_ORIG".into(),
+            ],
+            Resource::Link { name, up } => vec![format!(
+                "ip link set dev {} {}",
+                quote(name),
+                if *up { "down" } else { "up" }
+            )],
+            Resource::Directory { path, .. } => vec![format!("rmdir {}", quote(path))],
+            Resource::File { path, .. } => vec![format!(
+                "if [ -n \"$LVSLAB_ORIG\" ]; then cp -p \"$LVSLAB_ORIG\" {p}; else rm -f {p}; fi",
+                p = quote(path)
+            )],
+            Resource::Service { name, manager, .. } => {
+                let mut cmds = match manager {
+                    ServiceManager::Systemd { unit } => vec![format!("systemctl stop {}", quote(unit))],
+                    ServiceManager::Daemon { pidfile, .. } => {
+                        vec![format!(
+                            "if [ -f {p} ]; then kill \"$(cat {p})\" 2>/dev/null || true; rm -f {p}; fi",
+                            p = quote(pidfile)
+                        )]
+                    }
+                };
+                cmds.push(format!("rm -f /run/lvslab/{name}.hash"));
+                cmds
+            }
+            Resource::Package { manager, packages } => {
+                let pkgs: Vec<String> = packages.iter().map(|p| quote(p)).collect();
+                vec![match manager {
+                    PackageManager::Apt => {
+                        format!("DEBIAN_FRONTEND=noninteractive apt-get remove -y {}", pkgs.join(" "))
+                    }
+                    PackageManager::Dnf => format!("dnf remove -y {}", pkgs.join(" ")),
+                }]
+            }
+            Resource::IpvsTable { services } => services.iter().map(|s| format!("ipvsadm -D {}", s.target())).collect(),
+            Resource::Mount { target, .. } => vec![format!("umount {}", quote(target))],
+            Resource::Command { revert, .. } => revert.iter().cloned().collect(),
+        }
+    }
+}
+
+impl Plan {
+    pub fn host_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = Vec::new();
+        for p in &self.phases {
+            for h in &p.hosts {
+                if !names.contains(&h.host.as_str()) {
+                    names.push(&h.host);
+                }
+            }
+        }
+        names
+    }
+
+    pub fn step_count(&self) -> usize {
+        self.phases.iter().flat_map(|p| &p.hosts).map(|h| h.steps.len()).sum()
+    }
+
+    /// Replace secret placeholders with their values (only the executor calls this).
+    pub fn resolve_secrets(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for (name, secret) in &self.secrets {
+            out = out.replace(&secret_placeholder(name), secret.expose());
+        }
+        out
+    }
+
+    /// Keep only the given host's steps.
+    pub fn only_host(mut self, host: &str) -> Self {
+        for p in &mut self.phases {
+            p.hosts.retain(|h| h.host == host);
+        }
+        self.phases.retain(|p| !p.hosts.is_empty());
+        self
+    }
+}
+
+/// A `sed` command that fills secret placeholders in `path` from environment
+/// variables (used by generated shell scripts, which must not contain secrets).
+fn secret_fill_command(path: &str, content: &str, secrets: &BTreeMap<String, Secret>) -> Option<String> {
+    let mut exprs = Vec::new();
+    for name in secrets.keys() {
+        let ph = secret_placeholder(name);
+        if content.contains(&ph) {
+            let env = secret_env(name);
+            exprs.push(format!(
+                "-e \"s|{ph}|$(printf '%s' \"${env}\" | sed 's/[|&\\\\]/\\\\&/g')|g\""
+            ));
+        }
+    }
+    (!exprs.is_empty()).then(|| format!("sed -i {} {}", exprs.join(" "), quote(path)))
+}
+
+fn file_apply(path: &str, content: &str, mode: &str, validate: Option<&str>, fill: Option<String>) -> Vec<String> {
+    let tmp = format!("{path}.lvslab-new");
+    let dir = path
+        .rsplit_once('/')
+        .map_or("/", |(d, _)| if d.is_empty() { "/" } else { d });
+    let delim = heredoc_delimiter(content);
+    let body = if content.ends_with('\n') || content.is_empty() {
+        content.to_string()
+    } else {
+        format!("{content}\n")
+    };
+    let mut cmds = vec![
+        format!("mkdir -p {}", quote(dir)),
+        format!("cat > {} <<'{delim}'\n{body}{delim}", quote(&tmp)),
+    ];
+    cmds.extend(fill);
+    cmds.push(format!("chmod {} {}", quote(mode), quote(&tmp)));
+    if let Some(v) = validate {
+        cmds.push(v.replace("%s", &quote(&tmp)));
+    }
+    cmds.push(format!("mv {} {}", quote(&tmp), quote(path)));
+    cmds
+}
+
+impl Resource {
+    /// `apply()` for a generated shell script: secrets are read from the
+    /// environment (each checked with `${VAR:?}`) instead of being written out.
+    pub fn apply_for_script(&self, secrets: &BTreeMap<String, Secret>) -> Vec<String> {
+        match self {
+            Resource::File {
+                path,
+                content,
+                mode,
+                validate,
+                ..
+            } => {
+                let tmp = format!("{path}.lvslab-new");
+                let Some(fill) = secret_fill_command(&tmp, content, secrets) else {
+                    return self.apply();
+                };
+                let mut cmds: Vec<String> = secrets
+                    .keys()
+                    .filter(|n| content.contains(&secret_placeholder(n)))
+                    .map(|n| {
+                        format!(
+                            ": \"${{{e}:?set {e} to the secret; lvslab never prints it}}\"",
+                            e = secret_env(n)
+                        )
+                    })
+                    .collect();
+                cmds.extend(file_apply(path, content, mode, validate.as_deref(), Some(fill)));
+                cmds
+            }
+            _ => self.apply(),
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! `report`: how results reach people and tools. For now, the plan as text
+//! (for reading and learning), JSON (for tools) and shell scripts (the
+//! commands a student would otherwise type from the handout).
+
+use std::fmt::Write as _;
+
+use crate::plan::{Plan, Resource};
+
+fn comment(out: &mut String, indent: &str, text: &str) {
+    for line in text.lines() {
+        let _ = writeln!(out, "{indent}# {line}");
+    }
+}
+
+/// The plan, phase by phase and host by host, each step with its why and commands.
+pub fn plan_text(plan: &Plan) -> String {
+    let mut out = String::new();
+    let hosts = plan.host_names().len();
+    let _ = writeln!(
+        out,
+        "Plan for lab {} (mode {}): {} hosts, {} phases, {} steps",
+        plan.lab,
+        plan.mode.as_str().to_uppercase(),
+        hosts,
+        plan.phases.len(),
+        plan.step_count()
+    );
+    for phase in &plan.phases {
+        let _ = writeln!(out, "\n== phase {} ==", phase.name);
+        for hp in &phase.hosts {
+            let _ = writeln!(out, "\n{}", hp.host);
+            for (i, step) in hp.steps.iter().enumerate() {
+                let _ = writeln!(out, "  {:>2}. {}", i + 1, step.summary);
+                for (j, line) in step.why.lines().enumerate() {
+                    let label = if j == 0 { "why: " } else { "     " };
+                    let _ = writeln!(out, "      {label}{line}");
+                }
+                match &step.resource {
+                    Resource::File { content, validate, .. } => {
+                        let _ = writeln!(out, "      writes {} lines (see --format sh)", content.lines().count());
+                        if let Some(v) = validate {
+                            let _ = writeln!(out, "      checked first with: {v}");
+                        }
+                    }
+                    _ => {
+                        for c in &step.apply {
+                            let _ = writeln!(out, "      $ {c}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The plan as JSON (schema `lvslab.plan/v1`, documented in docs/plan-schema.md).
+pub fn plan_json(plan: &Plan) -> Result<String, serde_json::Error> {
+    serde_json::to_string_pretty(plan).map(|mut s| {
+        s.push('\n');
+        s
+    })
+}
+
+/// One POSIX shell script per host: the apply commands of its steps, in order.
+pub fn plan_sh(plan: &Plan) -> Vec<(String, String)> {
+    plan.host_names()
+        .into_iter()
+        .map(|host| (host.to_string(), host_script(plan, host)))
+        .collect()
+}
+
+fn host_script(plan: &Plan, host: &str) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "#!/bin/sh");
+    let _ = writeln!(
+        out,
+        "# lvslab plan: lab {}, host {}, mode {}",
+        plan.lab,
+        host,
+        plan.mode.as_str()
+    );
+    let _ = writeln!(
+        out,
+        "# The commands `lvslab up` applies to a fresh host, in order. Run as root."
+    );
+    let _ = writeln!(
+        out,
+        "# (lvslab itself applies only what differs, and can revert it with `lvslab down`.)"
+    );
+    let _ = writeln!(out, "set -eu");
+    for phase in &plan.phases {
+        let Some(hp) = phase.hosts.iter().find(|h| h.host == host) else {
+            continue;
+        };
+        let _ = writeln!(out, "\n# ===== phase {} =====", phase.name);
+        for step in &hp.steps {
+            let _ = writeln!(out);
+            comment(&mut out, "", &step.summary);
+            comment(&mut out, "", &format!("why: {}", step.why));
+            for c in step.resource.apply_for_script(&plan.secrets) {
+                let _ = writeln!(out, "{c}");
+            }
+        }
+    }
+    out
+}
