@@ -81,7 +81,7 @@ impl fmt::Display for Diagnostic {
             let pad = " ".repeat(line_no.len());
             writeln!(f, "{pad}--> {}:{}:{}", file.path, span.line, span.col + 1)?;
             if let Some(text) = file.text.lines().nth(span.line.saturating_sub(1) as usize) {
-                let text = text.replace('\t', " ");
+                let text = mask_secrets(&text.replace('\t', " "));
                 writeln!(f, "{pad} |")?;
                 writeln!(f, "{line_no} | {text}")?;
                 let width = text.chars().count().saturating_sub(span.col as usize);
@@ -98,6 +98,35 @@ impl fmt::Display for Diagnostic {
         }
         Ok(())
     }
+}
+
+/// Keys whose values are secrets: a quoted source line never shows them.
+const SECRET_KEYS: [&str; 1] = ["auth_pass"];
+
+/// Replace the value of any secret key on a source line with `*`, keeping the
+/// line's length so carets still line up.
+fn mask_secrets(line: &str) -> String {
+    let mut out = line.to_string();
+    for key in SECRET_KEYS {
+        let mut from = 0;
+        while let Some(pos) = out[from..].find(key).map(|p| p + from) {
+            let after = pos + key.len();
+            let rest = &out[after..];
+            let Some(colon) = rest.find(':').filter(|c| rest[..*c].trim().is_empty()) else {
+                from = after;
+                continue;
+            };
+            let start = after + colon + 1;
+            let end = out[start..].find([',', '}', '#']).map_or(out.len(), |e| start + e);
+            let masked: String = out[start..end]
+                .chars()
+                .map(|c| if c.is_whitespace() { c } else { '*' })
+                .collect();
+            out.replace_range(start..end, &masked);
+            from = end;
+        }
+    }
+    out
 }
 
 /// Everything found wrong with one or more files, errors first.
@@ -181,6 +210,16 @@ mod tests {
             d.to_string(),
             "error: weight 70000 is out of range\n --> t.yaml:2:9\n  |\n2 | weight: 70000\n  |         ^^^^^\n  = hint: weights are 0..=65535\n"
         );
+    }
+
+    #[test]
+    fn never_quotes_a_secret() {
+        assert_eq!(
+            mask_secrets(r#"      auth_pass: "s3cr3t""#),
+            r#"      auth_pass: ********"#
+        );
+        assert_eq!(mask_secrets("{ auth_pass: abc, x: 1 }"), "{ auth_pass: ***, x: 1 }");
+        assert_eq!(mask_secrets("auth_pass_file: /x"), "auth_pass_file: /x");
     }
 
     #[test]

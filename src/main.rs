@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
+use lvslab::report::count;
 use lvslab::{compile, report};
 
 #[derive(Parser)]
@@ -82,29 +83,24 @@ fn validate(files: &[PathBuf]) -> ExitCode {
                     eprintln!("{}", loaded.warnings);
                 }
                 let t = &loaded.topology;
+                let warnings = match loaded.warnings.warning_count() {
+                    0 => String::new(),
+                    n => format!(", {}", count(n, "warning")),
+                };
                 println!(
-                    "{}: ok: lab {}, mode {}, {} hosts, {} networks, {} services{}",
+                    "{}: ok: lab {}, mode {}, {}, {}, {}{warnings}",
                     file.display(),
                     t.lab,
                     t.mode.as_str(),
-                    t.hosts.len(),
-                    t.networks.len(),
-                    t.services.len(),
-                    match loaded.warnings.warning_count() {
-                        0 => String::new(),
-                        n => format!(", {n} warning{}", if n == 1 { "" } else { "s" }),
-                    }
+                    count(t.hosts.len(), "host"),
+                    count(t.networks.len(), "network"),
+                    count(t.services.len(), "service"),
                 );
             }
             Err(diags) => {
                 bad += 1;
                 eprintln!("{diags}");
-                eprintln!(
-                    "{}: invalid: {} error{}",
-                    file.display(),
-                    diags.error_count(),
-                    if diags.error_count() == 1 { "" } else { "s" }
-                );
+                eprintln!("{}: invalid: {}", file.display(), count(diags.error_count(), "error"));
             }
         }
     }

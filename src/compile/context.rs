@@ -173,19 +173,18 @@ pub fn build(topo: &Topology, host: &Host) -> Context {
             continue;
         }
         ipvs = true;
-        if !host.has_address(s.vip) {
-            if let Some(i) = host
+        if !host.has_address(s.vip)
+            && let Some(i) = host
                 .interfaces
                 .iter()
                 .find(|i| topo.network(i.network).cidr.contains(s.vip))
-            {
-                let v = VipCtx {
-                    address: s.vip,
-                    dev: i.name.clone(),
-                };
-                if !vips.contains(&v) {
-                    vips.push(v);
-                }
+        {
+            let v = VipCtx {
+                address: s.vip,
+                dev: i.name.clone(),
+            };
+            if !vips.contains(&v) {
+                vips.push(v);
             }
         }
         if let ServiceKey::Fwmark(mark) = s.key {
@@ -218,10 +217,10 @@ pub fn build(topo: &Topology, host: &Host) -> Context {
             Mode::Tun => Some(&mut tun_vips),
             Mode::Nat => None,
         };
-        if let Some(list) = list {
-            if !list.contains(&s.vip) {
-                list.push(s.vip);
-            }
+        if let Some(list) = list
+            && !list.contains(&s.vip)
+        {
+            list.push(s.vip);
         }
         let ports: Vec<u16> = match s.key {
             ServiceKey::Tcp(_) => s.real_servers.iter().filter(|r| r.host == id).map(|r| r.port).collect(),
@@ -310,8 +309,6 @@ fn keepalived(topo: &Topology, host: &Host) -> Option<KeepalivedCtx> {
         let Some(me) = inst.members.iter().find(|m| m.host == host.id) else {
             continue;
         };
-        let prefix = topo.network(inst.network).cidr.prefix();
-        let _ = prefix;
         instances.push(VrrpCtx {
             name: inst.name.clone(),
             state: me.state,

@@ -218,10 +218,10 @@ pub fn compile(topo: &Topology) -> Result<Plan, CompileError> {
                     host: host.name.clone(),
                     message,
                 };
-                if let Some(expr) = &play.when {
-                    if !eval_bool(&env, expr, &ctx).map_err(|m| fail(0, m))? {
-                        continue;
-                    }
+                if let Some(expr) = &play.when
+                    && !eval_bool(&env, expr, &ctx).map_err(|m| fail(0, m))?
+                {
+                    continue;
                 }
                 for (i, raw) in play.steps.iter().enumerate() {
                     let steps = expand_step(&env, topo, host, raw, &ctx).map_err(|m| fail(i + 1, m))?;
@@ -321,10 +321,10 @@ fn expand_step(
         } else {
             minijinja::context! { item => item, ..ctx.clone() }
         };
-        if let Some(expr) = get("when") {
-            if !eval_bool(env, expr, &ctx)? {
-                continue;
-            }
+        if let Some(expr) = get("when")
+            && !eval_bool(env, expr, &ctx)?
+        {
+            continue;
         }
         // serde_yaml reads an externally tagged enum from a YAML tag (`!sysctl {...}`).
         let kind = kinds[0].as_str().ok_or("a step's resource kind must be a name")?;
@@ -469,7 +469,6 @@ fn resource(env: &Environment, topo: &Topology, host: &Host, p: Params, ctx: &Va
                 },
             };
             // Bound to the files' contents after the plan is assembled.
-            let _ = topo;
             Resource::Service {
                 name,
                 manager,

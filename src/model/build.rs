@@ -141,7 +141,8 @@ fn build_inner(spec: &TopologySpec, cx: &mut Cx) -> Topology {
                     format!("`{}` is not an IPv4 network", net.cidr.value),
                     "write it as ADDRESS/PREFIX, e.g. 192.168.4.0/24",
                 );
-                Ipv4Network::new(Ipv4Addr::UNSPECIFIED, 32).unwrap_or_else(|_| unreachable_net())
+                // A placeholder that overlaps nothing (prefix 32 is skipped below).
+                Ipv4Network::from(Ipv4Addr::UNSPECIFIED)
             }
         };
         for other in &networks {
@@ -179,14 +180,14 @@ fn build_inner(spec: &TopologySpec, cx: &mut Cx) -> Topology {
                 .name
                 .as_ref()
                 .map_or_else(|| format!("eth{i}"), |n| n.value.clone());
-            if let Some(n) = &iface.name {
-                if !is_interface_name(&n.value) {
-                    cx.error(
-                        n.span,
-                        format!("`{}` is not a usable interface name", n.value),
-                        "Linux interface names have 1 to 15 characters: letters, digits, `-`, `_`, `.`",
-                    );
-                }
+            if let Some(n) = &iface.name
+                && !is_interface_name(&n.value)
+            {
+                cx.error(
+                    n.span,
+                    format!("`{}` is not a usable interface name", n.value),
+                    "Linux interface names have 1 to 15 characters: letters, digits, `-`, `_`, `.`",
+                );
             }
             if ifaces.iter().any(|o| o.name == iname) {
                 cx.error(
@@ -398,12 +399,11 @@ fn build_inner(spec: &TopologySpec, cx: &mut Cx) -> Topology {
 
     // Services.
     let mut services = Vec::new();
-    let mut seen_keys: BTreeMap<(Ipv4Addr, ServiceKey), Span> = BTreeMap::new();
+    let mut seen_keys: BTreeSet<(Ipv4Addr, ServiceKey)> = BTreeSet::new();
     for (si, (s, vip)) in spec.services.iter().zip(service_vips).enumerate() {
         let Some(vip) = vip else { continue };
         if let Some(svc) = build_service(cx, si, s, vip, mode, &host_ids, &hosts, &networks, ha.as_ref()) {
-            if let Some(prev) = seen_keys.insert((svc.vip, svc.key), s.span) {
-                let _ = prev;
+            if !seen_keys.insert((svc.vip, svc.key)) {
                 cx.error(
                     s.vip.span,
                     format!("service {} {} is declared twice", svc.vip, svc.ipvsadm_target()),
@@ -637,11 +637,6 @@ fn build_inner(spec: &TopologySpec, cx: &mut Cx) -> Topology {
     }
 }
 
-fn unreachable_net() -> Ipv4Network {
-    // 0.0.0.0/32 is always valid; this only satisfies the type checker.
-    Ipv4Network::from(Ipv4Addr::UNSPECIFIED)
-}
-
 fn spec_rs_span(s: &Spanned<spec::ServiceSpec>, rs: &RealServer, hosts: &[Host]) -> Span {
     s.real_servers
         .iter()
@@ -684,14 +679,14 @@ fn ssh_target(
     let timeout = timeout
         .and_then(|t| cx.range(&t, 1, 600, "connect timeout", "seconds"))
         .unwrap_or(10) as u32;
-    if let Some(env) = pick(&|s| s.passphrase_env.clone()) {
-        if !env.value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || env.value.is_empty() {
-            cx.error(
-                env.span,
-                format!("`{}` is not an environment variable name", env.value),
-                "name the variable that holds the passphrase, e.g. LAB_KEY_PASSPHRASE (never the passphrase itself)",
-            );
-        }
+    if let Some(env) = pick(&|s| s.passphrase_env.clone())
+        && (!env.value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || env.value.is_empty())
+    {
+        cx.error(
+            env.span,
+            format!("`{}` is not an environment variable name", env.value),
+            "name the variable that holds the passphrase, e.g. LAB_KEY_PASSPHRASE (never the passphrase itself)",
+        );
     }
     SshTarget {
         host: pick(&|s| s.host.clone())
@@ -1375,8 +1370,7 @@ fn build_check(cx: &mut Cx, h: &Spanned<spec::HealthCheckSpec>) -> HealthCheck {
             "e.g. `script: /usr/local/bin/check-web`",
         );
     }
-    if let (Some(d), Some(c)) = (&h.digest, &h.status_code) {
-        let _ = d;
+    if let (Some(_), Some(c)) = (&h.digest, &h.status_code) {
         cx.error(c.span, "`status_code` and `digest` are alternatives", "use one of them");
     }
     HealthCheck {

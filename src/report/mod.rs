@@ -6,6 +6,34 @@ use std::fmt::Write as _;
 
 use crate::plan::{Plan, Resource};
 
+/// `1 host`, `2 hosts`.
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("{n} {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+/// Greedy word wrap at `width` columns.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    for para in text.lines() {
+        let mut line = String::new();
+        for word in para.split_whitespace() {
+            if !line.is_empty() && line.len() + 1 + word.len() > width {
+                lines.push(std::mem::take(&mut line));
+            }
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            line.push_str(word);
+        }
+        lines.push(line);
+    }
+    lines
+}
+
 fn comment(out: &mut String, indent: &str, text: &str) {
     for line in text.lines() {
         let _ = writeln!(out, "{indent}# {line}");
@@ -15,15 +43,14 @@ fn comment(out: &mut String, indent: &str, text: &str) {
 /// The plan, phase by phase and host by host, each step with its why and commands.
 pub fn plan_text(plan: &Plan) -> String {
     let mut out = String::new();
-    let hosts = plan.host_names().len();
     let _ = writeln!(
         out,
-        "Plan for lab {} (mode {}): {} hosts, {} phases, {} steps",
+        "Plan for lab {} (mode {}): {}, {}, {}",
         plan.lab,
         plan.mode.as_str().to_uppercase(),
-        hosts,
-        plan.phases.len(),
-        plan.step_count()
+        count(plan.host_names().len(), "host"),
+        count(plan.phases.len(), "phase"),
+        count(plan.step_count(), "step")
     );
     for phase in &plan.phases {
         let _ = writeln!(out, "\n== phase {} ==", phase.name);
@@ -31,13 +58,17 @@ pub fn plan_text(plan: &Plan) -> String {
             let _ = writeln!(out, "\n{}", hp.host);
             for (i, step) in hp.steps.iter().enumerate() {
                 let _ = writeln!(out, "  {:>2}. {}", i + 1, step.summary);
-                for (j, line) in step.why.lines().enumerate() {
+                for (j, line) in wrap(&step.why, 90).iter().enumerate() {
                     let label = if j == 0 { "why: " } else { "     " };
                     let _ = writeln!(out, "      {label}{line}");
                 }
                 match &step.resource {
                     Resource::File { content, validate, .. } => {
-                        let _ = writeln!(out, "      writes {} lines (see --format sh)", content.lines().count());
+                        let _ = writeln!(
+                            out,
+                            "      writes {} (see --format sh)",
+                            count(content.lines().count(), "line")
+                        );
                         if let Some(v) = validate {
                             let _ = writeln!(out, "      checked first with: {v}");
                         }
@@ -97,7 +128,7 @@ fn host_script(plan: &Plan, host: &str) -> String {
         for step in &hp.steps {
             let _ = writeln!(out);
             comment(&mut out, "", &step.summary);
-            comment(&mut out, "", &format!("why: {}", step.why));
+            comment(&mut out, "", &wrap(&format!("why: {}", step.why), 90).join("\n"));
             for c in step.resource.apply_for_script(&plan.secrets) {
                 let _ = writeln!(out, "{c}");
             }

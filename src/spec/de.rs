@@ -118,6 +118,14 @@ impl de::Error for DeError {
         Self::custom(format_args!("expected {exp}, found {unexp}"))
     }
 
+    fn missing_field(field: &'static str) -> Self {
+        DeError {
+            message: format!("missing key `{field}`"),
+            span: None,
+            hint: Some(format!("add `{field}:` here (see the topology format in README.md)")),
+        }
+    }
+
     fn unknown_variant(variant: &str, expected: &'static [&'static str]) -> Self {
         let hint = match did_you_mean(variant, expected.iter().copied()) {
             Some(s) => format!("did you mean `{s}`?"),
@@ -366,7 +374,13 @@ impl<'de> de::Deserializer<'de> for De<'_> {
                 _ => "",
             };
             if fields.contains(&key) {
-                known.push(pair);
+                // A duplicate was reported by check_duplicates; serde sees the first only.
+                if !known
+                    .iter()
+                    .any(|(k, _): &&(Node, Node)| matches!(&k.kind, NodeKind::Scalar { value, .. } if value == key))
+                {
+                    known.push(pair);
+                }
             } else {
                 let hint = match did_you_mean(key, fields.iter().copied()) {
                     Some(s) => format!("did you mean `{s}`?"),

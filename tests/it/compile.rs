@@ -1,0 +1,184 @@
+//! Compiled plans of the example topologies: pinned by snapshots, and the
+//! facts each LVS mode depends on asserted explicitly.
+
+use lvslab::plan::{Plan, Resource};
+
+use crate::{assert_sh_parses, plan, repo, topologies};
+
+fn host_steps<'a>(plan: &'a Plan, host: &str) -> Vec<&'a lvslab::plan::Step> {
+    plan.phases
+        .iter()
+        .flat_map(|p| p.hosts.iter())
+        .filter(|h| h.host == host)
+        .flat_map(|h| h.steps.iter())
+        .collect()
+}
+
+fn applies(plan: &Plan, host: &str) -> Vec<String> {
+    host_steps(plan, host).iter().flat_map(|s| s.apply.clone()).collect()
+}
+
+fn position(cmds: &[String], needle: &str) -> usize {
+    cmds.iter()
+        .position(|c| c == needle)
+        .unwrap_or_else(|| panic!("`{needle}` not in:\n{}", cmds.join("\n")))
+}
+
+#[test]
+fn every_example_validates_and_its_plan_is_pinned() {
+    let all = topologies();
+    assert_eq!(all.len(), 7, "the seven course labs ship as examples");
+    for path in all {
+        let name = path.file_stem().unwrap().to_string_lossy().to_string();
+        let plan = plan(&path);
+        insta::assert_snapshot!(format!("{name}.text"), lvslab::report::plan_text(&plan));
+        let scripts: Vec<String> = lvslab::report::plan_sh(&plan)
+            .into_iter()
+            .map(|(host, script)| {
+                assert_sh_parses(&format!("{name}/{host}"), &script);
+                script
+            })
+            .collect();
+        insta::assert_snapshot!(format!("{name}.sh"), scripts.join("\n"));
+    }
+}
+
+#[test]
+fn plan_json_schema_is_stable() {
+    let plan = plan(&repo().join("topologies/nat.yaml"));
+    insta::assert_snapshot!("nat.json", lvslab::report::plan_json(&plan).unwrap());
+}
+
+#[test]
+fn compilation_is_deterministic() {
+    for path in topologies() {
+        let a = lvslab::report::plan_json(&plan(&path)).unwrap();
+        let b = lvslab::report::plan_json(&plan(&path)).unwrap();
+        assert_eq!(a, b, "{}", path.display());
+    }
+}
+
+#[test]
+fn nat_plan_forwards_routes_back_and_masquerades() {
+    let plan = plan(&repo().join("topologies/nat.yaml"));
+    let director = applies(&plan, "director");
+    position(&director, "sysctl -qw net.ipv4.ip_forward=1");
+    let svc = position(&director, "ipvsadm -A -t 192.168.4.5:80 -s wrr");
+    let w1 = position(&director, "ipvsadm -a -t 192.168.4.5:80 -r 192.168.2.100:80 -m -w 1");
+    let w2 = position(&director, "ipvsadm -a -t 192.168.4.5:80 -r 192.168.2.200:80 -m -w 2");
+    assert!(svc < w1 && svc < w2);
+    for web in ["web1", "web2"] {
+        position(&applies(&plan, web), "ip route replace default via 192.168.2.5");
+    }
+    // The VIP is the director's own public address: no extra address step.
+    assert!(!director.iter().any(|c| c.starts_with("ip addr add")));
+}
+
+#[test]
+fn dr_plan_silences_arp_before_the_vip_reaches_lo() {
+    let plan = plan(&repo().join("topologies/dr.yaml"));
+    for web in ["web1", "web2"] {
+        let cmds = applies(&plan, web);
+        let vip = position(&cmds, "ip addr add 192.168.4.253/32 dev lo");
+        for s in [
+            "sysctl -qw net.ipv4.conf.all.arp_ignore=1",
+            "sysctl -qw net.ipv4.conf.lo.arp_ignore=1",
+            "sysctl -qw net.ipv4.conf.all.arp_announce=2",
+            "sysctl -qw net.ipv4.conf.lo.arp_announce=2",
+        ] {
+            assert!(position(&cmds, s) < vip, "{web}: `{s}` must come before the VIP");
+        }
+        assert!(
+            !cmds.iter().any(|c| c.starts_with("ip route replace default")),
+            "DR real servers keep their gateway"
+        );
+    }
+    let director = applies(&plan, "director");
+    position(&director, "ip addr add 192.168.4.253/32 dev eth0");
+    position(&director, "ipvsadm -a -t 192.168.4.253:80 -r 192.168.4.52:80 -g -w 1");
+    position(&director, "ipvsadm -a -t 192.168.4.253:80 -r 192.168.4.53:80 -g -w 1");
+    assert!(
+        !director.iter().any(|c| c.contains("ip_forward")),
+        "DR needs no forwarding"
+    );
+}
+
+#[test]
+fn tun_plan_loads_ipip_and_puts_the_vip_on_tunl0() {
+    let plan = plan(&repo().join("topologies/tun.yaml"));
+    for web in ["web1", "web2"] {
+        let cmds = applies(&plan, web);
+        let ipip = position(&cmds, "modprobe ipip");
+        let up = position(&cmds, "ip link set dev tunl0 up");
+        let vip = position(&cmds, "ip addr add 192.168.4.253/32 dev tunl0");
+        position(&cmds, "sysctl -qw net.ipv4.conf.all.rp_filter=0");
+        position(&cmds, "sysctl -qw net.ipv4.conf.tunl0.rp_filter=0");
+        assert!(ipip < up && up < vip);
+    }
+    let director = applies(&plan, "director");
+    position(&director, "ipvsadm -a -t 192.168.4.253:80 -r 192.168.4.100:80 -i -w 1");
+    position(&director, "ipvsadm -a -t 192.168.4.253:80 -r 192.168.6.100:80 -i -w 1");
+    position(&director, "ip route replace 192.168.6.0/24 via 192.168.4.1");
+    position(&applies(&plan, "router"), "sysctl -qw net.ipv4.ip_forward=1");
+}
+
+#[test]
+fn ha_plan_leaves_ipvs_to_keepalived() {
+    let plan = plan(&repo().join("topologies/ha.yaml"));
+    for d in ["director1", "director2"] {
+        let steps = host_steps(&plan, d);
+        assert!(
+            !steps.iter().any(|s| matches!(s.resource, Resource::IpvsTable { .. })),
+            "{d}: keepalived owns IPVS"
+        );
+        assert!(
+            !steps.iter().any(|s| matches!(s.resource, Resource::Address { .. })),
+            "{d}: VRRP owns the VIP"
+        );
+        let svc = steps
+            .iter()
+            .find(|s| s.id == "service:keepalived")
+            .expect("keepalived service");
+        let Resource::Service { config_hash, .. } = &svc.resource else {
+            unreachable!()
+        };
+        assert_eq!(config_hash.len(), 16);
+    }
+}
+
+#[test]
+fn service_restarts_follow_the_config_it_depends_on() {
+    // Same topology, different VRRP priority: the keepalived config differs, so the service hash must.
+    let path = repo().join("topologies/ha.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let hash = |text: String| {
+        let t = lvslab::load_str("ha.yaml", text).ok().unwrap().topology;
+        let plan = lvslab::compile::compile(&t).unwrap();
+        host_steps(&plan, "director1")
+            .iter()
+            .find_map(|s| match &s.resource {
+                Resource::Service { config_hash, .. } if s.id == "service:keepalived" => Some(config_hash.clone()),
+                _ => None,
+            })
+            .unwrap()
+    };
+    let a = hash(text.clone());
+    assert_eq!(a, hash(text.clone()));
+    assert_ne!(a, hash(text.replace("priority: 100", "priority: 101")));
+}
+
+#[test]
+fn addresses_left_out_are_assigned_in_file_order() {
+    let t = crate::load(&repo().join("topologies/storage.yaml")).topology;
+    let addrs: Vec<String> = t.hosts.iter().map(|h| h.interfaces[0].address.to_string()).collect();
+    assert_eq!(
+        addrs,
+        [
+            "192.168.4.1",
+            "192.168.4.2",
+            "192.168.4.3",
+            "192.168.4.4",
+            "192.168.4.5"
+        ]
+    );
+}

@@ -1,0 +1,82 @@
+//! Every keepalived.conf the compiler renders is accepted by the real
+//! `keepalived -t -f`. keepalived must be installed (.ci/run installs it):
+//! a missing program fails this test, it never skips.
+
+use std::process::Command;
+
+use lvslab::plan::Resource;
+
+use crate::{plan, topologies};
+
+#[test]
+fn rendered_keepalived_configs_pass_keepalived_t() {
+    let probe = Command::new("keepalived").arg("--version").output();
+    assert!(
+        probe.is_ok(),
+        "keepalived is not installed: run `apt-get install keepalived` (.ci/run does)"
+    );
+    let mut checked = 0;
+    for path in topologies() {
+        let plan = plan(&path);
+        for hp in plan.phases.iter().flat_map(|p| p.hosts.iter()) {
+            for step in &hp.steps {
+                let Resource::File {
+                    path: file,
+                    content,
+                    validate,
+                    ..
+                } = &step.resource
+                else {
+                    continue;
+                };
+                if !file.ends_with("keepalived.conf") {
+                    continue;
+                }
+                assert_eq!(
+                    validate.as_deref(),
+                    Some("keepalived -t -f %s"),
+                    "checked before install"
+                );
+                let dir = tempfile::tempdir().unwrap();
+                let conf = dir.path().join("keepalived.conf");
+                std::fs::write(&conf, plan.resolve_secrets(content)).unwrap();
+                let out = Command::new("keepalived")
+                    .arg("-t")
+                    .arg("-f")
+                    .arg(&conf)
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "{} on {}: keepalived -t exit {:?}\n{}{}",
+                    path.display(),
+                    hp.host,
+                    out.status.code(),
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 4, "ha.yaml and dual-master.yaml have two directors each");
+}
+
+#[test]
+fn a_broken_config_is_refused_by_keepalived_t() {
+    // The check above can fail: keepalived -t really rejects bad configs.
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("bad.conf");
+    std::fs::write(
+        &conf,
+        "vrrp_instance VI_1 {\n    state SIDEWAYS\n    virtual_router_id 999\n}\n",
+    )
+    .unwrap();
+    let out = Command::new("keepalived")
+        .arg("-t")
+        .arg("-f")
+        .arg(&conf)
+        .output()
+        .expect("keepalived runs");
+    assert!(!out.status.success());
+}
