@@ -1454,6 +1454,16 @@ fn build_storage(
         address: address.or(host.primary_address())?,
         export: st.export.value.clone(),
         mount: st.mount.value.clone(),
-        sync: st.sync.as_ref().map_or(SyncMode::Nfs, |s| s.value),
+        sync: match &st.sync {
+            Some(s) if s.value == SyncMode::Rsync => {
+                cx.error(
+                    s.span,
+                    "`sync: rsync` is not implemented yet",
+                    "use `sync: nfs` (the default)",
+                );
+                SyncMode::Rsync
+            }
+            _ => SyncMode::Nfs,
+        },
     })
 }

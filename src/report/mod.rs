@@ -113,11 +113,7 @@ fn host_script(plan: &Plan, host: &str) -> String {
     );
     let _ = writeln!(
         out,
-        "# The commands `lvslab up` applies to a fresh host, in order. Run as root."
-    );
-    let _ = writeln!(
-        out,
-        "# (lvslab itself applies only what differs, and can revert it with `lvslab down`.)"
+        "# The commands that bring a fresh host to the planned state, in order. Run as root."
     );
     let _ = writeln!(out, "set -eu");
     for phase in &plan.phases {
