@@ -187,17 +187,9 @@ pub fn build(topo: &Topology, host: &Host) -> Context {
                 vips.push(v);
             }
         }
-        if let ServiceKey::Fwmark(mark) = s.key {
-            fwmarks.push(FwmarkCtx {
-                vip: s.vip,
-                mark,
-                protocol: s.mark_protocol,
-                ports: s.mark_ports.iter().map(u16::to_string).collect::<Vec<_>>().join(","),
-            });
-        }
     }
-    // keepalived-managed services still mark packets.
-    for s in topo.services_of_director(id).filter(|s| s.keepalived) {
+    // Packets are marked whoever owns the IPVS service (ipvsadm or keepalived).
+    for s in topo.services_of_director(id) {
         if let ServiceKey::Fwmark(mark) = s.key {
             fwmarks.push(FwmarkCtx {
                 vip: s.vip,

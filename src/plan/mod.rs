@@ -530,3 +530,67 @@ impl Resource {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn package_commands_per_manager() {
+        let apt = Resource::Package {
+            manager: PackageManager::Apt,
+            packages: vec!["ipvsadm".into(), "keepalived".into()],
+        };
+        assert_eq!(
+            apt.observe(),
+            "dpkg-query -W -f '${Package} ${Status}\\n' ipvsadm keepalived"
+        );
+        assert_eq!(
+            apt.apply(),
+            ["DEBIAN_FRONTEND=noninteractive apt-get install -y ipvsadm keepalived"]
+        );
+        let dnf = Resource::Package {
+            manager: PackageManager::Dnf,
+            packages: vec!["httpd".into()],
+        };
+        assert_eq!(dnf.observe(), "rpm -q httpd");
+        assert_eq!(dnf.revert(), ["dnf remove -y httpd"]);
+    }
+
+    #[test]
+    fn file_with_secret_reads_it_from_the_environment_in_scripts() {
+        let mut secrets = BTreeMap::new();
+        secrets.insert("vrrp-VI_1".to_string(), Secret::new("s3cret".into()));
+        let f = Resource::File {
+            path: "/etc/keepalived/keepalived.conf".into(),
+            content: format!("auth_pass {}\n", secret_placeholder("vrrp-VI_1")),
+            mode: "0640".into(),
+            validate: Some("keepalived -t -f %s".into()),
+            sha256: String::new(),
+        };
+        let script = f.apply_for_script(&secrets).join("\n");
+        assert!(!script.contains("s3cret"));
+        assert!(script.starts_with(": \"${LVSLAB_SECRET_VRRP_VI_1:?"));
+        // The placeholder is filled before the validation runs on the new file.
+        let fill = script.find("sed -i").unwrap();
+        let check = script.find("keepalived -t -f").unwrap();
+        assert!(fill < check);
+    }
+
+    #[test]
+    fn ids_are_stable_identities() {
+        let a = Resource::Address {
+            address: "192.168.4.253/32".into(),
+            dev: "lo".into(),
+        };
+        assert_eq!(a.id(), "address:lo:192.168.4.253/32");
+        assert_eq!(
+            Resource::Sysctl {
+                key: "net.ipv4.ip_forward".into(),
+                value: "1".into()
+            }
+            .observe(),
+            "cat /proc/sys/net/ipv4/ip_forward"
+        );
+    }
+}

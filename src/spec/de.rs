@@ -393,7 +393,7 @@ impl<'de> de::Deserializer<'de> for De<'_> {
                 );
             }
         }
-        let r = visitor.visit_map(StructAccess {
+        let r = visitor.visit_map(MapAccess {
             pairs: known.into_iter(),
             value: None,
             ctx: self.ctx,
@@ -473,38 +473,14 @@ impl<'de> de::SeqAccess<'de> for SeqAccess<'_> {
     }
 }
 
-struct MapAccess<'a> {
-    pairs: std::slice::Iter<'a, (Node, Node)>,
+/// Map entries for serde; `I` yields the (key, value) pairs to hand out.
+struct MapAccess<'a, I: Iterator<Item = &'a (Node, Node)>> {
+    pairs: I,
     value: Option<&'a Node>,
     ctx: &'a Ctx,
 }
 
-impl<'de> de::MapAccess<'de> for MapAccess<'_> {
-    type Error = DeError;
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, DeError> {
-        match self.pairs.next() {
-            Some((k, v)) => {
-                self.value = Some(v);
-                seed.deserialize(De { node: k, ctx: self.ctx }).map(Some)
-            }
-            None => Ok(None),
-        }
-    }
-    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
-        match self.value.take() {
-            Some(node) => seed.deserialize(De { node, ctx: self.ctx }),
-            None => Err(de::Error::custom("value requested before key")),
-        }
-    }
-}
-
-struct StructAccess<'a> {
-    pairs: std::vec::IntoIter<&'a (Node, Node)>,
-    value: Option<&'a Node>,
-    ctx: &'a Ctx,
-}
-
-impl<'de> de::MapAccess<'de> for StructAccess<'_> {
+impl<'de, 'a, I: Iterator<Item = &'a (Node, Node)>> de::MapAccess<'de> for MapAccess<'a, I> {
     type Error = DeError;
     fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, DeError> {
         match self.pairs.next() {
@@ -607,5 +583,88 @@ pub fn from_node<T: for<'de> Deserialize<'de>>(node: &Node, file: &Arc<SourceFil
             diags.push(e.into_diagnostic(file));
             (None, diags)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::yaml;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(rename = "thing")]
+    struct Thing {
+        name: Spanned<String>,
+        #[serde(default)]
+        items: Vec<Spanned<i64>>,
+    }
+
+    fn parse<T: for<'de> Deserialize<'de>>(text: &str) -> (Option<T>, Vec<Diagnostic>) {
+        let file = Arc::new(SourceFile {
+            path: "t.yaml".into(),
+            text: text.into(),
+        });
+        let node = yaml::parse(&file).expect("yaml");
+        from_node(&node, &file)
+    }
+
+    #[test]
+    fn spans_point_at_values() {
+        let (t, d) = parse::<Thing>("name: web1\nitems: [1, 22]\n");
+        let t = t.unwrap();
+        assert!(d.is_empty());
+        assert_eq!(
+            t.name.span,
+            Span {
+                line: 1,
+                col: 6,
+                len: 4
+            }
+        );
+        assert_eq!(
+            t.items[1].span,
+            Span {
+                line: 2,
+                col: 11,
+                len: 2
+            }
+        );
+        assert_eq!(*t.items[1], 22);
+    }
+
+    #[test]
+    fn every_unknown_key_is_reported_and_skipped() {
+        let (t, d) = parse::<Thing>("nmae: x\nname: ok\nitemz: 1\nfoo: 2\n");
+        assert_eq!(t.unwrap().name.value, "ok");
+        let msgs: Vec<String> = d.iter().map(|d| d.message.clone()).collect();
+        assert_eq!(
+            msgs,
+            [
+                "unknown key `nmae` in thing",
+                "unknown key `itemz` in thing",
+                "unknown key `foo` in thing"
+            ]
+        );
+        assert_eq!(d[0].hint.as_deref(), Some("did you mean `name`?"));
+        assert_eq!(d[2].hint.as_deref(), Some("valid keys here: name, items"));
+    }
+
+    #[test]
+    fn aliases_and_quoted_scalars() {
+        let (t, _) = parse::<Vec<Thing>>("- name: &n 'web 1'\n- name: *n\n");
+        let t = t.unwrap();
+        assert_eq!(t[1].name.value, "web 1");
+        assert_eq!(t[1].name.span.line, 2, "an alias is positioned where it is used");
+    }
+
+    #[test]
+    fn shape_errors_stop_with_a_position() {
+        let (t, d) = parse::<Thing>("name: [a, b]\n");
+        assert!(t.is_none());
+        assert_eq!(d[0].message, "expected a string, found a list");
+        let (t, d) = parse::<Thing>("name: x\nitems: [1, two]\n");
+        assert!(t.is_none());
+        assert_eq!(d[0].message, "expected an integer, found `two`");
+        assert_eq!(d[0].location.as_ref().unwrap().1.line, 2);
     }
 }

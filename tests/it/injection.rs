@@ -95,3 +95,46 @@ fn hostile_names_are_rejected_before_any_command_exists() {
     assert!(err.contains("`eth0;reboot` is not a usable interface name"), "{err}");
     assert!(err.contains("`/var/www/$(reboot)` is not a usable directory"), "{err}");
 }
+
+#[test]
+fn generated_scripts_fill_secrets_from_the_environment_verbatim() {
+    use std::collections::BTreeMap;
+
+    use lvslab::model::Secret;
+    use lvslab::plan::secret_placeholder;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keepalived.conf");
+    let file = Resource::File {
+        path: path.display().to_string(),
+        content: format!("a\n    auth_pass {}\nb\n", secret_placeholder("vrrp-VI_1")),
+        mode: "0640".into(),
+        validate: None,
+        sha256: String::new(),
+    };
+    let mut secrets = BTreeMap::new();
+    secrets.insert("vrrp-VI_1".to_string(), Secret::new("unused".into()));
+    let script = file.apply_for_script(&secrets).join("\n");
+    let nasty = r"p&|\1/$x'";
+
+    let missing = Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .env_remove("LVSLAB_SECRET_VRRP_VI_1")
+        .output()
+        .unwrap();
+    assert!(!missing.status.success(), "an unset secret stops the script");
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("LVSLAB_SECRET_VRRP_VI_1"));
+
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .env("LVSLAB_SECRET_VRRP_VI_1", nasty)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        format!("a\n    auth_pass {nasty}\nb\n")
+    );
+}
