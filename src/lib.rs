@@ -8,6 +8,7 @@
 pub mod assets;
 pub mod compile;
 pub mod diag;
+pub mod exec;
 pub mod model;
 pub mod plan;
 pub mod report;

@@ -8,8 +8,11 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
+use std::sync::Arc;
+
+use lvslab::exec::{connect, runner, state};
 use lvslab::report::count;
-use lvslab::{compile, report};
+use lvslab::{compile, plan, report};
 
 #[derive(Parser)]
 #[command(name = "lvslab", version, about = "Linux Virtual Server labs from one YAML file")]
@@ -39,6 +42,61 @@ enum Command {
         #[arg(long)]
         out_dir: Option<PathBuf>,
     },
+    /// Provision the lab: observe every step, apply only what differs, confirm.
+    ///
+    /// Exit status: 0 success (or --check), 1 a step or host failed.
+    Up {
+        file: PathBuf,
+        /// Show what would change (with diffs) and change nothing.
+        #[arg(long)]
+        check: bool,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Revert everything `up` changed, in reverse order, restoring what was there before.
+    ///
+    /// Takes the topology file, or the lab's name when the file is gone.
+    Down {
+        /// Topology file or lab name.
+        lab: String,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Only these hosts (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    limit: Vec<String>,
+    /// How many hosts to work on at once.
+    #[arg(long, default_value_t = 50)]
+    forks: usize,
+    /// Where the lab runs; overrides the topology's `provider`.
+    #[arg(long, value_enum)]
+    provider: Option<ProviderArg>,
+    /// Record unknown SSH host keys in known_hosts (a changed key is still refused).
+    #[arg(long)]
+    accept_new_host_keys: bool,
+    /// Progress and results as text (default) or JSON lines on stdout.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    /// Also list steps that were already in the desired state.
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ProviderArg {
+    Ssh,
+    Netns,
+    Vm,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Text,
+    Json,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -71,6 +129,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             format,
             out_dir,
         } => plan(&file, host.as_deref(), format, out_dir.as_deref()),
+        Command::Up { file, check, run } => runtime()?.block_on(up(&file, check, &run)),
+        Command::Down { lab, run } => runtime()?.block_on(down(&lab, &run)),
     }
 }
 
@@ -158,4 +218,197 @@ fn set_executable(path: &Path) -> anyhow::Result<()> {
     perm.set_mode(0o755);
     std::fs::set_permissions(path, perm)?;
     Ok(())
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+fn reporter(run: &RunArgs, hosts: &[String]) -> Arc<dyn runner::Reporter> {
+    use std::io::IsTerminal;
+    if run.output == Output::Json {
+        Arc::new(report::JsonReporter)
+    } else if std::io::stderr().is_terminal() && std::env::var_os("CI").is_none() {
+        Arc::new(report::TtyReporter::new(hosts))
+    } else {
+        Arc::new(report::PlainReporter { verbose: run.verbose })
+    }
+}
+
+fn check_provider(topo: &lvslab::model::Topology, run: &RunArgs) -> anyhow::Result<()> {
+    use lvslab::model::Provider;
+    let chosen = match (run.provider, topo.provider) {
+        (Some(ProviderArg::Ssh), _) | (None, Some(Provider::Ssh)) => return Ok(()),
+        (Some(ProviderArg::Netns), _) | (None, Some(Provider::Netns)) => "netns",
+        (Some(ProviderArg::Vm), _) | (None, Some(Provider::Vm)) => "vm",
+        (None, None) => anyhow::bail!(
+            "lab {} names no provider: add `provider: ssh` to the topology or pass --provider ssh \
+             (the netns and vm providers are not implemented yet)",
+            topo.lab
+        ),
+    };
+    anyhow::bail!("the {chosen} provider is not implemented yet; use `provider: ssh` for hosts you reach over SSH")
+}
+
+fn finish(outcome: &runner::RunOutcome, run: &RunArgs, title: &str, changed: &str) -> ExitCode {
+    if run.output == Output::Json {
+        let summary = serde_json::json!({ "event": "summary", "recap": outcome.recap, "failed": outcome.failed });
+        println!("{summary}");
+    } else {
+        print!("{}", report::recap_text(outcome, title, changed));
+    }
+    if outcome.failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+async fn up(file: &Path, check: bool, run: &RunArgs) -> anyhow::Result<ExitCode> {
+    let loaded = match lvslab::load(file) {
+        Ok(l) => l,
+        Err(diags) => {
+            eprintln!("{diags}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    if !loaded.warnings.0.is_empty() {
+        eprintln!("{}", loaded.warnings);
+    }
+    let topo = &loaded.topology;
+    check_provider(topo, run)?;
+    let mut plan = compile::compile(topo)?;
+    for h in &run.limit {
+        if topo.host_by_name(h).is_none() {
+            anyhow::bail!("--limit: no host `{h}` in {}", file.display());
+        }
+    }
+    if !run.limit.is_empty() {
+        for p in &mut plan.phases {
+            p.hosts.retain(|h| run.limit.contains(&h.host));
+        }
+    }
+    let hosts: Vec<String> = plan.host_names().into_iter().map(String::from).collect();
+    let dir = state::LabDir::new(&topo.lab);
+    let _lock = dir.lock()?;
+    let mut lab_state = dir.load()?.unwrap_or_else(|| state::LabState {
+        lab: topo.lab.clone(),
+        since: unix_now(),
+        ..state::LabState::default()
+    });
+    let topo_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+    let reach = connect::reach(topo, &topo_dir);
+    lab_state.topology = Some(
+        std::fs::canonicalize(file)
+            .unwrap_or_else(|_| file.to_path_buf())
+            .display()
+            .to_string(),
+    );
+    for h in &hosts {
+        if let Some(r) = reach.get(h) {
+            lab_state.reach.insert(h.clone(), r.clone());
+        }
+    }
+    let reporter = reporter(run, &hosts);
+    let conns = connect::connect_all(&hosts, &reach, run.accept_new_host_keys, run.forks).await;
+    let conns = connect::check_facts(conns, &plan).await;
+    let save: runner::SaveFn = if check {
+        Arc::new(|_: &state::LabState| Ok(()))
+    } else {
+        let dir = state::LabDir::new(&topo.lab);
+        Arc::new(move |s: &state::LabState| dir.save(s).map_err(|e| e.to_string()))
+    };
+    let opts = runner::Options {
+        check,
+        forks: run.forks,
+    };
+    let (outcome, lab_state) = runner::up(Arc::new(plan), conns, lab_state, save, opts, reporter).await;
+    if !check {
+        dir.save(&lab_state)?;
+    }
+    let title = if check {
+        "CHECK RECAP (nothing was changed)"
+    } else {
+        "RECAP"
+    };
+    Ok(finish(
+        &outcome,
+        run,
+        title,
+        if check { "to change" } else { "changed" },
+    ))
+}
+
+async fn down(lab: &str, run: &RunArgs) -> anyhow::Result<ExitCode> {
+    // A topology file, or the name of a lab brought up earlier.
+    let path = Path::new(lab);
+    let (name, plan, reach) = if path.is_file() {
+        let loaded = match lvslab::load(path) {
+            Ok(l) => l,
+            Err(diags) => {
+                eprintln!("{diags}");
+                return Ok(ExitCode::from(1));
+            }
+        };
+        check_provider(&loaded.topology, run)?;
+        let plan = compile::compile(&loaded.topology)?;
+        let topo_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        (
+            loaded.topology.lab.clone(),
+            Some(plan),
+            Some(connect::reach(&loaded.topology, &topo_dir)),
+        )
+    } else if lvslab::model::is_simple_name(lab) {
+        (lab.to_string(), None, None)
+    } else {
+        anyhow::bail!("{lab}: no such topology file, and not a lab name");
+    };
+    let dir = state::LabDir::new(&name);
+    let _lock = dir.lock()?;
+    let Some(mut lab_state) = dir.load()? else {
+        eprintln!(
+            "lab {name} was never brought up here (no state in {}); nothing to do",
+            dir.path.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    };
+    if !run.limit.is_empty() {
+        lab_state.hosts.retain(|h, _| run.limit.contains(h));
+    }
+    let mut reach_all = lab_state.reach.clone();
+    reach_all.extend(reach.unwrap_or_default());
+    let hosts: Vec<String> = lab_state.hosts.keys().cloned().collect();
+    let reporter = reporter(run, &hosts);
+    let conns = connect::connect_all(&hosts, &reach_all, run.accept_new_host_keys, run.forks).await;
+    let plan = plan.unwrap_or_else(|| plan::Plan {
+        schema: plan::SCHEMA,
+        lab: name.clone(),
+        mode: lvslab::model::Mode::Nat,
+        phases: Vec::new(),
+        secrets: Default::default(),
+    });
+    let opts = runner::Options {
+        check: false,
+        forks: run.forks,
+    };
+    let (outcome, left) = runner::down(Arc::new(plan), conns, lab_state, opts, reporter).await;
+    // Hosts left out by --limit keep their record.
+    let mut full = dir.load()?.unwrap_or_default();
+    for h in &hosts {
+        full.hosts.remove(h);
+    }
+    full.hosts.extend(left.hosts);
+    if full.is_empty() {
+        dir.remove()?;
+    } else {
+        dir.save(&full)?;
+    }
+    Ok(finish(&outcome, run, "DOWN RECAP", "reverted"))
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }

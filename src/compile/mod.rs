@@ -43,6 +43,9 @@ pub enum CompileError {
         play: String,
         message: String,
     },
+    /// A problem with a step written in the topology itself.
+    #[error("{0}")]
+    User(crate::diag::Diagnostic),
     #[error("templates/{template}: {message}")]
     Template { template: String, message: String },
     #[error("host {host}: service `{service}` restarts on {path}, which no file step of that host writes")]
@@ -143,6 +146,9 @@ enum Params {
         command: String,
         #[serde(default)]
         restart_on: Vec<String>,
+        /// Where the pid file (daemons) and the running configuration's hash live.
+        #[serde(default = "run_dir")]
+        state_dir: String,
     },
     Package {
         #[serde(default)]
@@ -169,6 +175,9 @@ enum Params {
 fn yes() -> bool {
     true
 }
+fn run_dir() -> String {
+    "/run/lvslab".into()
+}
 fn dir_mode() -> String {
     "0755".into()
 }
@@ -181,6 +190,15 @@ const META_KEYS: [&str; 3] = ["why", "when", "loop"];
 fn environment() -> Result<Environment<'static>, CompileError> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
+    // A file's content keeps its final newline.
+    let syntax = minijinja::syntax::SyntaxConfig::builder()
+        .keep_trailing_newline(true)
+        .build()
+        .map_err(|e| CompileError::Template {
+            template: "(syntax)".into(),
+            message: e.to_string(),
+        })?;
+    env.set_syntax(syntax);
     env.add_filter("q", |s: String| crate::shell::quote(&s));
     for (name, src) in assets::TEMPLATES {
         env.add_template(name, src).map_err(|e| CompileError::Template {
@@ -228,6 +246,23 @@ pub fn compile(topo: &Topology) -> Result<Plan, CompileError> {
                     per_host[host.id.0].entry(phase).or_default().extend(steps);
                 }
             }
+        }
+    }
+
+    for host in &topo.hosts {
+        if host.extra_steps.is_empty() {
+            continue;
+        }
+        let ctx = Value::from(minijinja::value::Serde(context::build(topo, host)));
+        for extra in &host.extra_steps {
+            let steps = expand_step(&env, topo, host, &extra.step, &ctx).map_err(|m| {
+                CompileError::User(
+                    crate::diag::Diagnostic::error(format!("step for host `{}`: {m}", host.name))
+                        .at(&topo.source, extra.span)
+                        .hint("steps use the playbook step format: one resource kind, its parameters and a `why`"),
+                )
+            })?;
+            per_host[host.id.0].entry(extra.phase).or_default().extend(steps);
         }
     }
 
@@ -458,21 +493,25 @@ fn resource(env: &Environment, topo: &Topology, host: &Host, p: Params, ctx: &Va
             unit,
             command,
             restart_on,
+            state_dir,
         } => {
+            check(is_safe_path(&state_dir), "state directory", &state_dir)?;
             check(is_word(&name, &['-', '_']), "service name", &name)?;
             check(is_word(&unit, &['-', '_', '.', '@']), "unit", &unit)?;
             let manager = match host.init {
                 Init::Systemd => ServiceManager::Systemd { unit },
                 Init::Daemon => ServiceManager::Daemon {
                     command,
-                    pidfile: format!("/run/lvslab/{name}.pid"),
+                    pidfile: format!("{state_dir}/{name}.pid"),
                 },
             };
             // Bound to the files' contents after the plan is assembled.
             Resource::Service {
                 name,
                 manager,
-                config_hash: restart_on.join(" "),
+                config_hash: String::new(),
+                state_dir,
+                restart_on,
             }
         }
         Params::Package { apt, dnf } => {
@@ -550,6 +589,8 @@ fn bind_service_hashes(mut plan: Plan) -> Result<Plan, CompileError> {
                     name,
                     manager,
                     config_hash,
+                    restart_on,
+                    ..
                 } = &mut step.resource
                 {
                     let mut h = Sha256::new();
@@ -557,7 +598,7 @@ fn bind_service_hashes(mut plan: Plan) -> Result<Plan, CompileError> {
                         ServiceManager::Systemd { unit } => h.update(unit.as_bytes()),
                         ServiceManager::Daemon { command, .. } => h.update(command.as_bytes()),
                     }
-                    for path in config_hash.split_whitespace() {
+                    for path in restart_on.iter() {
                         h.update(path.as_bytes());
                         let sha =
                             files

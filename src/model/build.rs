@@ -365,6 +365,7 @@ fn build_inner(spec: &TopologySpec, cx: &mut Cx) -> Topology {
             ssh,
             init: hspec.init.as_ref().map_or(init_default, |i| i.value),
             page: None,
+            extra_steps: extra_steps(cx, &hspec.steps),
         });
     }
 
@@ -634,7 +635,60 @@ fn build_inner(spec: &TopologySpec, cx: &mut Cx) -> Topology {
         ha,
         storage,
         verify,
+        source: Arc::clone(&cx.file),
     }
+}
+
+fn extra_steps(cx: &mut Cx, steps: &[Spanned<serde_yaml::Value>]) -> Vec<ExtraStep> {
+    let mut out = Vec::new();
+    for s in steps {
+        let serde_yaml::Value::Mapping(m) = &s.value else {
+            cx.error(
+                s.span,
+                "a step is a mapping",
+                "e.g. `- file: { path: /srv/x, content: hi }` with a `why:`",
+            );
+            continue;
+        };
+        let mut m = m.clone();
+        let phase = match m.remove("phase") {
+            None => "services",
+            Some(serde_yaml::Value::String(p)) => match crate::plan::PHASES.iter().find(|x| **x == p) {
+                Some(x) => x,
+                None => {
+                    cx.error(
+                        s.span,
+                        format!("unknown phase `{p}`"),
+                        format!("phases: {}", crate::plan::PHASES.join(", ")),
+                    );
+                    continue;
+                }
+            },
+            Some(_) => {
+                cx.error(
+                    s.span,
+                    "`phase` is a name",
+                    format!("one of: {}", crate::plan::PHASES.join(", ")),
+                );
+                continue;
+            }
+        };
+        if m.get("why")
+            .is_none_or(|w| w.as_str().is_none_or(|w| w.trim().is_empty()))
+        {
+            cx.error(
+                s.span,
+                "this step has no `why`",
+                "say in one line why the lab needs it: it is shown in every plan",
+            );
+        }
+        out.push(ExtraStep {
+            phase,
+            step: m,
+            span: s.span,
+        });
+    }
+    out
 }
 
 fn spec_rs_span(s: &Spanned<spec::ServiceSpec>, rs: &RealServer, hosts: &[Host]) -> Span {

@@ -35,6 +35,8 @@ pub struct Topology {
     pub ha: Option<Ha>,
     pub storage: Option<Storage>,
     pub verify: Verify,
+    /// The file it was read from, for diagnostics about extra steps.
+    pub source: std::sync::Arc<crate::diag::SourceFile>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -56,6 +58,16 @@ pub struct Host {
     pub init: Init,
     /// The rendered web page (real servers only).
     pub page: Option<String>,
+    /// Steps the topology adds to this host (playbook step format).
+    pub extra_steps: Vec<ExtraStep>,
+}
+
+/// A step written in the topology itself, compiled like a playbook step.
+#[derive(Debug, Clone)]
+pub struct ExtraStep {
+    pub phase: &'static str,
+    pub step: serde_yaml::Mapping,
+    pub span: crate::diag::Span,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -85,7 +97,7 @@ pub struct SshTarget {
     pub connect_timeout_secs: u32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(tag = "type", content = "value", rename_all = "lowercase")]
 pub enum ServiceKey {
     Tcp(u16),

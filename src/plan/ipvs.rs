@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::model::{Mode, ServiceKey};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct IpvsService {
     pub key: ServiceKey,
     pub vip: Ipv4Addr,
@@ -19,7 +19,7 @@ pub struct IpvsService {
     pub real_servers: Vec<IpvsDest>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct IpvsDest {
     pub address: Ipv4Addr,
     pub port: u16,
@@ -134,6 +134,342 @@ mod tests {
                 "-A -t 192.168.4.5:80 -s wrr -p 600 -M 255.255.255.0",
                 "-a -t 192.168.4.5:80 -r 192.168.2.100:80 -m -w 1"
             ]
+        );
+    }
+}
+
+/// One service as `ipvsadm -Sn` prints it, parsed (IPv4, IPv6, fwmark; tcp/udp/sctp).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveService {
+    /// `-t 192.168.4.5:80`, `-u [2001:db8::1]:53`, `--sctp-service …`, `-f 8` or `-f 8 -6`.
+    pub target: String,
+    pub scheduler: String,
+    pub persistence: Option<u32>,
+    pub netmask: Option<String>,
+    pub pe: Option<String>,
+    pub one_packet: bool,
+    pub flags: Vec<String>,
+    pub dests: Vec<LiveDest>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveDest {
+    /// `192.168.2.100:80` or `[2001:db8::2]:80`.
+    pub address: String,
+    /// `-g`, `-m` or `-i`.
+    pub method: String,
+    pub weight: u32,
+    /// Everything after the weight (`--tun-type gue --tun-port 6080` …), kept verbatim.
+    pub extra: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("ipvsadm -Sn line {line}: {message}: `{text}`")]
+pub struct ParseError {
+    pub line: usize,
+    pub text: String,
+    pub message: String,
+}
+
+/// Parse `ipvsadm -Sn` output.
+pub fn parse_save(text: &str) -> Result<Vec<LiveService>, ParseError> {
+    let mut services: Vec<LiveService> = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let err = |message: &str| ParseError {
+            line: i + 1,
+            text: line.to_string(),
+            message: message.to_string(),
+        };
+        let toks: Vec<&str> = line.split_whitespace().collect();
+        let (target, rest) =
+            parse_target(&toks[1..]).ok_or_else(|| err("no service (-t, -u, --sctp-service or -f)"))?;
+        match toks[0] {
+            "-A" => {
+                let mut svc = LiveService {
+                    target,
+                    scheduler: String::new(),
+                    persistence: None,
+                    netmask: None,
+                    pe: None,
+                    one_packet: false,
+                    flags: Vec::new(),
+                    dests: Vec::new(),
+                };
+                let mut it = rest.iter();
+                while let Some(t) = it.next() {
+                    match *t {
+                        "-s" => svc.scheduler = it.next().ok_or_else(|| err("-s without a scheduler"))?.to_string(),
+                        "-p" => {
+                            svc.persistence = Some(
+                                it.next()
+                                    .and_then(|v| v.parse().ok())
+                                    .ok_or_else(|| err("-p without seconds"))?,
+                            )
+                        }
+                        "-M" => svc.netmask = Some(it.next().ok_or_else(|| err("-M without a netmask"))?.to_string()),
+                        "--pe" => svc.pe = Some(it.next().ok_or_else(|| err("--pe without a name"))?.to_string()),
+                        "-o" => svc.one_packet = true,
+                        "-b" => {
+                            svc.flags = it
+                                .next()
+                                .ok_or_else(|| err("-b without flags"))?
+                                .split(',')
+                                .map(String::from)
+                                .collect()
+                        }
+                        other => return Err(err(&format!("unknown service option {other}"))),
+                    }
+                }
+                services.push(svc);
+            }
+            "-a" => {
+                let svc = services
+                    .iter_mut()
+                    .find(|s| s.target == target)
+                    .ok_or_else(|| err("real server before its service"))?;
+                let mut dest = LiveDest {
+                    address: String::new(),
+                    method: String::new(),
+                    weight: 0,
+                    extra: Vec::new(),
+                };
+                let mut it = rest.iter();
+                while let Some(t) = it.next() {
+                    match *t {
+                        "-r" => dest.address = it.next().ok_or_else(|| err("-r without an address"))?.to_string(),
+                        "-g" | "-m" | "-i" => dest.method = t.to_string(),
+                        "-w" => {
+                            dest.weight = it
+                                .next()
+                                .and_then(|v| v.parse().ok())
+                                .ok_or_else(|| err("-w without a weight"))?
+                        }
+                        other => dest.extra.push(other.to_string()),
+                    }
+                }
+                if dest.address.is_empty() {
+                    return Err(err("real server without -r"));
+                }
+                svc.dests.push(dest);
+            }
+            _ => return Err(err("expected -A or -a")),
+        }
+    }
+    Ok(services)
+}
+
+fn parse_target<'a>(toks: &'a [&'a str]) -> Option<(String, &'a [&'a str])> {
+    match toks {
+        ["-f", mark, "-6", rest @ ..] => Some((format!("-f {mark} -6"), rest)),
+        [flag @ ("-t" | "-u" | "--sctp-service" | "-f"), addr, rest @ ..] => Some((format!("{flag} {addr}"), rest)),
+        _ => None,
+    }
+}
+
+impl LiveService {
+    fn options(&self) -> String {
+        let mut s = format!("-s {}", self.scheduler);
+        if let Some(p) = self.persistence {
+            s.push_str(&format!(" -p {p}"));
+            if let Some(m) = self.netmask.as_deref().filter(|m| *m != "255.255.255.255") {
+                s.push_str(&format!(" -M {m}"));
+            }
+        }
+        if let Some(pe) = &self.pe {
+            s.push_str(&format!(" --pe {pe}"));
+        }
+        if self.one_packet {
+            s.push_str(" -o");
+        }
+        if !self.flags.is_empty() {
+            s.push_str(&format!(" -b {}", self.flags.join(",")));
+        }
+        s
+    }
+}
+
+impl LiveDest {
+    fn options(&self) -> String {
+        let mut s = format!("-r {} {} -w {}", self.address, self.method, self.weight);
+        for e in &self.extra {
+            s.push(' ');
+            s.push_str(e);
+        }
+        s
+    }
+}
+
+/// One difference between the desired and the live table, with the ipvsadm
+/// arguments that repair it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpvsChange {
+    pub description: String,
+    pub args: String,
+}
+
+/// What to change so the live table holds the desired services, incrementally:
+/// `-A`/`-E` for services, `-a`/`-e`/`-d` for real servers. Services that are
+/// not desired are left alone (they are not ours); undeclared real servers in
+/// our services are removed.
+pub fn diff(desired: &[IpvsService], live: &[LiveService]) -> Vec<IpvsChange> {
+    let desired = parse_save(&save_lines(desired).join("\n")).unwrap_or_default();
+    let mut out = Vec::new();
+    for want in &desired {
+        let proto = want.target.clone();
+        match live.iter().find(|l| l.target == want.target) {
+            None => {
+                out.push(IpvsChange {
+                    description: format!("service {proto} missing (want {})", want.options()),
+                    args: format!("-A {} {}", want.target, want.options()),
+                });
+                for d in &want.dests {
+                    out.push(IpvsChange {
+                        description: format!("real server {} missing from {proto}", d.address),
+                        args: format!("-a {} {}", want.target, d.options()),
+                    });
+                }
+            }
+            Some(have) => {
+                if have.options() != want.options() {
+                    out.push(IpvsChange {
+                        description: format!("service {proto} has `{}` (want `{}`)", have.options(), want.options()),
+                        args: format!("-E {} {}", want.target, want.options()),
+                    });
+                }
+                for d in &want.dests {
+                    match have.dests.iter().find(|h| h.address == d.address) {
+                        None => out.push(IpvsChange {
+                            description: format!(
+                                "real server {} missing from {proto} (want {} -w {})",
+                                d.address, d.method, d.weight
+                            ),
+                            args: format!("-a {} {}", want.target, d.options()),
+                        }),
+                        Some(h) if h != d => out.push(IpvsChange {
+                            description: format!(
+                                "real server {} in {proto} is {} -w {} (want {} -w {})",
+                                d.address, h.method, h.weight, d.method, d.weight
+                            ),
+                            args: format!("-e {} {}", want.target, d.options()),
+                        }),
+                        Some(_) => {}
+                    }
+                }
+                for h in have
+                    .dests
+                    .iter()
+                    .filter(|h| !want.dests.iter().any(|d| d.address == h.address))
+                {
+                    out.push(IpvsChange {
+                        description: format!(
+                            "undeclared real server {} in {proto} ({} -w {})",
+                            h.address, h.method, h.weight
+                        ),
+                        args: format!("-d {} -r {}", want.target, h.address),
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod parse_tests {
+    use super::*;
+
+    const SAVED: &str = "\
+-A -t 192.168.4.5:80 -s wrr
+-a -t 192.168.4.5:80 -r 192.168.2.100:80 -m -w 1
+-a -t 192.168.4.5:80 -r 192.168.2.200:80 -m -w 2
+-A -u [2001:db8::1]:53 -s rr -o
+-a -u [2001:db8::1]:53 -r [2001:db8::2]:53 -g -w 1
+-A -f 8 -s sh -p 600 -M 255.255.255.0 -b sh-fallback,sh-port
+-a -f 8 -r 192.168.4.52:0 -i -w 1 --tun-type gue --tun-port 6080
+-A -f 9 -6 -s rr
+-A --sctp-service 10.0.0.1:9 -s lc --pe sip
+";
+
+    #[test]
+    fn parses_every_form() {
+        let s = parse_save(SAVED).unwrap();
+        assert_eq!(s.len(), 5);
+        assert_eq!(s[0].dests[1].weight, 2);
+        assert_eq!(s[0].dests[1].method, "-m");
+        assert_eq!(s[1].target, "-u [2001:db8::1]:53");
+        assert!(s[1].one_packet);
+        assert_eq!(s[1].dests[0].address, "[2001:db8::2]:53");
+        assert_eq!(s[2].persistence, Some(600));
+        assert_eq!(s[2].netmask.as_deref(), Some("255.255.255.0"));
+        assert_eq!(s[2].flags, ["sh-fallback", "sh-port"]);
+        assert_eq!(s[2].dests[0].extra, ["--tun-type", "gue", "--tun-port", "6080"]);
+        assert_eq!(s[3].target, "-f 9 -6");
+        assert_eq!(s[4].pe.as_deref(), Some("sip"));
+        assert!(
+            parse_save("-a -t 1.2.3.4:80 -r 5.6.7.8:80 -g -w 1").is_err(),
+            "real server before service"
+        );
+        assert!(parse_save("-X -t 1.2.3.4:80").is_err());
+    }
+
+    fn nat() -> Vec<IpvsService> {
+        vec![IpvsService {
+            key: ServiceKey::Tcp(80),
+            vip: Ipv4Addr::new(192, 168, 4, 5),
+            scheduler: "wrr".into(),
+            flags: vec![],
+            persistence: None,
+            netmask: None,
+            one_packet: false,
+            real_servers: [(100, 1), (200, 2)]
+                .into_iter()
+                .map(|(h, w)| IpvsDest {
+                    address: Ipv4Addr::new(192, 168, 2, h),
+                    port: 80,
+                    method: Mode::Nat,
+                    weight: w,
+                })
+                .collect(),
+        }]
+    }
+
+    #[test]
+    fn diff_is_incremental() {
+        let live = parse_save(&save_lines(&nat()).join("\n")).unwrap();
+        assert!(diff(&nat(), &live).is_empty(), "an identical table needs nothing");
+
+        assert_eq!(
+            diff(&nat(), &[]).iter().map(|c| c.args.as_str()).collect::<Vec<_>>(),
+            [
+                "-A -t 192.168.4.5:80 -s wrr",
+                "-a -t 192.168.4.5:80 -r 192.168.2.100:80 -m -w 1",
+                "-a -t 192.168.4.5:80 -r 192.168.2.200:80 -m -w 2"
+            ]
+        );
+
+        let tampered = parse_save(
+            "-A -t 192.168.4.5:80 -s rr\n-a -t 192.168.4.5:80 -r 192.168.2.100:80 -m -w 5\n-a -t 192.168.4.5:80 -r 192.168.2.99:80 -m -w 1\n-A -t 10.9.9.9:22 -s rr\n",
+        )
+        .unwrap();
+        let changes = diff(&nat(), &tampered);
+        let args: Vec<&str> = changes.iter().map(|c| c.args.as_str()).collect();
+        assert_eq!(
+            args,
+            [
+                "-E -t 192.168.4.5:80 -s wrr",
+                "-e -t 192.168.4.5:80 -r 192.168.2.100:80 -m -w 1",
+                "-a -t 192.168.4.5:80 -r 192.168.2.200:80 -m -w 2",
+                "-d -t 192.168.4.5:80 -r 192.168.2.99:80",
+            ],
+            "never -C, and a service that is not ours is left alone"
+        );
+        assert_eq!(
+            changes[2].description,
+            "real server 192.168.2.200:80 missing from -t 192.168.4.5:80 (want -m -w 2)"
         );
     }
 }

@@ -7,6 +7,7 @@
 //! `docs/plan-schema.md`. Secrets never appear in it: file contents hold
 //! placeholders that only the executor resolves.
 
+pub mod assess;
 pub mod ipvs;
 
 use std::collections::BTreeMap;
@@ -89,14 +90,14 @@ pub fn secret_env(name: &str) -> String {
     s
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PackageManager {
     Apt,
     Dnf,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServiceManager {
     Systemd {
@@ -109,7 +110,7 @@ pub enum ServiceManager {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Resource {
     Sysctl {
@@ -150,6 +151,10 @@ pub enum Resource {
         manager: ServiceManager,
         /// Hash of the configuration the running service must have been (re)started with.
         config_hash: String,
+        /// Holds `NAME.hash` (and `NAME.pid` for daemons).
+        state_dir: String,
+        /// Files whose content the service runs with: rewriting one invalidates `NAME.hash`.
+        restart_on: Vec<String>,
     },
     Package {
         manager: PackageManager,
@@ -171,6 +176,15 @@ pub enum Resource {
         run: String,
         revert: Option<String>,
     },
+}
+
+/// A shell test that is true when the pid file names a live process (not a
+/// zombie: `kill -0` would say yes to one).
+fn alive(pidfile: &str) -> String {
+    format!(
+        "{{ p=$(cat {} 2>/dev/null) && [ -n \"$p\" ] && s=$(sed 's/.*) //' /proc/$p/stat 2>/dev/null) && [ \"${{s%% *}}\" != Z ]; }}",
+        quote(pidfile)
+    )
 }
 
 fn sysctl_path(key: &str) -> String {
@@ -259,15 +273,17 @@ impl Resource {
             Resource::Link { name, .. } => format!("ip -o link show dev {}", quote(name)),
             Resource::Directory { path, .. } => format!("stat -c %a {}", quote(path)),
             Resource::File { path, .. } => format!("sha256sum {}", quote(path)),
-            Resource::Service { name, manager, .. } => {
-                let state = format!("cat /run/lvslab/{name}.hash 2>/dev/null");
+            Resource::Service {
+                name,
+                manager,
+                state_dir,
+                ..
+            } => {
+                let state = format!("cat {} 2>/dev/null", quote(&format!("{state_dir}/{name}.hash")));
                 match manager {
                     ServiceManager::Systemd { unit } => format!("systemctl is-active {}; {state}", quote(unit)),
                     ServiceManager::Daemon { pidfile, .. } => {
-                        format!(
-                            "kill -0 \"$(cat {} 2>/dev/null)\" 2>/dev/null && echo active || echo inactive; {state}",
-                            quote(pidfile)
-                        )
+                        format!("{} && echo active || echo inactive; {state}", alive(pidfile))
                     }
                 }
             }
@@ -320,6 +336,8 @@ impl Resource {
                 name,
                 manager,
                 config_hash,
+                state_dir,
+                ..
             } => {
                 let mut cmds = match manager {
                     ServiceManager::Systemd { unit } => vec![format!("systemctl restart {}", quote(unit))],
@@ -328,14 +346,24 @@ impl Resource {
                             "if [ -f {p} ]; then kill \"$(cat {p})\" 2>/dev/null || true; rm -f {p}; fi",
                             p = quote(pidfile)
                         ),
+                        format!("mkdir -p {}", quote(pidfile.rsplit_once('/').map_or("/", |(d, _)| d))),
                         format!(
                             "setsid sh -c {} </dev/null >/dev/null 2>&1 &",
                             quote(&format!("echo $$ > {}; exec {command}", quote(pidfile)))
                         ),
+                        // Wait for the pid file, then make sure the daemon did not exit at once.
+                        format!(
+                            "i=0; while [ ! -s {p} ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; sleep 0.3; \
+                             {} || {{ echo '{name} exited at once' >&2; exit 1; }}",
+                            alive(pidfile),
+                            p = quote(pidfile)
+                        ),
                     ],
                 };
                 cmds.push(format!(
-                    "mkdir -p /run/lvslab && echo {config_hash} > /run/lvslab/{name}.hash"
+                    "mkdir -p {d} && echo {config_hash} > {}",
+                    quote(&format!("{state_dir}/{name}.hash")),
+                    d = quote(state_dir)
                 ));
                 cmds
             }
@@ -392,7 +420,12 @@ impl Resource {
                 "if [ -n \"$LVSLAB_ORIG\" ]; then cp -p \"$LVSLAB_ORIG\" {p}; else rm -f {p}; fi",
                 p = quote(path)
             )],
-            Resource::Service { name, manager, .. } => {
+            Resource::Service {
+                name,
+                manager,
+                state_dir,
+                ..
+            } => {
                 let mut cmds = match manager {
                     ServiceManager::Systemd { unit } => vec![format!("systemctl stop {}", quote(unit))],
                     ServiceManager::Daemon { pidfile, .. } => {
@@ -402,7 +435,7 @@ impl Resource {
                         )]
                     }
                 };
-                cmds.push(format!("rm -f /run/lvslab/{name}.hash"));
+                cmds.push(format!("rm -f {}", quote(&format!("{state_dir}/{name}.hash"))));
                 cmds
             }
             Resource::Package { manager, packages } => {

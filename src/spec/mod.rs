@@ -134,6 +134,10 @@ pub struct HostSpec {
     /// Web page template for this real server (overrides `web.page`).
     #[serde(default)]
     pub page: Option<Spanned<String>>,
+    /// Extra steps for this host, in the playbook step format (plus `phase`,
+    /// default `services`), applied after the role's own steps of that phase.
+    #[serde(default)]
+    pub steps: Vec<Spanned<serde_yaml::Value>>,
 }
 
 #[derive(Debug, Deserialize)]

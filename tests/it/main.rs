@@ -8,6 +8,8 @@ mod compile;
 mod injection;
 mod invalid;
 mod keepalived;
+mod runner;
+mod ssh;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -67,6 +69,19 @@ impl Lvslab {
     pub fn args<I: IntoIterator<Item = S>, S: AsRef<std::ffi::OsStr>>(mut self, args: I) -> Self {
         self.cmd.args(args);
         self
+    }
+
+    pub fn env(mut self, k: &str, v: impl AsRef<std::ffi::OsStr>) -> Self {
+        self.cmd.env(k, v);
+        self
+    }
+
+    pub fn spawn(mut self) -> std::process::Child {
+        self.cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("lvslab starts")
     }
 
     pub fn run(mut self) -> Output {

@@ -1,0 +1,167 @@
+//! From the model's `ssh:` settings to live transports.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+
+use super::runner::HostConn;
+use super::ssh::{SshConnect, SshTransport};
+use super::transport::Transport;
+use crate::model::Topology;
+
+/// How to reach a host, kept in the lab state so `down LAB` works without the
+/// topology file. Holds no secret (a passphrase is only ever named).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reach {
+    pub address: String,
+    pub port: u16,
+    pub user: String,
+    pub key: Option<PathBuf>,
+    pub passphrase_env: Option<String>,
+    pub known_hosts: Vec<PathBuf>,
+    pub jump: Option<String>,
+    pub become_root: bool,
+    pub connect_timeout_secs: u32,
+}
+
+fn expand(path: &str, base: &Path) -> PathBuf {
+    if let Some(rest) = path.strip_prefix("~/") {
+        std::env::home_dir().unwrap_or_default().join(rest)
+    } else {
+        base.join(path)
+    }
+}
+
+/// Each host's reach, resolving relative paths against the topology's directory.
+pub fn reach(topo: &Topology, topology_dir: &Path) -> BTreeMap<String, Reach> {
+    let user_known = std::env::home_dir().map(|h| h.join(".ssh/known_hosts"));
+    topo.hosts
+        .iter()
+        .map(|h| {
+            let s = &h.ssh;
+            let mut known_hosts: Vec<PathBuf> = s.known_hosts.iter().map(|k| expand(k, topology_dir)).collect();
+            known_hosts.extend(user_known.clone());
+            (
+                h.name.clone(),
+                Reach {
+                    address: s.host.clone(),
+                    port: s.port,
+                    user: s.user.clone(),
+                    key: s.key.as_deref().map(|k| expand(k, topology_dir)),
+                    passphrase_env: s.passphrase_env.clone(),
+                    known_hosts,
+                    jump: s.jump.clone(),
+                    become_root: s.become_root,
+                    connect_timeout_secs: s.connect_timeout_secs,
+                },
+            )
+        })
+        .collect()
+}
+
+impl Reach {
+    pub fn to_connect(&self, host: &str, accept_new_host_keys: bool) -> Result<SshConnect, String> {
+        let mut c = SshConnect {
+            host: host.to_string(),
+            address: self.address.clone(),
+            port: self.port,
+            user: self.user.clone(),
+            key: self.key.clone(),
+            passphrase_env: self.passphrase_env.clone(),
+            known_hosts: self.known_hosts.clone(),
+            accept_new_host_keys,
+            jump: None,
+            become_root: self.become_root,
+            connect_timeout: Duration::from_secs(u64::from(self.connect_timeout_secs)),
+        };
+        if let Some(j) = &self.jump {
+            c.jump = Some(Box::new(c.jump_from(j)?));
+        }
+        Ok(c)
+    }
+}
+
+/// Connect to every named host over SSH, `forks` at a time.
+pub async fn connect_all(
+    hosts: &[String],
+    reach: &BTreeMap<String, Reach>,
+    accept_new_host_keys: bool,
+    forks: usize,
+) -> Vec<HostConn> {
+    let sem = Arc::new(Semaphore::new(forks.max(1)));
+    let mut tasks = Vec::new();
+    for h in hosts {
+        let target = reach
+            .get(h)
+            .ok_or_else(|| format!("{h}: no connection settings"))
+            .and_then(|r| r.to_connect(h, accept_new_host_keys));
+        let sem = Arc::clone(&sem);
+        let host = h.clone();
+        tasks.push(tokio::spawn(async move {
+            let _permit = sem.acquire_owned().await;
+            let transport = match target {
+                Ok(t) => SshTransport::connect(&t)
+                    .await
+                    .map(|t| Arc::new(t) as Arc<dyn Transport>)
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            };
+            HostConn { host, transport }
+        }));
+    }
+    let mut out = Vec::new();
+    for (t, h) in tasks.into_iter().zip(hosts) {
+        out.push(t.await.unwrap_or_else(|e| HostConn {
+            host: h.clone(),
+            transport: Err(e.to_string()),
+        }));
+    }
+    out
+}
+
+/// Read each connected host's facts (one round trip per host per run) and
+/// refuse hosts whose planned services need an init system they do not have.
+pub async fn check_facts(conns: Vec<HostConn>, plan: &crate::plan::Plan) -> Vec<HostConn> {
+    use crate::plan::{Resource, ServiceManager};
+    let mut out = Vec::new();
+    for c in conns {
+        let transport = match c.transport {
+            Ok(t) => {
+                let needs_systemd = plan
+                    .phases
+                    .iter()
+                    .flat_map(|p| &p.hosts)
+                    .filter(|h| h.host == c.host)
+                    .any(|h| {
+                        h.steps.iter().any(|s| {
+                            matches!(
+                                &s.resource,
+                                Resource::Service {
+                                    manager: ServiceManager::Systemd { .. },
+                                    ..
+                                }
+                            )
+                        })
+                    });
+                match t.facts().await {
+                    Ok(f) if needs_systemd && f.init != "systemd" => Err(format!(
+                        "{}: its services are planned for systemd, but the host runs without it (init {}); set `init: daemon` for it in the topology",
+                        c.host, f.init
+                    )),
+                    Ok(_) => Ok(t),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        out.push(HostConn {
+            host: c.host,
+            transport,
+        });
+    }
+    out
+}

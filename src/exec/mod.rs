@@ -1,0 +1,8 @@
+//! `exec`: the only part of lvslab that touches hosts. Transports reach
+//! hosts; the runner applies a plan through them.
+
+pub mod connect;
+pub mod runner;
+pub mod ssh;
+pub mod state;
+pub mod transport;

@@ -1,0 +1,881 @@
+//! The runner: applies a plan to hosts, phase by phase.
+//!
+//! Per host and phase, round trips do not grow with the number of steps:
+//! 1. one round trip observes every step of the phase (a batched script whose
+//!    output is split by markers),
+//! 2. the difference is computed here, locally,
+//! 3. one round trip applies only the steps that differ (in plan order,
+//!    stopping at the first failure),
+//! 4. one round trip observes the applied steps again: a step is reported
+//!    `changed` only if it was observed to hold afterwards.
+//!
+//! Phases are barriers: every host finishes a phase before the next starts.
+//! A host that fails stops; the others finish the phase; no later phase
+//! starts. Before a step is first changed, its original state is recorded in
+//! the lab state (saved before the apply round trip), so `down` can restore it.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+use super::state::{Change, LabState};
+use super::transport::Transport;
+use crate::plan::assess::{Assessment, Observed, Original, parse_file_state, sha256_hex};
+use crate::plan::{PHASES, Plan, Resource, Step};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Already in the desired state.
+    Ok,
+    /// Applied, and observed to hold afterwards.
+    Changed,
+    Failed,
+    /// Not attempted (an earlier step or phase failed).
+    Skipped,
+    /// `--check`: would be changed.
+    WouldChange,
+    /// `--check`: cannot be judged before an earlier change is applied.
+    Conditional,
+    /// `down`: put back as it was, and observed so.
+    Reverted,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepResult {
+    pub host: String,
+    pub phase: String,
+    pub id: String,
+    pub summary: String,
+    pub status: Status,
+    /// What differed, or why it failed.
+    pub details: Vec<String>,
+    /// `--check` on a file: unified diff, secrets masked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HostRecap {
+    pub host: String,
+    pub ok: usize,
+    pub changed: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    pub seconds: f64,
+    /// A host-level failure (cannot connect, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunOutcome {
+    pub results: Vec<StepResult>,
+    pub recap: Vec<HostRecap>,
+    pub failed: bool,
+}
+
+/// Progress as it happens. The CLI shows it; tests and libraries may ignore it.
+pub trait Reporter: Send + Sync {
+    fn phase(&self, _name: &str) {}
+    fn activity(&self, _host: &str, _what: &str) {}
+    fn step(&self, _result: &StepResult) {}
+    fn host_done(&self, _host: &str, _failed: bool) {}
+}
+
+pub struct Silent;
+impl Reporter for Silent {}
+
+/// A host to run on: its transport, or why there is none.
+pub struct HostConn {
+    pub host: String,
+    pub transport: Result<Arc<dyn Transport>, String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    pub check: bool,
+    pub forks: usize,
+}
+
+/// Persist the lab state; called before each apply round trip.
+pub type SaveFn = Arc<dyn Fn(&LabState) -> Result<(), String> + Send + Sync>;
+
+struct Shared {
+    plan: Arc<Plan>,
+    state: Mutex<LabState>,
+    save: SaveFn,
+    reporter: Arc<dyn Reporter>,
+    opts: Options,
+}
+
+/// Bring the hosts to the plan.
+pub async fn up(
+    plan: Arc<Plan>,
+    hosts: Vec<HostConn>,
+    state: LabState,
+    save: SaveFn,
+    opts: Options,
+    reporter: Arc<dyn Reporter>,
+) -> (RunOutcome, LabState) {
+    let shared = Arc::new(Shared {
+        plan: Arc::clone(&plan),
+        state: Mutex::new(state),
+        save,
+        reporter,
+        opts,
+    });
+    let mut recap: BTreeMap<String, HostRecap> = BTreeMap::new();
+    let mut results = Vec::new();
+    let mut down_hosts: BTreeMap<String, String> = BTreeMap::new();
+    let mut started: BTreeMap<String, Instant> = BTreeMap::new();
+    let conns: BTreeMap<String, Result<Arc<dyn Transport>, String>> =
+        hosts.into_iter().map(|h| (h.host, h.transport)).collect();
+    for (h, t) in &conns {
+        recap.insert(
+            h.clone(),
+            HostRecap {
+                host: h.clone(),
+                ..HostRecap::default()
+            },
+        );
+        if let Err(e) = t {
+            down_hosts.insert(h.clone(), e.clone());
+        }
+        started.insert(h.clone(), Instant::now());
+    }
+    // Remember whether a host already has a pending (would-be) change, for --check.
+    let pending: Arc<Mutex<BTreeMap<String, bool>>> = Arc::new(Mutex::new(BTreeMap::new()));
+    let sem = Arc::new(Semaphore::new(opts.forks.max(1)));
+    let mut stop = !down_hosts.is_empty();
+
+    for (pi, phase) in plan.phases.iter().enumerate() {
+        let mut tasks = Vec::new();
+        for hp in phase.hosts.iter().filter(|hp| conns.contains_key(&hp.host)) {
+            if stop || down_hosts.contains_key(&hp.host) {
+                let why = down_hosts
+                    .get(&hp.host)
+                    .cloned()
+                    .unwrap_or_else(|| "an earlier phase failed".into());
+                results.extend(
+                    hp.steps
+                        .iter()
+                        .map(|s| result(&hp.host, &phase.name, s, Status::Skipped, vec![why.clone()])),
+                );
+                continue;
+            }
+            let Some(Ok(transport)) = conns.get(&hp.host).cloned() else {
+                continue;
+            };
+            let shared = Arc::clone(&shared);
+            let sem = Arc::clone(&sem);
+            let pending = Arc::clone(&pending);
+            let host = hp.host.clone();
+            let phase_name = phase.name.clone();
+            tasks.push(tokio::spawn(async move {
+                let _permit = sem.acquire_owned().await;
+                shared.reporter.phase(&phase_name);
+                host_phase(&shared, pi, &host, transport.as_ref(), &pending).await
+            }));
+        }
+        let mut phase_failed = false;
+        for t in tasks {
+            let rs = match t.await {
+                Ok(rs) => rs,
+                Err(e) => vec![StepResult {
+                    host: "?".into(),
+                    phase: phase.name.clone(),
+                    id: String::new(),
+                    summary: "internal error".into(),
+                    status: Status::Failed,
+                    details: vec![e.to_string()],
+                    diff: None,
+                }],
+            };
+            for r in &rs {
+                if r.status == Status::Failed {
+                    phase_failed = true;
+                    down_hosts.entry(r.host.clone()).or_insert_with(|| "failed".into());
+                }
+            }
+            results.extend(rs);
+        }
+        stop |= phase_failed;
+    }
+
+    for r in &results {
+        if let Some(c) = recap.get_mut(&r.host) {
+            match r.status {
+                Status::Ok => c.ok += 1,
+                Status::Changed | Status::WouldChange | Status::Conditional | Status::Reverted => c.changed += 1,
+                Status::Failed => c.failed += 1,
+                Status::Skipped => c.skipped += 1,
+            }
+        }
+    }
+    for (h, c) in recap.iter_mut() {
+        c.seconds = started.get(h).map_or(0.0, |s| s.elapsed().as_secs_f64());
+        if let Some(Err(e)) = conns.get(h) {
+            c.error = Some(e.clone());
+            c.failed = c.failed.max(1);
+        }
+        shared.reporter.host_done(h, c.failed > 0);
+    }
+    let failed = recap.values().any(|c| c.failed > 0);
+    let state = shared.state.lock().map(|s| s.clone()).unwrap_or_default();
+    (
+        RunOutcome {
+            results,
+            recap: recap.into_values().collect(),
+            failed,
+        },
+        state,
+    )
+}
+
+fn result(host: &str, phase: &str, s: &Step, status: Status, details: Vec<String>) -> StepResult {
+    StepResult {
+        host: host.to_string(),
+        phase: phase.to_string(),
+        id: s.id.clone(),
+        summary: s.summary.clone(),
+        status,
+        details,
+        diff: None,
+    }
+}
+
+/// A copy of the resource with secrets filled in (never printed, never saved).
+fn resolved(plan: &Plan, r: &Resource) -> Resource {
+    match r {
+        Resource::File {
+            path,
+            content,
+            mode,
+            validate,
+            ..
+        } => {
+            let content = plan.resolve_secrets(content);
+            Resource::File {
+                sha256: sha256_hex(content.as_bytes()),
+                path: path.clone(),
+                content,
+                mode: mode.clone(),
+                validate: validate.clone(),
+            }
+        }
+        other => other.clone(),
+    }
+}
+
+fn nonce() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("@@lvslab-{:x}-{:x}", t, std::process::id())
+}
+
+/// A script that runs each command list in a subshell, framed by markers.
+/// With `stop_on_failure`, the script ends after the first failing item.
+pub fn batch(items: &[Vec<String>], marker: &str, stop_on_failure: bool) -> String {
+    let mut s = String::from("exec 2>&1\n");
+    for (i, cmds) in items.iter().enumerate() {
+        s.push_str(&format!("printf '%s\\n' '{marker} {i}'\n( set -e\n"));
+        for c in cmds {
+            s.push_str(c);
+            s.push('\n');
+        }
+        s.push_str(&format!(
+            ") </dev/null; r=$?; printf '\\n%s %s\\n' '{marker} rc' \"$r\"\n"
+        ));
+        if stop_on_failure {
+            s.push_str("[ \"$r\" -eq 0 ] || exit 0\n");
+        }
+    }
+    s
+}
+
+/// Split a batch's output into one observation per item that ran.
+pub fn parse_batch(out: &str, marker: &str, n: usize) -> Vec<Option<Observed>> {
+    let mut res: Vec<Option<Observed>> = vec![None; n];
+    let mut current: Option<(usize, String)> = None;
+    let rc_prefix = format!("{marker} rc ");
+    let start_prefix = format!("{marker} ");
+    for line in out.split_inclusive('\n') {
+        let bare = line.trim_end_matches('\n');
+        if let Some(rc) = bare.strip_prefix(&rc_prefix) {
+            if let Some((i, mut text)) = current.take()
+                && i < n
+            {
+                // The rc marker is preceded by one newline we added.
+                if text.ends_with('\n') {
+                    text.pop();
+                }
+                res[i] = Some(Observed {
+                    output: text,
+                    rc: rc.trim().parse().unwrap_or(-1),
+                });
+            }
+        } else if let Some(i) = bare.strip_prefix(&start_prefix).and_then(|i| i.parse::<usize>().ok()) {
+            current = Some((i, String::new()));
+        } else if let Some((_, text)) = current.as_mut() {
+            text.push_str(line);
+        }
+    }
+    res
+}
+
+fn mask(text: &str, plan: &Plan) -> String {
+    let mut out = text.to_string();
+    for secret in plan.secrets.values() {
+        if !secret.expose().is_empty() {
+            out = out.replace(secret.expose(), "********");
+        }
+    }
+    out
+}
+
+fn file_diff(plan: &Plan, desired: &Resource, obs: &Observed) -> Option<String> {
+    let Resource::File { path, content, .. } = desired else {
+        return None;
+    };
+    let current = parse_file_state(obs)
+        .and_then(|f| f.content)
+        .map(|c| String::from_utf8_lossy(&c).into_owned());
+    let current = mask(current.as_deref().unwrap_or(""), plan);
+    let wanted = mask(content, plan);
+    let diff = similar::TextDiff::from_lines(&current, &wanted);
+    Some(
+        diff.unified_diff()
+            .context_radius(2)
+            .header(&format!("{path} (now)"), &format!("{path} (planned)"))
+            .to_string(),
+    )
+}
+
+async fn host_phase(
+    shared: &Shared,
+    pi: usize,
+    host: &str,
+    t: &dyn Transport,
+    pending: &Mutex<BTreeMap<String, bool>>,
+) -> Vec<StepResult> {
+    let plan = &shared.plan;
+    let phase = &plan.phases[pi];
+    let Some(hp) = phase.hosts.iter().find(|h| h.host == host) else {
+        return Vec::new();
+    };
+    let steps = &hp.steps;
+    let desired: Vec<Resource> = steps.iter().map(|s| resolved(plan, &s.resource)).collect();
+    let fail_all = |msg: String| {
+        steps
+            .iter()
+            .map(|s| result(host, &phase.name, s, Status::Failed, vec![msg.clone()]))
+            .collect::<Vec<_>>()
+    };
+    let report = |rs: Vec<StepResult>| {
+        for r in &rs {
+            shared.reporter.step(r);
+        }
+        rs
+    };
+
+    // 1. Observe everything in one round trip.
+    shared
+        .reporter
+        .activity(host, &format!("{}: observing {} steps", phase.name, steps.len()));
+    let marker = nonce();
+    let observe: Vec<Vec<String>> = desired.iter().map(|r| vec![r.observe_command()]).collect();
+    let out = match t.run(&batch(&observe, &marker, false)).await {
+        Ok(o) => o,
+        Err(e) => return report(fail_all(e.to_string())),
+    };
+    let obs: Vec<Observed> = match parse_batch(&out.stdout, &marker, steps.len())
+        .into_iter()
+        .collect::<Option<Vec<_>>>()
+    {
+        Some(o) => o,
+        None => {
+            return report(fail_all(format!(
+                "observing failed (exit {}): {}",
+                out.status,
+                out.stderr.trim()
+            )));
+        }
+    };
+
+    // 2. Compare locally.
+    let mut assessed: Vec<Assessment> = desired.iter().zip(&obs).map(|(r, o)| r.assess(o)).collect();
+    // A service restarts when a file it runs with is rewritten (the file's
+    // apply also deletes the service's recorded hash: see `invalidations`).
+    let rewritten: Vec<&str> = desired
+        .iter()
+        .zip(&assessed)
+        .filter(|(_, a)| !a.is_ok())
+        .filter_map(|(r, _)| match r {
+            Resource::File { path, .. } => Some(path.as_str()),
+            _ => None,
+        })
+        .collect();
+    for (r, a) in desired.iter().zip(assessed.iter_mut()) {
+        if let (Resource::Service { restart_on, .. }, Assessment::Ok) = (r, &a)
+            && let Some(p) = restart_on.iter().find(|p| rewritten.contains(&p.as_str()))
+        {
+            *a = Assessment::Differs(vec![format!("restart: {p} changes")]);
+        }
+    }
+
+    if shared.opts.check {
+        let mut rs = Vec::new();
+        let mut pend = pending
+            .lock()
+            .map(|p| p.get(host).copied().unwrap_or(false))
+            .unwrap_or(false);
+        for (i, s) in steps.iter().enumerate() {
+            let r = match &assessed[i] {
+                Assessment::Ok => result(host, &phase.name, s, Status::Ok, Vec::new()),
+                Assessment::Differs(d) => {
+                    let cannot_observe = obs[i].rc != 0 || d.iter().any(|x| x.contains("(yet)"));
+                    let status = if pend && cannot_observe {
+                        Status::Conditional
+                    } else {
+                        Status::WouldChange
+                    };
+                    let mut details = d.clone();
+                    if status == Status::Conditional {
+                        details.push("depends on an earlier change that --check does not apply".into());
+                    }
+                    pend = true;
+                    let mut r = result(host, &phase.name, s, status, details);
+                    r.diff = file_diff(plan, &desired[i], &obs[i]);
+                    r
+                }
+            };
+            rs.push(r);
+        }
+        if let Ok(mut p) = pending.lock() {
+            p.insert(host.to_string(), pend);
+        }
+        return report(rs);
+    }
+
+    let todo: Vec<usize> = (0..steps.len()).filter(|i| !assessed[*i].is_ok()).collect();
+    let mut rs: Vec<Option<StepResult>> = (0..steps.len())
+        .map(|i| {
+            assessed[i]
+                .is_ok()
+                .then(|| result(host, &phase.name, &steps[i], Status::Ok, Vec::new()))
+        })
+        .collect();
+    if todo.is_empty() {
+        return report(rs.into_iter().flatten().collect());
+    }
+
+    // Record what was there before the first change, and save it before touching anything.
+    {
+        let Ok(mut state) = shared.state.lock() else {
+            return report(fail_all("lab state poisoned".into()));
+        };
+        for &i in &todo {
+            state.record(
+                host,
+                Change {
+                    phase: phase.name.clone(),
+                    order: (PHASES.iter().position(|p| *p == phase.name).unwrap_or(pi), i),
+                    id: steps[i].id.clone(),
+                    summary: steps[i].summary.clone(),
+                    resource: steps[i].resource.clone(),
+                    original: desired[i].original(&obs[i]),
+                },
+            );
+        }
+        if let Err(e) = (shared.save)(&state) {
+            return report(fail_all(format!("cannot save the lab state: {e}")));
+        }
+    }
+
+    // 3. Apply what differs, in order, in one round trip.
+    shared.reporter.activity(
+        host,
+        &format!("{}: applying {} of {} steps", phase.name, todo.len(), steps.len()),
+    );
+    let marker = nonce();
+    let cmds: Vec<Vec<String>> = todo
+        .iter()
+        .map(|&i| {
+            let mut c = invalidations(plan, host, &desired[i]);
+            c.extend(desired[i].apply_for(&obs[i]));
+            c
+        })
+        .collect();
+    let applied = match t.run(&batch(&cmds, &marker, true)).await {
+        Ok(o) => parse_batch(&o.stdout, &marker, todo.len()),
+        Err(e) => {
+            for &i in &todo {
+                rs[i] = Some(result(
+                    host,
+                    &phase.name,
+                    &steps[i],
+                    Status::Failed,
+                    vec![e.to_string()],
+                ));
+            }
+            return report(rs.into_iter().flatten().collect());
+        }
+    };
+    let mut ran_ok = Vec::new();
+    let mut failed = false;
+    for (k, &i) in todo.iter().enumerate() {
+        rs[i] = Some(match (&applied[k], failed) {
+            (_, true) | (None, false) => result(
+                host,
+                &phase.name,
+                &steps[i],
+                Status::Skipped,
+                vec!["an earlier step failed".into()],
+            ),
+            (Some(o), false) if o.rc != 0 => {
+                failed = true;
+                let mut details = vec![format!("exit status {}", o.rc)];
+                details.extend(mask(o.output.trim(), plan).lines().map(String::from));
+                result(host, &phase.name, &steps[i], Status::Failed, details)
+            }
+            (Some(_), false) => {
+                ran_ok.push(i);
+                continue;
+            }
+        });
+    }
+
+    // 4. Confirm: nothing is `changed` that was not observed to hold.
+    if !ran_ok.is_empty() {
+        let marker = nonce();
+        let observe: Vec<Vec<String>> = ran_ok.iter().map(|&i| vec![desired[i].observe_command()]).collect();
+        let again = match t.run(&batch(&observe, &marker, false)).await {
+            Ok(o) => parse_batch(&o.stdout, &marker, ran_ok.len()),
+            Err(e) => vec![
+                Some(Observed {
+                    output: e.to_string(),
+                    rc: -1
+                });
+                ran_ok.len()
+            ],
+        };
+        for (k, &i) in ran_ok.iter().enumerate() {
+            let a = again[k].as_ref().map(|o| desired[i].assess(o));
+            rs[i] = Some(match a {
+                Some(Assessment::Ok) => result(host, &phase.name, &steps[i], Status::Changed, assessed[i].details()),
+                Some(Assessment::Differs(d)) => {
+                    let mut details = vec!["applied, but still:".to_string()];
+                    details.extend(d);
+                    result(host, &phase.name, &steps[i], Status::Failed, details)
+                }
+                None => result(
+                    host,
+                    &phase.name,
+                    &steps[i],
+                    Status::Failed,
+                    vec!["could not observe it again".into()],
+                ),
+            });
+        }
+    }
+    report(rs.into_iter().flatten().collect())
+}
+
+/// Before a file is rewritten, forget the configuration hash of every service
+/// of this host that runs with it: even if the run stops right after, the next
+/// run sees the service as needing a restart. (State, not a one-shot event.)
+fn invalidations(plan: &Plan, host: &str, r: &Resource) -> Vec<String> {
+    let Resource::File { path, .. } = r else {
+        return Vec::new();
+    };
+    plan.phases
+        .iter()
+        .flat_map(|p| &p.hosts)
+        .filter(|h| h.host == host)
+        .flat_map(|h| &h.steps)
+        .filter_map(|s| match &s.resource {
+            Resource::Service {
+                name,
+                state_dir,
+                restart_on,
+                ..
+            } if restart_on.contains(path) => Some(format!(
+                "rm -f {}",
+                crate::shell::quote(&format!("{state_dir}/{name}.hash"))
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+impl Assessment {
+    pub fn details(&self) -> Vec<String> {
+        match self {
+            Assessment::Ok => Vec::new(),
+            Assessment::Differs(d) => d.clone(),
+        }
+    }
+}
+
+/// Undo what `state` records, phase by phase in reverse, each host's changes
+/// in reverse order; each revert is confirmed by observing again. Returns the
+/// outcome and the state that is left (what could not be reverted).
+pub async fn down(
+    plan_secrets: Arc<Plan>,
+    hosts: Vec<HostConn>,
+    mut state: LabState,
+    opts: Options,
+    reporter: Arc<dyn Reporter>,
+) -> (RunOutcome, LabState) {
+    let sem = Arc::new(Semaphore::new(opts.forks.max(1)));
+    let mut results = Vec::new();
+    let mut recap: BTreeMap<String, HostRecap> = BTreeMap::new();
+    let started = Instant::now();
+    let conns: BTreeMap<String, Result<Arc<dyn Transport>, String>> =
+        hosts.into_iter().map(|h| (h.host, h.transport)).collect();
+    for h in state.hosts.keys() {
+        recap.insert(
+            h.clone(),
+            HostRecap {
+                host: h.clone(),
+                ..HostRecap::default()
+            },
+        );
+    }
+    for phase in PHASES.iter().rev() {
+        let mut tasks = Vec::new();
+        for (host, hs) in &state.hosts {
+            let mut changes: Vec<Change> = hs.changes.iter().filter(|c| c.phase == *phase).cloned().collect();
+            if changes.is_empty() {
+                continue;
+            }
+            changes.sort_by_key(|c| std::cmp::Reverse(c.order));
+            let t = match conns.get(host) {
+                Some(Ok(t)) => Arc::clone(t),
+                other => {
+                    let why = match other {
+                        Some(Err(e)) => e.clone(),
+                        _ => "no way to reach it".into(),
+                    };
+                    for c in &changes {
+                        results.push(StepResult {
+                            host: host.clone(),
+                            phase: phase.to_string(),
+                            id: c.id.clone(),
+                            summary: c.summary.clone(),
+                            status: Status::Failed,
+                            details: vec![why.clone()],
+                            diff: None,
+                        });
+                    }
+                    continue;
+                }
+            };
+            let sem = Arc::clone(&sem);
+            let host = host.clone();
+            let plan = Arc::clone(&plan_secrets);
+            let reporter = Arc::clone(&reporter);
+            tasks.push(tokio::spawn(async move {
+                let _permit = sem.acquire_owned().await;
+                reporter.activity(&host, &format!("{phase}: reverting {} changes", changes.len()));
+                let rs = revert_host(&plan, phase, &host, t.as_ref(), &changes).await;
+                for r in &rs {
+                    reporter.step(r);
+                }
+                rs
+            }));
+        }
+        for t in tasks {
+            if let Ok(rs) = t.await {
+                results.extend(rs);
+            }
+        }
+    }
+    // Forget what was reverted; keep what was not, so a later `down` retries it.
+    for r in results.iter().filter(|r| r.status == Status::Reverted) {
+        if let Some(h) = state.hosts.get_mut(&r.host) {
+            h.changes.retain(|c| c.id != r.id);
+        }
+    }
+    state.hosts.retain(|_, h| !h.changes.is_empty());
+    for r in &results {
+        if let Some(c) = recap.get_mut(&r.host) {
+            match r.status {
+                Status::Reverted => c.changed += 1,
+                Status::Failed => c.failed += 1,
+                _ => c.skipped += 1,
+            }
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    for c in recap.values_mut() {
+        c.seconds = secs;
+        reporter.host_done(&c.host, c.failed > 0);
+    }
+    let failed = recap.values().any(|c| c.failed > 0);
+    (
+        RunOutcome {
+            results,
+            recap: recap.into_values().collect(),
+            failed,
+        },
+        state,
+    )
+}
+
+async fn revert_host(plan: &Plan, phase: &str, host: &str, t: &dyn Transport, changes: &[Change]) -> Vec<StepResult> {
+    let res = |c: &Change, status: Status, details: Vec<String>| StepResult {
+        host: host.to_string(),
+        phase: phase.to_string(),
+        id: c.id.clone(),
+        summary: c.summary.clone(),
+        status,
+        details,
+        diff: None,
+    };
+    let mut out = Vec::new();
+    let mut runnable = Vec::new();
+    let mut cmds = Vec::new();
+    for c in changes {
+        match c.resource.revert_for(&c.original) {
+            Ok(v) => {
+                runnable.push(c);
+                cmds.push(v);
+            }
+            Err(e) => out.push(res(c, Status::Failed, vec![e])),
+        }
+    }
+    if runnable.is_empty() {
+        return out;
+    }
+    let marker = nonce();
+    let ran = match t.run(&batch(&cmds, &marker, false)).await {
+        Ok(o) => parse_batch(&o.stdout, &marker, runnable.len()),
+        Err(e) => {
+            out.extend(runnable.iter().map(|c| res(c, Status::Failed, vec![e.to_string()])));
+            return out;
+        }
+    };
+    // Confirm by observing again.
+    let marker2 = nonce();
+    let observe: Vec<Vec<String>> = runnable
+        .iter()
+        .map(|c| vec![resolved(plan, &c.resource).observe_command()])
+        .collect();
+    let again = match t.run(&batch(&observe, &marker2, false)).await {
+        Ok(o) => parse_batch(&o.stdout, &marker2, runnable.len()),
+        Err(_) => vec![None; runnable.len()],
+    };
+    for (k, c) in runnable.iter().enumerate() {
+        let r = match (&ran[k], &again[k]) {
+            (Some(o), _) if o.rc != 0 => {
+                let mut d = vec![format!("exit status {}", o.rc)];
+                d.extend(mask(o.output.trim(), plan).lines().map(String::from));
+                res(c, Status::Failed, d)
+            }
+            (Some(_), Some(seen)) if restored(&c.resource, &c.original, seen) => res(c, Status::Reverted, Vec::new()),
+            (Some(_), Some(seen)) => res(
+                c,
+                Status::Failed,
+                vec![format!("reverted, but observed: {}", mask(seen.output.trim(), plan))],
+            ),
+            _ => res(c, Status::Failed, vec!["did not run".into()]),
+        };
+        out.push(r);
+    }
+    out
+}
+
+/// Does the observed state match the recorded original?
+fn restored(r: &Resource, orig: &Original, seen: &Observed) -> bool {
+    match (r, orig) {
+        (Resource::IpvsTable { .. }, _) => seen.rc == 0,
+        (Resource::Command { .. }, _) => true,
+        (Resource::Package { .. }, _) => true,
+        (Resource::Route { .. }, Original::Value { value }) => {
+            seen.output
+                .lines()
+                .next()
+                .map(str::split_whitespace)
+                .map(Iterator::collect::<Vec<_>>)
+                == Some(value.split_whitespace().collect())
+        }
+        (Resource::Service { .. }, Original::Value { value }) if value == "active" => true,
+        (Resource::Service { .. }, _) => seen.output.lines().next().map(str::trim) != Some("active"),
+        _ => r.original(seen) == *orig,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_split_by_marker() {
+        let m = "@@m";
+        let script = batch(
+            &[
+                vec!["echo a; echo b".into()],
+                vec!["printf x".into()],
+                vec!["false".into()],
+            ],
+            m,
+            false,
+        );
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .unwrap();
+        let obs = parse_batch(&String::from_utf8_lossy(&out.stdout), m, 3);
+        assert_eq!(
+            obs[0],
+            Some(Observed {
+                output: "a\nb\n".into(),
+                rc: 0
+            })
+        );
+        assert_eq!(
+            obs[1],
+            Some(Observed {
+                output: "x".into(),
+                rc: 0
+            })
+        );
+        assert_eq!(obs[2].as_ref().unwrap().rc, 1);
+    }
+
+    #[test]
+    fn apply_batches_stop_at_the_first_failure() {
+        let m = "@@m";
+        let script = batch(
+            &[
+                vec!["true".into()],
+                vec!["echo boom; exit 4".into()],
+                vec!["echo never".into()],
+            ],
+            m,
+            true,
+        );
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .unwrap();
+        let obs = parse_batch(&String::from_utf8_lossy(&out.stdout), m, 3);
+        assert_eq!(
+            obs[1],
+            Some(Observed {
+                output: "boom\n".into(),
+                rc: 4
+            })
+        );
+        assert_eq!(obs[2], None);
+    }
+}

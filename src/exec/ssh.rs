@@ -1,0 +1,361 @@
+//! The SSH transport, on russh (no `ssh` binary involved). One connection per
+//! host, reused for every round trip; host keys verified against known_hosts.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use russh::client::{self, Handle};
+use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
+use russh::{ChannelMsg, Disconnect};
+
+use super::transport::{CmdOutput, Transport, TransportError};
+
+/// Everything needed to reach one host.
+#[derive(Debug, Clone)]
+pub struct SshConnect {
+    /// The lab host's name (for messages).
+    pub host: String,
+    pub address: String,
+    pub port: u16,
+    pub user: String,
+    pub key: Option<PathBuf>,
+    /// Name of the environment variable holding the key's passphrase.
+    pub passphrase_env: Option<String>,
+    /// Checked in order; new keys are recorded in the first.
+    pub known_hosts: Vec<PathBuf>,
+    pub accept_new_host_keys: bool,
+    pub jump: Option<Box<SshConnect>>,
+    pub become_root: bool,
+    pub connect_timeout: Duration,
+}
+
+impl SshConnect {
+    fn addr(&self) -> String {
+        format!("{}:{}", self.address, self.port)
+    }
+
+    /// Parse a jump host written `[user@]host[:port]`; it inherits key,
+    /// known_hosts and timeouts from `self`.
+    pub fn jump_from(&self, spec: &str) -> Result<SshConnect, String> {
+        let (user, rest) = match spec.split_once('@') {
+            Some((u, r)) => (u.to_string(), r),
+            None => (self.user.clone(), spec),
+        };
+        let (address, port) = match rest.rsplit_once(':') {
+            Some((h, p)) => (
+                h.to_string(),
+                p.parse::<u16>()
+                    .map_err(|_| format!("bad port in jump host `{spec}`"))?,
+            ),
+            None => (rest.to_string(), 22),
+        };
+        if address.is_empty() || user.is_empty() {
+            return Err(format!("jump host `{spec}` is not [user@]host[:port]"));
+        }
+        Ok(SshConnect {
+            host: format!("{} (jump)", self.host),
+            address,
+            port,
+            user,
+            jump: None,
+            become_root: false,
+            ..self.clone()
+        })
+    }
+}
+
+struct Client {
+    target: SshConnect,
+    problem: Arc<Mutex<Option<TransportError>>>,
+}
+
+fn fingerprint(key: &PublicKey) -> String {
+    key.fingerprint(HashAlg::Sha256).to_string()
+}
+
+impl Client {
+    fn verify(&self, key: &PublicKey) -> Result<bool, TransportError> {
+        let t = &self.target;
+        let fp = fingerprint(key);
+        for file in &t.known_hosts {
+            if !file.exists() {
+                continue;
+            }
+            match russh::keys::check_known_hosts_path(&t.address, t.port, key, file) {
+                Ok(true) => return Ok(true),
+                Ok(false) => {}
+                Err(russh::keys::Error::KeyChanged { line }) => {
+                    return Err(TransportError::ChangedHostKey {
+                        host: t.host.clone(),
+                        addr: t.addr(),
+                        fingerprint: fp,
+                        file: file.display().to_string(),
+                        line,
+                    });
+                }
+                Err(e) => {
+                    return Err(TransportError::Other {
+                        host: t.host.clone(),
+                        message: format!("reading {}: {e}", file.display()),
+                    });
+                }
+            }
+        }
+        let files = t
+            .known_hosts
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        match (t.accept_new_host_keys, t.known_hosts.first()) {
+            (true, Some(file)) => {
+                learn(file, &t.address, t.port, key).map_err(|e| TransportError::Other {
+                    host: t.host.clone(),
+                    message: format!("recording the host key in {}: {e}", file.display()),
+                })?;
+                Ok(true)
+            }
+            _ => Err(TransportError::UnknownHostKey {
+                host: t.host.clone(),
+                addr: t.addr(),
+                fingerprint: fp,
+                files,
+            }),
+        }
+    }
+}
+
+/// Append `[host]:port key` (or `host key` on port 22) to a known_hosts file.
+fn learn(file: &std::path::Path, host: &str, port: u16, key: &PublicKey) -> Result<(), String> {
+    use std::io::Write;
+    let line = key.to_openssh().map_err(|e| e.to_string())?;
+    let name = if port == 22 {
+        host.to_string()
+    } else {
+        format!("[{host}]:{port}")
+    };
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    }
+    let existing = std::fs::read(file).unwrap_or_default();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(file)
+        .map_err(|e| e.to_string())?;
+    let sep = if existing.is_empty() || existing.ends_with(b"\n") {
+        ""
+    } else {
+        "\n"
+    };
+    writeln!(f, "{sep}{name} {line}").map_err(|e| e.to_string())
+}
+
+impl client::Handler for Client {
+    type Error = russh::Error;
+
+    async fn check_server_key(&mut self, key: &PublicKeyOrCertificate) -> Result<bool, Self::Error> {
+        let key = match key {
+            PublicKeyOrCertificate::PublicKey { key, .. } => key.clone(),
+            PublicKeyOrCertificate::Certificate(c) => c.public_key().clone().into(),
+        };
+        match self.verify(&key) {
+            Ok(ok) => Ok(ok),
+            Err(e) => {
+                if let Ok(mut p) = self.problem.lock() {
+                    *p = Some(e);
+                }
+                Ok(false)
+            }
+        }
+    }
+}
+
+pub struct SshTransport {
+    host: String,
+    handle: Handle<Client>,
+    become_root: bool,
+    /// Kept open while the connection through it is used.
+    _jump: Option<Box<SshTransport>>,
+}
+
+fn config() -> Arc<client::Config> {
+    Arc::new(client::Config {
+        keepalive_interval: Some(Duration::from_secs(15)),
+        keepalive_max: 3,
+        inactivity_timeout: None,
+        nodelay: true,
+        ..Default::default()
+    })
+}
+
+impl SshTransport {
+    /// Connect (through the jump host if any), verify the host key and authenticate.
+    pub async fn connect(t: &SshConnect) -> Result<SshTransport, TransportError> {
+        let fut = Self::connect_inner(t);
+        match tokio::time::timeout(t.connect_timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(TransportError::Connect {
+                host: t.host.clone(),
+                addr: t.addr(),
+                reason: format!("no answer within {}s (connect_timeout)", t.connect_timeout.as_secs()),
+            }),
+        }
+    }
+
+    async fn connect_inner(t: &SshConnect) -> Result<SshTransport, TransportError> {
+        let problem = Arc::new(Mutex::new(None));
+        let handler = Client {
+            target: t.clone(),
+            problem: Arc::clone(&problem),
+        };
+        let connect_err = |e: russh::Error| {
+            let recorded = problem.lock().ok().and_then(|mut p| p.take());
+            recorded.unwrap_or_else(|| TransportError::Connect {
+                host: t.host.clone(),
+                addr: t.addr(),
+                reason: e.to_string(),
+            })
+        };
+        let (mut handle, jump) = match &t.jump {
+            None => {
+                let h = client::connect(config(), (t.address.as_str(), t.port), handler)
+                    .await
+                    .map_err(connect_err)?;
+                (h, None)
+            }
+            Some(j) => {
+                let jump = Box::pin(SshTransport::connect(j)).await?;
+                let channel = jump
+                    .handle
+                    .channel_open_direct_tcpip(t.address.clone(), u32::from(t.port), "127.0.0.1", 0)
+                    .await
+                    .map_err(|e| TransportError::Connect {
+                        host: t.host.clone(),
+                        addr: t.addr(),
+                        reason: format!("through jump host {}: {e}", j.addr()),
+                    })?;
+                let h = client::connect_stream(config(), channel.into_stream(), handler)
+                    .await
+                    .map_err(connect_err)?;
+                (h, Some(Box::new(jump)))
+            }
+        };
+        authenticate(&mut handle, t).await?;
+        Ok(SshTransport {
+            host: t.host.clone(),
+            handle,
+            become_root: t.become_root && t.user != "root",
+            _jump: jump,
+        })
+    }
+
+    pub async fn close(&self) {
+        let _ = self.handle.disconnect(Disconnect::ByApplication, "", "en").await;
+    }
+}
+
+async fn authenticate(handle: &mut Handle<Client>, t: &SshConnect) -> Result<(), TransportError> {
+    let mut tried = Vec::new();
+    let other = |message: String| TransportError::Other {
+        host: t.host.clone(),
+        message,
+    };
+    let hash = handle.best_supported_rsa_hash().await.ok().flatten().flatten();
+
+    let mut keyfiles: Vec<PathBuf> = Vec::new();
+    if let Some(k) = &t.key {
+        keyfiles.push(k.clone());
+    } else {
+        // ssh-agent first, as OpenSSH does.
+        if let Ok(mut agent) = russh::keys::agent::client::AgentClient::connect_env().await
+            && let Ok(ids) = agent.request_identities().await
+        {
+            for id in ids {
+                let key = id.public_key().into_owned();
+                tried.push(format!("agent key {}", fingerprint(&key)));
+                if let Ok(r) = handle.authenticate_publickey_with(&t.user, key, hash, &mut agent).await
+                    && r.success()
+                {
+                    return Ok(());
+                }
+            }
+        }
+        if let Some(home) = std::env::home_dir() {
+            for name in ["id_ed25519", "id_ecdsa", "id_rsa"] {
+                let p = home.join(".ssh").join(name);
+                if p.exists() {
+                    keyfiles.push(p);
+                }
+            }
+        }
+    }
+    for path in keyfiles {
+        let passphrase = t.passphrase_env.as_ref().and_then(|v| std::env::var(v).ok());
+        let key = match russh::keys::load_secret_key(&path, passphrase.as_deref()) {
+            Ok(k) => k,
+            Err(russh::keys::Error::KeyIsEncrypted) => {
+                return Err(other(format!(
+                    "key {} is encrypted: name the environment variable holding its passphrase with `ssh.passphrase_env`",
+                    path.display()
+                )));
+            }
+            Err(e) if t.key.is_some() => return Err(other(format!("cannot load key {}: {e}", path.display()))),
+            Err(_) => continue,
+        };
+        tried.push(format!("key {}", path.display()));
+        let key = PrivateKeyWithHashAlg::new(Arc::new(key), hash);
+        let r = handle
+            .authenticate_publickey(&t.user, key)
+            .await
+            .map_err(|e| other(format!("authentication: {e}")))?;
+        if r.success() {
+            return Ok(());
+        }
+    }
+    if tried.is_empty() {
+        tried.push("no key: set ssh.key, or run an ssh-agent".into());
+    }
+    Err(TransportError::Auth {
+        host: t.host.clone(),
+        user: t.user.clone(),
+        tried: tried.join(", "),
+    })
+}
+
+#[async_trait]
+impl Transport for SshTransport {
+    fn host(&self) -> &str {
+        &self.host
+    }
+
+    async fn run(&self, script: &str) -> Result<CmdOutput, TransportError> {
+        let err = |e: russh::Error| TransportError::Other {
+            host: self.host.clone(),
+            message: format!("ssh: {e}"),
+        };
+        let mut ch = self.handle.channel_open_session().await.map_err(err)?;
+        let cmd = if self.become_root { "sudo -n sh -s" } else { "sh -s" };
+        ch.exec(true, cmd).await.map_err(err)?;
+        ch.data(script.as_bytes()).await.map_err(err)?;
+        ch.eof().await.map_err(err)?;
+        let mut out = CmdOutput {
+            status: -1,
+            ..CmdOutput::default()
+        };
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        while let Some(msg) = ch.wait().await {
+            match msg {
+                ChannelMsg::Data { data } => stdout.extend_from_slice(&data),
+                ChannelMsg::ExtendedData { data, ext: 1 } => stderr.extend_from_slice(&data),
+                ChannelMsg::ExitStatus { exit_status } => out.status = exit_status as i32,
+                _ => {}
+            }
+        }
+        out.stdout = String::from_utf8_lossy(&stdout).into_owned();
+        out.stderr = String::from_utf8_lossy(&stderr).into_owned();
+        Ok(out)
+    }
+}

@@ -1,0 +1,277 @@
+//! The local record of a lab: what lvslab changed on each host and what was
+//! there before, so `down` reverts exactly that (and only that), even after an
+//! interrupted `up`. One directory per lab; a lock file keeps two lvslab
+//! processes from changing one lab at the same time.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::plan::Resource;
+use crate::plan::assess::Original;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("lab {lab} is being changed by another lvslab process ({holder}); wait for it to finish")]
+    Locked { lab: String, holder: String },
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{path}: unreadable lab state: {message}")]
+    Corrupt { path: String, message: String },
+}
+
+/// Where lab state lives: `$LVSLAB_STATE_DIR`, else `/var/lib/lvslab` for
+/// root, else `$XDG_STATE_HOME/lvslab` or `~/.local/state/lvslab`.
+pub fn state_root() -> PathBuf {
+    if let Some(d) = std::env::var_os("LVSLAB_STATE_DIR") {
+        return PathBuf::from(d);
+    }
+    if is_root() {
+        return PathBuf::from("/var/lib/lvslab");
+    }
+    if let Some(d) = std::env::var_os("XDG_STATE_HOME") {
+        return PathBuf::from(d).join("lvslab");
+    }
+    std::env::home_dir()
+        .unwrap_or_else(|| PathBuf::from("/tmp"))
+        .join(".local/state/lvslab")
+}
+
+fn is_root() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LabState {
+    pub lab: String,
+    /// The topology file it was brought up from.
+    pub topology: Option<String>,
+    /// Unix time of the first change.
+    pub since: u64,
+    /// How each host was reached, so `down LAB` works without the topology.
+    #[serde(default)]
+    pub reach: BTreeMap<String, crate::exec::connect::Reach>,
+    pub hosts: BTreeMap<String, HostState>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HostState {
+    pub changes: Vec<Change>,
+}
+
+/// One resource lvslab changed, with what was there before.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Change {
+    pub phase: String,
+    /// (phase index, step index) in the plan: reverts run in reverse order.
+    pub order: (usize, usize),
+    pub id: String,
+    pub summary: String,
+    /// As planned (secrets as placeholders), so `down` works without the topology.
+    pub resource: Resource,
+    pub original: Original,
+}
+
+impl LabState {
+    pub fn is_recorded(&self, host: &str, id: &str) -> bool {
+        self.hosts
+            .get(host)
+            .is_some_and(|h| h.changes.iter().any(|c| c.id == id))
+    }
+
+    /// Record a change. The first original wins (it is what was there before
+    /// lvslab); the resource is updated to the latest applied, so `down`
+    /// reverts what is really there.
+    pub fn record(&mut self, host: &str, change: Change) {
+        let h = self.hosts.entry(host.to_string()).or_default();
+        match h.changes.iter_mut().find(|c| c.id == change.id) {
+            Some(c) => {
+                c.resource = change.resource;
+                c.summary = change.summary;
+                c.order = change.order;
+            }
+            None => h.changes.push(change),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.hosts.values().all(|h| h.changes.is_empty())
+    }
+}
+
+/// A lab's directory under the state root.
+pub struct LabDir {
+    pub lab: String,
+    pub path: PathBuf,
+}
+
+/// Held while a process changes a lab; released on drop.
+#[derive(Debug)]
+pub struct Lock {
+    _file: File,
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> StateError + '_ {
+    move |source| StateError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+impl LabDir {
+    pub fn new(lab: &str) -> Self {
+        Self::under(&state_root(), lab)
+    }
+
+    pub fn under(root: &Path, lab: &str) -> Self {
+        LabDir {
+            lab: lab.to_string(),
+            path: root.join(lab),
+        }
+    }
+
+    fn state_file(&self) -> PathBuf {
+        self.path.join("state.json")
+    }
+
+    /// Take the lab's lock, or fail at once if another process holds it.
+    pub fn lock(&self) -> Result<Lock, StateError> {
+        create_private_dir(&self.path)?;
+        let path = self.path.join("lock");
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        match file.try_lock() {
+            Ok(()) => {
+                file.set_len(0).map_err(io(&path))?;
+                writeln!(file, "pid {}", std::process::id()).map_err(io(&path))?;
+                Ok(Lock { _file: file })
+            }
+            Err(fs::TryLockError::WouldBlock) => Err(StateError::Locked {
+                lab: self.lab.clone(),
+                holder: fs::read_to_string(&path).unwrap_or_default().trim().to_string(),
+            }),
+            Err(fs::TryLockError::Error(e)) => Err(io(&path)(e)),
+        }
+    }
+
+    pub fn load(&self) -> Result<Option<LabState>, StateError> {
+        let path = self.state_file();
+        match fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| StateError::Corrupt {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(&path)(e)),
+        }
+    }
+
+    /// Write atomically (temporary file + rename): a crash never leaves half a record.
+    pub fn save(&self, state: &LabState) -> Result<(), StateError> {
+        create_private_dir(&self.path)?;
+        let path = self.state_file();
+        let tmp = self.path.join("state.json.new");
+        let text = serde_json::to_string_pretty(state).map_err(|e| StateError::Corrupt {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        fs::write(&tmp, text).map_err(io(&tmp))?;
+        fs::rename(&tmp, &path).map_err(io(&path))
+    }
+
+    /// Forget the lab (after a complete `down`).
+    pub fn remove(&self) -> Result<(), StateError> {
+        let path = self.state_file();
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&path)(e)),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn create_private_dir(path: &Path) -> Result<(), StateError> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(io(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_is_exclusive_and_released_on_drop() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = LabDir::under(root.path(), "nat");
+        let held = dir.lock().unwrap();
+        let again = LabDir::under(root.path(), "nat").lock().unwrap_err();
+        assert!(
+            again
+                .to_string()
+                .contains("lab nat is being changed by another lvslab process (pid"),
+            "{again}"
+        );
+        drop(held);
+        dir.lock().unwrap();
+    }
+
+    #[test]
+    fn state_round_trips_and_records_once() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = LabDir::under(root.path(), "nat");
+        assert!(dir.load().unwrap().is_none());
+        let mut s = LabState {
+            lab: "nat".into(),
+            ..LabState::default()
+        };
+        let change = |v: &str| Change {
+            phase: "network".into(),
+            order: (1, 0),
+            id: "sysctl:net.ipv4.ip_forward".into(),
+            summary: String::new(),
+            resource: Resource::Sysctl {
+                key: "net.ipv4.ip_forward".into(),
+                value: "1".into(),
+            },
+            original: Original::Value { value: v.into() },
+        };
+        s.record("director", change("0"));
+        let mut later = change("1");
+        later.resource = Resource::Sysctl {
+            key: "net.ipv4.ip_forward".into(),
+            value: "2".into(),
+        };
+        s.record("director", later.clone());
+        assert_eq!(s.hosts["director"].changes.len(), 1, "the first original wins");
+        assert_eq!(
+            s.hosts["director"].changes[0].resource, later.resource,
+            "the latest resource is kept"
+        );
+        dir.save(&s).unwrap();
+        let back = dir.load().unwrap().unwrap();
+        assert_eq!(
+            back.hosts["director"].changes[0].original,
+            Original::Value { value: "0".into() }
+        );
+        dir.remove().unwrap();
+        assert!(dir.load().unwrap().is_none());
+    }
+}

@@ -1,0 +1,612 @@
+//! Judging observed state against a step, pure and testable without hosts.
+//!
+//! The executor runs each step's `observe` command (all of a phase's steps in
+//! one batched round trip), then asks [`Resource::assess`] whether the step
+//! already holds, [`Resource::apply_for`] what to run when it does not (the
+//! difference only: an IPVS table gets `-a/-e/-d`, never a flush), and
+//! [`Resource::original`] what to record so `down` can put things back.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{Resource, ServiceManager, ipvs};
+use crate::shell::quote;
+
+/// What an observe command printed, and its exit status.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Observed {
+    pub output: String,
+    pub rc: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Assessment {
+    Ok,
+    /// What differs, one line each (e.g. `= 0 (want 1)`).
+    Differs(Vec<String>),
+}
+
+impl Assessment {
+    pub fn is_ok(&self) -> bool {
+        matches!(self, Assessment::Ok)
+    }
+}
+
+/// The state a resource had before lvslab first changed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Original {
+    /// It did not exist (or was not in the wanted state at all): revert removes it.
+    Absent,
+    /// A value to put back (sysctl value, route, mode, IPVS lines…).
+    Value { value: String },
+    /// A file's mode and content (base64).
+    File { mode: String, content_base64: String },
+}
+
+/// Files up to this size are read back whole (for diffs and for `down`).
+pub const FILE_READ_LIMIT: u64 = 1 << 20;
+
+fn words(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn octal(mode: &str) -> Option<u32> {
+    u32::from_str_radix(mode.trim(), 8).ok()
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A file as its observe command reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileState {
+    pub mode: String,
+    pub sha256: String,
+    /// The content, when it was small enough to be read.
+    pub content: Option<Vec<u8>>,
+}
+
+pub fn parse_file_state(obs: &Observed) -> Option<FileState> {
+    let mut lines = obs.output.lines();
+    let mode = lines.next()?.trim().to_string();
+    if mode == "absent" || octal(&mode).is_none() {
+        return None;
+    }
+    let sha256 = lines.next()?.trim().to_string();
+    let content = lines.next().and_then(|b| decode_base64(b.trim()));
+    Some(FileState { mode, sha256, content })
+}
+
+impl Resource {
+    /// The observe command the executor runs. For files it reads mode, hash
+    /// and (when small) the content, so a diff can be shown and the original
+    /// restored.
+    pub fn observe_command(&self) -> String {
+        match self {
+            Resource::File { path, .. } => {
+                let p = quote(path);
+                format!(
+                    "if [ -f {p} ]; then stat -c %a {p}; sha256sum {p} | cut -d' ' -f1; \
+                     if [ \"$(stat -c %s {p})\" -le {FILE_READ_LIMIT} ]; then base64 -w0 {p}; fi; echo; \
+                     else echo absent; fi"
+                )
+            }
+            _ => self.observe(),
+        }
+    }
+
+    /// Does the observed state satisfy the step? `self` must have its secrets resolved.
+    pub fn assess(&self, obs: &Observed) -> Assessment {
+        let differs = |s: String| Assessment::Differs(vec![s]);
+        let out = obs.output.trim();
+        match self {
+            Resource::Sysctl { value, .. } => {
+                if obs.rc != 0 {
+                    differs("does not exist (yet)".into())
+                } else if words(out) == words(value) {
+                    Assessment::Ok
+                } else {
+                    differs(format!("= {} (want {value})", words(out)))
+                }
+            }
+            Resource::KernelModule { .. } => match out {
+                "loaded" => Assessment::Ok,
+                _ => differs("not loaded".into()),
+            },
+            Resource::Address { address, dev } => {
+                let has = out.lines().any(|l| {
+                    let t: Vec<&str> = l.split_whitespace().collect();
+                    t.windows(2).any(|w| w[0] == "inet" && w[1] == address)
+                });
+                if has {
+                    Assessment::Ok
+                } else if obs.rc != 0 {
+                    differs(format!("device {dev} does not exist (yet)"))
+                } else {
+                    differs(format!("{address} missing on {dev}"))
+                }
+            }
+            Resource::Route { to, via, dev } => {
+                let first = out.lines().next().unwrap_or("");
+                let t: Vec<&str> = first.split_whitespace().collect();
+                let via_ok = t.windows(2).any(|w| w[0] == "via" && w[1] == via);
+                let dev_ok = dev
+                    .as_ref()
+                    .is_none_or(|d| t.windows(2).any(|w| w[0] == "dev" && w[1] == d));
+                if via_ok && dev_ok {
+                    Assessment::Ok
+                } else if first.is_empty() {
+                    differs(format!("no route {to}"))
+                } else {
+                    differs(format!("is `{first}` (want via {via})"))
+                }
+            }
+            Resource::Link { name, up } => {
+                let flags = out.split_once('<').and_then(|(_, r)| r.split_once('>')).map(|(f, _)| f);
+                match flags {
+                    None => differs(format!("{name} does not exist (yet)")),
+                    Some(f) => {
+                        let is_up = f.split(',').any(|x| x == "UP");
+                        if is_up == *up {
+                            Assessment::Ok
+                        } else {
+                            differs(format!("{name} is {}", if is_up { "up" } else { "down" }))
+                        }
+                    }
+                }
+            }
+            Resource::Directory { mode, .. } => {
+                if obs.rc != 0 {
+                    differs("absent".into())
+                } else if octal(out) == octal(mode) {
+                    Assessment::Ok
+                } else {
+                    differs(format!("mode {out} (want {mode})"))
+                }
+            }
+            Resource::File { content, mode, .. } => match parse_file_state(obs) {
+                None => differs("absent".into()),
+                Some(f) => {
+                    let mut d = Vec::new();
+                    if f.sha256 != sha256_hex(content.as_bytes()) {
+                        d.push("content differs".to_string());
+                    }
+                    if octal(&f.mode) != octal(mode) {
+                        d.push(format!("mode {} (want {mode})", f.mode));
+                    }
+                    if d.is_empty() {
+                        Assessment::Ok
+                    } else {
+                        Assessment::Differs(d)
+                    }
+                }
+            },
+            Resource::Service { config_hash, .. } => {
+                let mut lines = out.lines();
+                let state = lines.next().unwrap_or("").trim();
+                let hash = lines.next().unwrap_or("").trim();
+                if state != "active" {
+                    differs("not running".into())
+                } else if hash != config_hash {
+                    differs("running with another configuration (restart needed)".into())
+                } else {
+                    Assessment::Ok
+                }
+            }
+            Resource::Package { packages, .. } => {
+                let missing: Vec<&String> = packages
+                    .iter()
+                    .filter(|p| {
+                        !out.lines().any(|l| {
+                            let l = l.trim();
+                            (l.starts_with(&format!("{p} ")) && l.ends_with("install ok installed"))
+                                || l.starts_with(&format!("{p}-"))
+                        })
+                    })
+                    .collect();
+                if missing.is_empty() {
+                    Assessment::Ok
+                } else {
+                    differs(format!(
+                        "not installed: {}",
+                        missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")
+                    ))
+                }
+            }
+            Resource::IpvsTable { services } => {
+                if obs.rc != 0 {
+                    return differs(format!(
+                        "cannot read the IPVS table: {}",
+                        out.lines().last().unwrap_or("")
+                    ));
+                }
+                match ipvs::parse_save(&obs.output) {
+                    Err(e) => differs(e.to_string()),
+                    Ok(live) => {
+                        let changes = ipvs::diff(services, &live);
+                        if changes.is_empty() {
+                            Assessment::Ok
+                        } else {
+                            Assessment::Differs(changes.into_iter().map(|c| c.description).collect())
+                        }
+                    }
+                }
+            }
+            Resource::Mount { source, .. } => {
+                if out.split_whitespace().next() == Some(source.as_str()) {
+                    Assessment::Ok
+                } else if out.is_empty() {
+                    differs("not mounted".into())
+                } else {
+                    differs(format!(
+                        "mounted from {} (want {source})",
+                        out.split_whitespace().next().unwrap_or("")
+                    ))
+                }
+            }
+            Resource::Command { .. } => {
+                if obs.rc == 0 {
+                    Assessment::Ok
+                } else {
+                    differs(format!("check exited {}", obs.rc))
+                }
+            }
+        }
+    }
+
+    /// The commands that bring the observed state to the wanted one (only the
+    /// difference where the resource allows it). `self` must have its secrets resolved.
+    pub fn apply_for(&self, obs: &Observed) -> Vec<String> {
+        match self {
+            Resource::IpvsTable { services } => {
+                let live = ipvs::parse_save(&obs.output).unwrap_or_default();
+                ipvs::diff(services, &live)
+                    .into_iter()
+                    .map(|c| format!("ipvsadm {}", c.args))
+                    .collect()
+            }
+            Resource::File {
+                path,
+                content,
+                mode,
+                validate,
+                ..
+            } => write_file(path, content.as_bytes(), mode, validate.as_deref()),
+            _ => self.apply(),
+        }
+    }
+
+    /// What to record before the first change, from the observed state.
+    pub fn original(&self, obs: &Observed) -> Original {
+        let out = obs.output.trim();
+        let value = |v: &str| Original::Value { value: v.to_string() };
+        match self {
+            Resource::Sysctl { .. } if obs.rc == 0 => value(&words(out)),
+            Resource::Route { .. } => match out.lines().next() {
+                Some(l) if !l.trim().is_empty() => value(l.trim()),
+                _ => Original::Absent,
+            },
+            Resource::Link { .. } if out.contains('<') => {
+                value(if self.assess(obs).is_ok() { "same" } else { "other" })
+            }
+            Resource::Directory { .. } if obs.rc == 0 => value(out),
+            Resource::File { .. } => match parse_file_state(obs) {
+                Some(FileState {
+                    mode, content: Some(c), ..
+                }) => Original::File {
+                    mode,
+                    content_base64: encode_base64(&c),
+                },
+                // Too large to keep: recorded as a value so down refuses to guess.
+                Some(f) => value(&format!(
+                    "unreadable ({} bytes limit), mode {}",
+                    FILE_READ_LIMIT, f.mode
+                )),
+                None => Original::Absent,
+            },
+            Resource::Service { .. } => value(out.lines().next().unwrap_or("inactive").trim()),
+            Resource::IpvsTable { .. } if obs.rc == 0 => value(&obs.output),
+            _ => Original::Absent,
+        }
+    }
+
+    /// The commands that put back the recorded original state.
+    pub fn revert_for(&self, orig: &Original) -> Result<Vec<String>, String> {
+        Ok(match (self, orig) {
+            (Resource::Sysctl { key, .. }, Original::Value { value }) => {
+                vec![format!("sysctl -qw {}", quote(&format!("{key}={value}")))]
+            }
+            (Resource::Route { to, via, .. }, Original::Absent) => {
+                vec![format!("ip route del {} via {}", quote(to), quote(via))]
+            }
+            (Resource::Route { .. }, Original::Value { value }) => {
+                let args: Vec<String> = value.split_whitespace().map(quote).collect();
+                vec![format!("ip route replace {}", args.join(" "))]
+            }
+            (Resource::Link { .. }, Original::Value { value }) if value == "same" => Vec::new(),
+            (Resource::Directory { path, .. }, Original::Absent) => vec![format!("rmdir {}", quote(path))],
+            (Resource::Directory { path, .. }, Original::Value { value }) => {
+                vec![format!("chmod {} {}", quote(value), quote(path))]
+            }
+            (Resource::File { path, .. }, Original::Absent) => vec![format!("rm -f {}", quote(path))],
+            (Resource::File { path, .. }, Original::File { mode, content_base64 }) => {
+                let content = decode_base64(content_base64).ok_or("recorded content is not base64")?;
+                write_file(path, &content, mode, None)
+            }
+            (Resource::File { path, .. }, Original::Value { value }) => {
+                return Err(format!(
+                    "{path} was {value} before lvslab replaced it: restore it by hand"
+                ));
+            }
+            (Resource::Service { manager, .. }, Original::Value { value }) if value == "active" => match manager {
+                // It ran before us: restart it so it picks up the restored configuration.
+                ServiceManager::Systemd { unit } => vec![format!("systemctl restart {}", quote(unit))],
+                ServiceManager::Daemon { .. } => self.revert(),
+            },
+            (Resource::IpvsTable { services }, orig) => {
+                let mut cmds: Vec<String> = services.iter().map(|s| format!("ipvsadm -D {}", s.target())).collect();
+                if let Original::Value { value } = orig {
+                    // Put back what our services looked like before, if they existed.
+                    let ours: Vec<String> = services.iter().map(|s| s.target()).collect();
+                    for line in value.lines() {
+                        let t: Vec<&str> = line.split_whitespace().collect();
+                        let target = t.get(1..3).map(|x| x.join(" ")).unwrap_or_default();
+                        if ours.contains(&target) {
+                            let args: Vec<String> = t.iter().map(|x| quote(x)).collect();
+                            cmds.push(format!("ipvsadm {}", args.join(" ")));
+                        }
+                    }
+                }
+                cmds
+            }
+            (Resource::Command { revert, name, .. }, _) => match revert {
+                Some(r) => vec![r.clone()],
+                None => return Err(format!("command {name} has no revert command")),
+            },
+            _ => self.revert(),
+        })
+    }
+}
+
+/// Write a file atomically: content (base64, binary-safe) to a temporary
+/// file next to it, mode, optional validation, then rename.
+pub fn write_file(path: &str, content: &[u8], mode: &str, validate: Option<&str>) -> Vec<String> {
+    let tmp = format!("{path}.lvslab-new");
+    let dir = path
+        .rsplit_once('/')
+        .map_or("/", |(d, _)| if d.is_empty() { "/" } else { d });
+    let mut cmds = vec![
+        format!("mkdir -p {}", quote(dir)),
+        format!(
+            "printf '%s' {} | base64 -d > {}",
+            quote(&encode_base64(content)),
+            quote(&tmp)
+        ),
+        format!("chmod {} {}", quote(mode), quote(&tmp)),
+    ];
+    if let Some(v) = validate {
+        cmds.push(format!(
+            "{} || {{ rm -f {t}; exit 1; }}",
+            v.replace("%s", &quote(&tmp)),
+            t = quote(&tmp)
+        ));
+    }
+    cmds.push(format!("mv {} {}", quote(&tmp), quote(path)));
+    cmds
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+pub fn encode_base64(data: &[u8]) -> String {
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(B64[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+pub fn decode_base64(s: &str) -> Option<Vec<u8>> {
+    let s = s.trim_end_matches('=');
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for c in s.bytes() {
+        let v = B64.iter().position(|x| *x == c)? as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obs(output: &str, rc: i32) -> Observed {
+        Observed {
+            output: output.into(),
+            rc,
+        }
+    }
+
+    #[test]
+    fn base64_round_trips() {
+        for s in ["", "a", "ab", "abc", "abcd", "hello\nworld\u{0}\u{ff}"] {
+            let e = encode_base64(s.as_bytes());
+            assert_eq!(decode_base64(&e).unwrap(), s.as_bytes(), "{s:?} -> {e}");
+        }
+        assert_eq!(encode_base64(b"Man"), "TWFu");
+        assert_eq!(encode_base64(b"Ma"), "TWE=");
+    }
+
+    #[test]
+    fn sysctl() {
+        let r = Resource::Sysctl {
+            key: "net.ipv4.conf.all.arp_ignore".into(),
+            value: "1".into(),
+        };
+        assert!(r.assess(&obs("1\n", 0)).is_ok());
+        assert_eq!(
+            r.assess(&obs("0\n", 0)),
+            Assessment::Differs(vec!["= 0 (want 1)".into()])
+        );
+        assert!(!r.assess(&obs("", 1)).is_ok());
+        assert_eq!(r.original(&obs("0\n", 0)), Original::Value { value: "0".into() });
+        assert_eq!(
+            r.revert_for(&Original::Value { value: "0".into() }).unwrap(),
+            ["sysctl -qw net.ipv4.conf.all.arp_ignore=0"]
+        );
+    }
+
+    #[test]
+    fn address_route_link() {
+        let a = Resource::Address {
+            address: "192.168.4.253/32".into(),
+            dev: "lo".into(),
+        };
+        let out = "1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever\n1: lo    inet 192.168.4.253/32 scope global lo\\ valid_lft forever\n";
+        assert!(a.assess(&obs(out, 0)).is_ok());
+        assert!(!a.assess(&obs("1: lo    inet 127.0.0.1/8 scope host lo\n", 0)).is_ok());
+
+        let r = Resource::Route {
+            to: "default".into(),
+            via: "192.168.2.5".into(),
+            dev: None,
+        };
+        assert!(r.assess(&obs("default via 192.168.2.5 dev eth0\n", 0)).is_ok());
+        assert_eq!(
+            r.assess(&obs("default via 10.0.2.2 dev eth0 proto dhcp\n", 0)),
+            Assessment::Differs(vec![
+                "is `default via 10.0.2.2 dev eth0 proto dhcp` (want via 192.168.2.5)".into()
+            ])
+        );
+        let orig = r.original(&obs("default via 10.0.2.2 dev eth0 proto dhcp\n", 0));
+        assert_eq!(
+            r.revert_for(&orig).unwrap(),
+            ["ip route replace default via 10.0.2.2 dev eth0 proto dhcp"]
+        );
+        assert_eq!(
+            r.revert_for(&Original::Absent).unwrap(),
+            ["ip route del default via 192.168.2.5"]
+        );
+
+        let l = Resource::Link {
+            name: "tunl0".into(),
+            up: true,
+        };
+        assert!(l.assess(&obs("5: tunl0@NONE: <NOARP,UP,LOWER_UP> mtu 1480", 0)).is_ok());
+        assert!(!l.assess(&obs("5: tunl0@NONE: <NOARP> mtu 1480", 0)).is_ok());
+        assert!(!l.assess(&obs("Device \"tunl0\" does not exist.", 1)).is_ok());
+    }
+
+    #[test]
+    fn files_compare_hash_and_mode_and_keep_the_original() {
+        let f = Resource::File {
+            path: "/etc/x.conf".into(),
+            content: "new\n".into(),
+            mode: "0644".into(),
+            validate: None,
+            sha256: String::new(),
+        };
+        let live = |content: &str, mode: &str| {
+            obs(
+                &format!(
+                    "{mode}\n{}\n{}\n",
+                    sha256_hex(content.as_bytes()),
+                    encode_base64(content.as_bytes())
+                ),
+                0,
+            )
+        };
+        assert!(f.assess(&live("new\n", "644")).is_ok());
+        assert_eq!(
+            f.assess(&live("old\n", "600")),
+            Assessment::Differs(vec!["content differs".into(), "mode 600 (want 0644)".into()])
+        );
+        assert_eq!(
+            f.assess(&obs("absent\n", 0)),
+            Assessment::Differs(vec!["absent".into()])
+        );
+        let orig = f.original(&live("old\n", "600"));
+        assert_eq!(
+            orig,
+            Original::File {
+                mode: "600".into(),
+                content_base64: encode_base64(b"old\n")
+            }
+        );
+        let cmds = f.revert_for(&orig).unwrap().join("\n");
+        assert!(cmds.contains("chmod 600"), "{cmds}");
+        assert_eq!(f.revert_for(&Original::Absent).unwrap(), ["rm -f /etc/x.conf"]);
+    }
+
+    #[test]
+    fn service_restarts_on_state() {
+        let s = Resource::Service {
+            name: "web".into(),
+            manager: ServiceManager::Systemd { unit: "apache2".into() },
+            config_hash: "abc".into(),
+            state_dir: "/run/lvslab".into(),
+            restart_on: vec![],
+        };
+        assert!(s.assess(&obs("active\nabc\n", 0)).is_ok());
+        assert!(!s.assess(&obs("active\nold\n", 0)).is_ok());
+        assert!(!s.assess(&obs("inactive\n", 0)).is_ok());
+    }
+
+    #[test]
+    fn ipvs_applies_only_the_difference() {
+        use crate::model::{Mode, ServiceKey};
+        use std::net::Ipv4Addr;
+        let t = Resource::IpvsTable {
+            services: vec![super::super::IpvsService {
+                key: ServiceKey::Tcp(80),
+                vip: Ipv4Addr::new(10, 0, 0, 1),
+                scheduler: "rr".into(),
+                flags: vec![],
+                persistence: None,
+                netmask: None,
+                one_packet: false,
+                real_servers: vec![super::super::IpvsDest {
+                    address: Ipv4Addr::new(10, 0, 0, 2),
+                    port: 80,
+                    method: Mode::Dr,
+                    weight: 1,
+                }],
+            }],
+        };
+        let live = obs("-A -t 10.0.0.1:80 -s rr\n-a -t 10.0.0.1:80 -r 10.0.0.2:80 -g -w 3\n", 0);
+        assert_eq!(t.apply_for(&live), ["ipvsadm -e -t 10.0.0.1:80 -r 10.0.0.2:80 -g -w 1"]);
+        assert!(
+            t.assess(&obs(
+                "-A -t 10.0.0.1:80 -s rr\n-a -t 10.0.0.1:80 -r 10.0.0.2:80 -g -w 1\n",
+                0
+            ))
+            .is_ok()
+        );
+        let orig = t.original(&live);
+        assert_eq!(
+            t.revert_for(&orig).unwrap(),
+            [
+                "ipvsadm -D -t 10.0.0.1:80",
+                "ipvsadm -A -t 10.0.0.1:80 -s rr",
+                "ipvsadm -a -t 10.0.0.1:80 -r 10.0.0.2:80 -g -w 3"
+            ]
+        );
+    }
+}

@@ -1,0 +1,62 @@
+//! The runner through the library, with local transports wrapped in a counter.
+
+use std::sync::Arc;
+
+use lvslab::exec::runner::{self, HostConn, Options, Silent, Status};
+use lvslab::exec::state::LabState;
+use lvslab::exec::transport::{Counting, LocalTransport, Transport};
+
+fn plan_with(work: &str, n: usize) -> lvslab::plan::Plan {
+    let mut steps = String::new();
+    for i in 0..n {
+        steps.push_str(&format!(
+            "      - file: {{ path: {work}/f{i}, content: \"{i}\\n\" }}\n        why: file {i}\n"
+        ));
+        steps.push_str(&format!(
+            "      - command: {{ name: c{i}, check: \"test -f {work}/c{i}\", run: \"touch {work}/c{i}\" }}\n        phase: network\n        why: command {i}\n"
+        ));
+    }
+    let text = format!(
+        "lab: count\nmode: dr\nnetworks:\n  lan: {{ cidr: 10.0.0.0/24 }}\nhosts:\n  h:\n    role: client\n    interfaces: [{{ network: lan }}]\n    steps:\n{steps}"
+    );
+    let t = lvslab::load_str("count.yaml", text)
+        .unwrap_or_else(|d| panic!("{d}"))
+        .topology;
+    lvslab::compile::compile(&t).unwrap()
+}
+
+async fn run(work: &str, n: usize) -> (usize, runner::RunOutcome) {
+    let counting = Arc::new(Counting::new(Arc::new(LocalTransport::new("h"))));
+    let hosts = vec![HostConn {
+        host: "h".into(),
+        transport: Ok(Arc::clone(&counting) as Arc<dyn Transport>),
+    }];
+    let (outcome, _) = runner::up(
+        Arc::new(plan_with(work, n)),
+        hosts,
+        LabState::default(),
+        Arc::new(|_: &LabState| Ok(())),
+        Options { check: false, forks: 4 },
+        Arc::new(Silent),
+    )
+    .await;
+    (counting.calls(), outcome)
+}
+
+#[tokio::test]
+async fn round_trips_per_host_and_phase_do_not_grow_with_steps() {
+    for n in [1, 5, 40] {
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().display().to_string();
+        let (calls, outcome) = run(&work, n).await;
+        assert!(!outcome.failed, "{:?}", outcome.results);
+        assert_eq!(outcome.results.len(), 2 * n);
+        assert!(outcome.results.iter().all(|r| r.status == Status::Changed));
+        // Two phases (network, services), each: observe, apply, confirm.
+        assert_eq!(calls, 2 * 3, "{n} steps per phase");
+        // Unchanged: one observe per phase, nothing else.
+        let (calls, outcome) = run(&work, n).await;
+        assert!(outcome.results.iter().all(|r| r.status == Status::Ok));
+        assert_eq!(calls, 2, "{n} steps per phase, all ok");
+    }
+}

@@ -1,0 +1,501 @@
+//! `up` / `down` over SSH against real OpenSSH servers started by the tests on
+//! 127.0.0.1 (random ports, temporary host and user keys). Every resource the
+//! test labs touch lives under a temporary directory; this machine's network
+//! and sysctls are never changed. sshd must be installed (.ci/run installs
+//! openssh-server): a missing sshd fails these tests, it never skips them.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{Lvslab, Output};
+
+const SSHD: &str = "/usr/sbin/sshd";
+
+pub struct Sshd {
+    pub port: u16,
+    pub host_key: PathBuf,
+    child: Child,
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn keygen(path: &Path, kind: &str) {
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", kind, "-N", "", "-C", "lvslab-test", "-f"])
+        .arg(path)
+        .status()
+        .expect("ssh-keygen runs (package openssh-client)");
+    assert!(st.success());
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A test lab directory: user key, known_hosts, state, and a work area.
+pub struct Lab {
+    pub dir: tempfile::TempDir,
+}
+
+impl Lab {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        keygen(&dir.path().join("userkey"), "ed25519");
+        std::fs::create_dir_all(dir.path().join("home/.ssh")).unwrap();
+        std::fs::create_dir_all(dir.path().join("work")).unwrap();
+        Lab { dir }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn work(&self) -> String {
+        self.path("work").display().to_string()
+    }
+
+    /// Start an sshd that accepts this lab's user key.
+    pub fn sshd(&self, name: &str) -> Sshd {
+        assert!(
+            Path::new(SSHD).exists(),
+            "{SSHD} is missing: apt-get install openssh-server (.ci/run does)"
+        );
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        let d = self.path(name);
+        std::fs::create_dir_all(&d).unwrap();
+        let host_key = d.join("hostkey");
+        if !host_key.exists() {
+            keygen(&host_key, "ed25519");
+        }
+        std::fs::copy(self.path("userkey.pub"), d.join("authorized_keys")).unwrap();
+        let port = free_port();
+        let config = d.join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nAuthorizedKeysFile {ak}\nPidFile none\n\
+                 StrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+                 PermitRootLogin prohibit-password\nUsePAM no\nAllowTcpForwarding yes\nMaxStartups 100\nMaxSessions 100\n",
+                hk = host_key.display(),
+                ak = d.join("authorized_keys").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(SSHD)
+            .args(["-D", "-e", "-f"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sshd starts");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "sshd did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Sshd { port, host_key, child }
+    }
+
+    /// Write a topology whose hosts all reach `port`, with `hosts` as the hosts section.
+    pub fn topology(&self, name: &str, port: u16, hosts: &str) -> PathBuf {
+        let text = format!(
+            "lab: {name}\nmode: dr\nprovider: ssh\nnetworks:\n  lan: {{ cidr: 10.99.0.0/24 }}\n\
+             defaults:\n  init: daemon\n  ssh: {{ host: 127.0.0.1, port: {port}, key: userkey, known_hosts: known_hosts, connect_timeout: 3 }}\n\
+             hosts:\n{hosts}"
+        );
+        let path = self.path(&format!("{name}.yaml"));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    pub fn lvslab<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Lvslab {
+        Lvslab::new()
+            .args(args)
+            .env("HOME", self.path("home"))
+            .env("LVSLAB_STATE_DIR", self.path("state"))
+            .env_remove_agent()
+    }
+}
+
+trait NoAgent {
+    fn env_remove_agent(self) -> Self;
+}
+
+impl NoAgent for Lvslab {
+    fn env_remove_agent(self) -> Self {
+        self.env("SSH_AUTH_SOCK", "/nonexistent")
+    }
+}
+
+/// Alive and not a zombie (this sandbox's init may not reap orphans at once).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')))
+}
+
+fn ok(out: &Output) {
+    assert_eq!(out.code, 0, "stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
+}
+
+/// The recap row of a host: (ok, changed, failed, skipped).
+pub fn recap(out: &Output, host: &str) -> (usize, usize, usize, usize) {
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(host))
+        .unwrap_or_else(|| panic!("no recap line for {host}:\n{}", out.stdout));
+    let n: Vec<usize> = line
+        .split_whitespace()
+        .skip(1)
+        .take(4)
+        .map(|x| x.parse().unwrap())
+        .collect();
+    (n[0], n[1], n[2], n[3])
+}
+
+fn box_steps(work: &str) -> String {
+    format!(
+        r#"  box1:
+    role: client
+    interfaces: [{{ network: lan }}]
+    steps:
+      - command: {{ name: marker, check: "test -f {work}/marker", run: "touch {work}/marker", revert: "rm -f {work}/marker" }}
+        phase: network
+        why: a command with its own check
+      - directory: {{ path: {work}/site, mode: "0750" }}
+        why: a directory lvslab creates
+      - file: {{ path: {work}/site/index.html, content: "<h1>{{{{ host.name }}}}</h1>\n" }}
+        why: a file lvslab creates
+      - file: {{ path: {work}/existing.conf, content: "managed\n", mode: "0644" }}
+        why: a file that existed before, replaced
+      - service: {{ name: sleeper, unit: sleeper, command: "sleep 600", state_dir: {work}/run, restart_on: [{work}/site/index.html] }}
+        why: a daemon restarted when its page changes
+"#
+    )
+}
+
+#[test]
+fn up_is_idempotent_check_changes_nothing_and_down_restores_exactly() {
+    let lab = Lab::new();
+    let sshd = lab.sshd("sshd");
+    let work = lab.work();
+    std::fs::write(format!("{work}/existing.conf"), "original\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(format!("{work}/existing.conf"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let topo = lab.topology("idem", sshd.port, &box_steps(&work));
+
+    let first = lab
+        .lvslab(&["up".as_ref(), topo.as_os_str(), "--accept-new-host-keys".as_ref()])
+        .run();
+    ok(&first);
+    assert_eq!(recap(&first, "box1"), (0, 5, 0, 0), "{}", first.stderr);
+    assert_eq!(
+        std::fs::read_to_string(format!("{work}/site/index.html")).unwrap(),
+        "<h1>box1</h1>\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(format!("{work}/existing.conf")).unwrap(),
+        "managed\n"
+    );
+    let pid: u32 = std::fs::read_to_string(format!("{work}/run/sleeper.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(running(pid), "the daemon runs");
+
+    let second = lab.lvslab(&["up".as_ref(), topo.as_os_str()]).run();
+    ok(&second);
+    assert_eq!(recap(&second, "box1"), (5, 0, 0, 0), "a second up changes nothing");
+
+    // A hand edit: --check shows it (with a diff) and changes nothing.
+    std::fs::write(format!("{work}/site/index.html"), "tampered\n").unwrap();
+    let check = lab.lvslab(&["up".as_ref(), topo.as_os_str(), "--check".as_ref()]).run();
+    ok(&check);
+    assert!(
+        check.stderr.contains("would change [services] box1: file"),
+        "{}",
+        check.stderr
+    );
+    assert!(
+        check.stderr.contains("-tampered") && check.stderr.contains("+<h1>box1</h1>"),
+        "{}",
+        check.stderr
+    );
+    assert!(
+        check.stderr.contains("would change [services] box1: service sleeper"),
+        "the restart follows the file"
+    );
+    assert_eq!(
+        std::fs::read_to_string(format!("{work}/site/index.html")).unwrap(),
+        "tampered\n"
+    );
+
+    // up repairs it and restarts the daemon because its page changed.
+    let repair = lab.lvslab(&["up".as_ref(), topo.as_os_str()]).run();
+    ok(&repair);
+    assert_eq!(recap(&repair, "box1"), (3, 2, 0, 0), "{}", repair.stderr);
+    let pid2: u32 = std::fs::read_to_string(format!("{work}/run/sleeper.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_ne!(pid, pid2, "restarted");
+    assert!(!running(pid), "the old daemon is gone");
+
+    let down = lab.lvslab(&["down".as_ref(), topo.as_os_str()]).run();
+    ok(&down);
+    assert_eq!(
+        std::fs::read_to_string(format!("{work}/existing.conf")).unwrap(),
+        "original\n"
+    );
+    let mode = std::fs::metadata(format!("{work}/existing.conf"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "the original mode is back too");
+    assert!(
+        !Path::new(&format!("{work}/site")).exists(),
+        "created directory removed"
+    );
+    assert!(!Path::new(&format!("{work}/marker")).exists(), "command reverted");
+    assert!(!running(pid2), "daemon stopped");
+
+    let again = lab.lvslab(&["down".as_ref(), topo.as_os_str()]).run();
+    ok(&again);
+    assert!(again.stderr.contains("was never brought up here"), "{}", again.stderr);
+}
+
+#[test]
+fn host_keys_unknown_then_accepted_and_changed_always_refused() {
+    let lab = Lab::new();
+    let sshd = lab.sshd("sshd");
+    let work = lab.work();
+    let hosts = format!(
+        "  box1:\n    role: client\n    interfaces: [{{ network: lan }}]\n    steps:\n      - file: {{ path: {work}/f, content: x }}\n        why: something\n"
+    );
+    let topo = lab.topology("keys", sshd.port, &hosts);
+
+    let unknown = lab.lvslab(&["up".as_ref(), topo.as_os_str()]).run();
+    assert_eq!(unknown.code, 1);
+    let fp = String::from_utf8(
+        Command::new("ssh-keygen")
+            .arg("-lf")
+            .arg(sshd.host_key.with_extension("pub"))
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let fp = fp.split_whitespace().nth(1).unwrap().to_string();
+    assert!(
+        unknown
+            .stdout
+            .contains(&format!("unknown host key {fp} for 127.0.0.1:{}", sshd.port)),
+        "{}",
+        unknown.stdout
+    );
+    assert!(
+        unknown.stdout.contains(&lab.path("known_hosts").display().to_string()),
+        "names the file"
+    );
+    assert!(!Path::new(&format!("{work}/f")).exists());
+
+    let accepted = lab
+        .lvslab(&["up".as_ref(), topo.as_os_str(), "--accept-new-host-keys".as_ref()])
+        .run();
+    ok(&accepted);
+    let known = std::fs::read_to_string(lab.path("known_hosts")).unwrap();
+    assert!(
+        known.starts_with(&format!("[127.0.0.1]:{} ssh-ed25519 ", sshd.port)),
+        "{known}"
+    );
+
+    // Same address and port, another host key: refused, even with the flag.
+    drop(sshd);
+    std::fs::remove_file(lab.path("sshd/hostkey")).unwrap();
+    std::fs::remove_file(lab.path("sshd/hostkey.pub")).unwrap();
+    let port = {
+        let s = lab.sshd("sshd");
+        let p = s.port;
+        std::mem::forget(s); // keep it running; killed below
+        p
+    };
+    let topo = lab.topology("keys", port, &hosts);
+    std::fs::write(lab.path("known_hosts"), known.replace(&format!(":{}]", 0), "")).unwrap();
+    // Record the old key for the new port so the key, not the port, differs.
+    let old_key_line = known.lines().next().unwrap().split_once(' ').unwrap().1.to_string();
+    std::fs::write(lab.path("known_hosts"), format!("[127.0.0.1]:{port} {old_key_line}\n")).unwrap();
+    let changed = lab
+        .lvslab(&["up".as_ref(), topo.as_os_str(), "--accept-new-host-keys".as_ref()])
+        .run();
+    let _ = Command::new("pkill")
+        .args(["-f", &lab.path("sshd/sshd_config").display().to_string()])
+        .status();
+    assert_eq!(changed.code, 1, "{}", changed.stdout);
+    assert!(changed.stdout.contains("HOST KEY CHANGED"), "{}", changed.stdout);
+    assert!(changed.stdout.contains("known_hosts line 1"), "{}", changed.stdout);
+    assert_eq!(
+        std::fs::read_to_string(lab.path("known_hosts"))
+            .unwrap()
+            .lines()
+            .count(),
+        1,
+        "a changed key is never recorded"
+    );
+}
+
+#[test]
+fn wrong_user_key_and_closed_port_give_clear_errors() {
+    let lab = Lab::new();
+    let sshd = lab.sshd("sshd");
+    let hosts = "  box1:\n    role: client\n    interfaces: [{ network: lan }]\n    steps:\n      - command: { name: x, check: \"true\", run: \"true\" }\n        why: something\n";
+    // Another key than the one sshd accepts.
+    keygen(&lab.path("otherkey"), "ecdsa");
+    let topo = lab.topology("auth", sshd.port, hosts);
+    let text = std::fs::read_to_string(&topo)
+        .unwrap()
+        .replace("key: userkey", "key: otherkey");
+    std::fs::write(&topo, text).unwrap();
+    let out = lab
+        .lvslab(&["up".as_ref(), topo.as_os_str(), "--accept-new-host-keys".as_ref()])
+        .run();
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stdout.contains("box1: authentication as root failed (tried: key "),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("otherkey"), "{}", out.stdout);
+
+    let closed = free_port();
+    let topo = lab.topology("closed", closed, hosts);
+    let start = Instant::now();
+    let out = lab.lvslab(&["up".as_ref(), topo.as_os_str()]).run();
+    assert_eq!(out.code, 1);
+    assert!(start.elapsed() < Duration::from_secs(10), "within the connect timeout");
+    assert!(
+        out.stdout
+            .contains(&format!("box1: cannot connect to 127.0.0.1:{closed}")),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn a_failing_step_stops_its_host_and_no_later_phase_starts() {
+    let lab = Lab::new();
+    let sshd = lab.sshd("sshd");
+    let w = lab.work();
+    let hosts = format!(
+        r#"  a:
+    role: client
+    interfaces: [{{ network: lan }}]
+    steps:
+      - file: {{ path: {w}/a1, content: one }}
+        why: first
+      - command: {{ name: boom, check: "false", run: "echo it broke >&2; exit 3" }}
+        why: fails
+      - file: {{ path: {w}/a3, content: three }}
+        why: after the failure
+      - file: {{ path: {w}/a-balancer, content: late }}
+        phase: balancer
+        why: a later phase
+  b:
+    role: client
+    interfaces: [{{ network: lan }}]
+    steps:
+      - file: {{ path: {w}/b1, content: one }}
+        why: the other host finishes the phase
+      - file: {{ path: {w}/b-balancer, content: late }}
+        phase: balancer
+        why: a later phase
+"#
+    );
+    let topo = lab.topology("fail", sshd.port, &hosts);
+    let out = lab
+        .lvslab(&["up".as_ref(), topo.as_os_str(), "--accept-new-host-keys".as_ref()])
+        .run();
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert_eq!(recap(&out, "a"), (0, 1, 1, 2), "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(recap(&out, "b"), (0, 1, 0, 1), "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("FAILED       [services] a: command: boom"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("it broke"), "{}", out.stderr);
+    assert!(Path::new(&format!("{w}/a1")).exists());
+    assert!(!Path::new(&format!("{w}/a3")).exists(), "the failed host stopped");
+    assert!(
+        Path::new(&format!("{w}/b1")).exists(),
+        "the other host finished the phase"
+    );
+    assert!(
+        !Path::new(&format!("{w}/b-balancer")).exists(),
+        "no later phase started"
+    );
+}
+
+#[test]
+fn jump_host_through_a_second_sshd() {
+    let lab = Lab::new();
+    let target = lab.sshd("target");
+    let jump = lab.sshd("jump");
+    let w = lab.work();
+    let hosts = format!(
+        "  box1:\n    role: client\n    interfaces: [{{ network: lan }}]\n    ssh: {{ jump: \"root@127.0.0.1:{}\" }}\n    steps:\n      - command: {{ name: where, check: \"test -f {w}/jumped\", run: \"echo $SSH_CONNECTION > {w}/jumped\" }}\n        why: records how it was reached\n",
+        jump.port
+    );
+    let topo = lab.topology("jump", target.port, &hosts);
+    let out = lab
+        .lvslab(&["up".as_ref(), topo.as_os_str(), "--accept-new-host-keys".as_ref()])
+        .run();
+    ok(&out);
+    let conn = std::fs::read_to_string(format!("{w}/jumped")).unwrap();
+    // SSH_CONNECTION = client-ip client-port server-ip server-port: the target saw the jump host's forwarded connection.
+    assert!(conn.trim().ends_with(&format!("127.0.0.1 {}", target.port)), "{conn}");
+    let known = std::fs::read_to_string(lab.path("known_hosts")).unwrap();
+    assert_eq!(known.lines().count(), 2, "both keys verified and recorded: {known}");
+}
+
+#[test]
+fn two_concurrent_ups_on_one_lab_the_second_is_refused() {
+    let lab = Lab::new();
+    let sshd = lab.sshd("sshd");
+    let w = lab.work();
+    let hosts = format!(
+        "  box1:\n    role: client\n    interfaces: [{{ network: lan }}]\n    steps:\n      - command: {{ name: slow, check: \"test -f {w}/slow\", run: \"sleep 3; touch {w}/slow\" }}\n        why: takes a while\n"
+    );
+    let topo = lab.topology("locked", sshd.port, &hosts);
+    let first = lab
+        .lvslab(&["up".as_ref(), topo.as_os_str(), "--accept-new-host-keys".as_ref()])
+        .spawn();
+    // Wait until the first holds the lock (its state directory has a lock file with its pid).
+    let lock = lab.path("state/locked/lock");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&lock).is_ok_and(|s| s.contains(&first.id().to_string())) {
+        assert!(Instant::now() < deadline, "first up never took the lock");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let second = lab.lvslab(&["up".as_ref(), topo.as_os_str()]).run();
+    assert_eq!(second.code, 1);
+    assert!(
+        second.stderr.contains(&format!(
+            "lab locked is being changed by another lvslab process (pid {})",
+            first.id()
+        )),
+        "{}",
+        second.stderr
+    );
+    let first = first.wait_with_output().unwrap();
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stdout));
+}
