@@ -123,45 +123,53 @@ pub async fn connect_all(
     out
 }
 
-/// Read each connected host's facts (one round trip per host per run) and
-/// refuse hosts whose planned services need an init system they do not have.
+/// Read each connected host's facts (one round trip per host per run, all
+/// hosts at once) and refuse hosts whose planned services need an init system
+/// they do not have.
 pub async fn check_facts(conns: Vec<HostConn>, plan: &crate::plan::Plan) -> Vec<HostConn> {
     use crate::plan::{Resource, ServiceManager};
-    let mut out = Vec::new();
+    let mut tasks = Vec::new();
     for c in conns {
-        let transport = match c.transport {
-            Ok(t) => {
-                let needs_systemd = plan
-                    .phases
-                    .iter()
-                    .flat_map(|p| &p.hosts)
-                    .filter(|h| h.host == c.host)
-                    .any(|h| {
-                        h.steps.iter().any(|s| {
-                            matches!(
-                                &s.resource,
-                                Resource::Service {
-                                    manager: ServiceManager::Systemd { .. },
-                                    ..
-                                }
-                            )
-                        })
-                    });
-                match t.facts().await {
+        let needs_systemd = plan
+            .phases
+            .iter()
+            .flat_map(|p| &p.hosts)
+            .filter(|h| h.host == c.host)
+            .any(|h| {
+                h.steps.iter().any(|s| {
+                    matches!(
+                        &s.resource,
+                        Resource::Service {
+                            manager: ServiceManager::Systemd { .. },
+                            ..
+                        }
+                    )
+                })
+            });
+        tasks.push(tokio::spawn(async move {
+            let transport = match c.transport {
+                Ok(t) => match t.facts().await {
                     Ok(f) if needs_systemd && f.init != "systemd" => Err(format!(
                         "{}: its services are planned for systemd, but the host runs without it (init {}); set `init: daemon` for it in the topology",
                         c.host, f.init
                     )),
                     Ok(_) => Ok(t),
                     Err(e) => Err(e.to_string()),
-                }
-            }
-            Err(e) => Err(e),
-        };
-        out.push(HostConn {
-            host: c.host,
-            transport,
-        });
+                },
+                Err(e) => Err(e),
+            };
+            HostConn { host: c.host, transport }
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        match t.await {
+            Ok(c) => out.push(c),
+            Err(e) => out.push(HostConn {
+                host: "?".into(),
+                transport: Err(e.to_string()),
+            }),
+        }
     }
     out
 }

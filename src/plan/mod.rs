@@ -154,6 +154,7 @@ pub enum Resource {
         /// Holds `NAME.hash` (and `NAME.pid` for daemons).
         state_dir: String,
         /// Files whose content the service runs with: rewriting one invalidates `NAME.hash`.
+        #[serde(default)]
         restart_on: Vec<String>,
     },
     Package {

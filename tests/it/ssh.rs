@@ -499,3 +499,142 @@ fn two_concurrent_ups_on_one_lab_the_second_is_refused() {
     let first = first.wait_with_output().unwrap();
     assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stdout));
 }
+
+#[test]
+fn key_types_passphrases_and_the_agent() {
+    let lab = Lab::new();
+    let sshd = lab.sshd("sshd");
+    let hosts = "  box1:\n    role: client\n    interfaces: [{ network: lan }]\n    steps:\n      - command: { name: x, check: \"true\", run: \"true\" }\n        why: something\n";
+    let mut authorized = std::fs::read_to_string(lab.path("sshd/authorized_keys")).unwrap();
+    for kind in ["ecdsa", "rsa"] {
+        keygen(&lab.path(&format!("{kind}key")), kind);
+        authorized.push_str(&std::fs::read_to_string(lab.path(&format!("{kind}key.pub"))).unwrap());
+    }
+    // A key with a passphrase, given through an environment variable.
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "s3cret pass", "-f"])
+        .arg(lab.path("lockedkey"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    authorized.push_str(&std::fs::read_to_string(lab.path("lockedkey.pub")).unwrap());
+    std::fs::write(lab.path("sshd/authorized_keys"), authorized).unwrap();
+
+    let topo = lab.topology("keys2", sshd.port, hosts);
+    let base = std::fs::read_to_string(&topo).unwrap();
+    for (key, extra) in [
+        ("ecdsakey", ""),
+        ("rsakey", ""),
+        ("lockedkey", ", passphrase_env: LAB_PASS"),
+    ] {
+        std::fs::write(&topo, base.replace("key: userkey", &format!("key: {key}{extra}"))).unwrap();
+        let out = lab
+            .lvslab(&["up".as_ref(), topo.as_os_str(), "--accept-new-host-keys".as_ref()])
+            .env("LAB_PASS", "s3cret pass")
+            .run();
+        ok(&out);
+        assert!(!out.stdout.contains("s3cret") && !out.stderr.contains("s3cret"));
+    }
+    // Without the variable, the encrypted key is explained.
+    let out = lab.lvslab(&["up".as_ref(), topo.as_os_str()]).run();
+    assert_eq!(out.code, 1);
+    assert!(out.stdout.contains("is encrypted"), "{}", out.stdout);
+
+    // No key named: the ssh-agent is used.
+    let sock = lab.path("agent.sock");
+    let mut agent = Command::new("ssh-agent")
+        .args(["-D", "-a"])
+        .arg(&sock)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !sock.exists() {
+        assert!(Instant::now() < deadline, "ssh-agent did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let st = Command::new("ssh-add")
+        .arg(lab.path("userkey"))
+        .env("SSH_AUTH_SOCK", &sock)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::write(&topo, base.replace("key: userkey, ", "")).unwrap();
+    let out = lab
+        .lvslab(&["up".as_ref(), topo.as_os_str()])
+        .env("SSH_AUTH_SOCK", &sock)
+        .run();
+    let _ = agent.kill();
+    let _ = agent.wait();
+    ok(&out);
+}
+
+#[test]
+fn json_output_and_limit() {
+    let lab = Lab::new();
+    let sshd = lab.sshd("sshd");
+    let w = lab.work();
+    let hosts = format!(
+        "  a:\n    role: client\n    interfaces: [{{ network: lan }}]\n    steps:\n      - file: {{ path: {w}/a, content: a }}\n        why: a\n  b:\n    role: client\n    interfaces: [{{ network: lan }}]\n    steps:\n      - file: {{ path: {w}/b, content: b }}\n        why: b\n"
+    );
+    let topo = lab.topology("json", sshd.port, &hosts);
+    let out = lab
+        .lvslab(&[
+            "up".as_ref(),
+            topo.as_os_str(),
+            "--accept-new-host-keys".as_ref(),
+            "--limit".as_ref(),
+            "a".as_ref(),
+            "--output".as_ref(),
+            "json".as_ref(),
+        ])
+        .run();
+    ok(&out);
+    let events: Vec<serde_json::Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON lines"))
+        .collect();
+    let steps: Vec<&serde_json::Value> = events.iter().filter(|e| e["event"] == "step").collect();
+    assert_eq!(steps.len(), 1);
+    assert_eq!(steps[0]["step"]["host"], "a");
+    assert_eq!(steps[0]["step"]["status"], "changed");
+    let summary = events.last().unwrap();
+    assert_eq!(summary["event"], "summary");
+    assert_eq!(summary["failed"], false);
+    assert!(Path::new(&format!("{w}/a")).exists());
+    assert!(!Path::new(&format!("{w}/b")).exists(), "--limit a leaves b alone");
+
+    let bad = lab
+        .lvslab(&["up".as_ref(), topo.as_os_str(), "--limit".as_ref(), "c".as_ref()])
+        .run();
+    assert_eq!(bad.code, 1);
+    assert!(bad.stderr.contains("--limit: no host `c`"), "{}", bad.stderr);
+}
+
+#[test]
+fn a_silent_server_hits_the_connect_timeout() {
+    let lab = Lab::new();
+    // Accepts TCP connections but never says a word of SSH.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hosts = "  box1:\n    role: client\n    interfaces: [{ network: lan }]\n    steps:\n      - command: { name: x, check: \"true\", run: \"true\" }\n        why: something\n";
+    let topo = lab.topology("silent", port, hosts);
+    let start = Instant::now();
+    let out = lab.lvslab(&["up".as_ref(), topo.as_os_str()]).run();
+    let took = start.elapsed();
+    drop(listener);
+    assert_eq!(out.code, 1);
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_secs(8),
+        "took {took:?}"
+    );
+    assert!(
+        out.stdout.contains(&format!(
+            "box1: cannot connect to 127.0.0.1:{port}: no answer within 3s"
+        )),
+        "{}",
+        out.stdout
+    );
+}
