@@ -11,6 +11,7 @@ pub mod diag;
 pub mod exec;
 pub mod model;
 pub mod plan;
+pub mod provider;
 pub mod report;
 pub mod shell;
 pub mod spec;

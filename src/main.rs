@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::sync::Arc;
 
 use lvslab::exec::{connect, runner, state};
+use lvslab::provider::netns;
 use lvslab::report::count;
 use lvslab::{compile, plan, report};
 
@@ -58,9 +59,26 @@ enum Command {
     /// Takes the topology file, or the lab's name when the file is gone.
     Down {
         /// Topology file or lab name.
-        lab: String,
+        #[arg(required_unless_present = "all")]
+        lab: Option<String>,
+        /// Every lab recorded on this machine.
+        #[arg(long, conflicts_with = "lab")]
+        all: bool,
         #[command(flatten)]
         run: RunArgs,
+    },
+    /// The labs recorded on this machine: name, provider, hosts, topology file, since.
+    List,
+    /// Run a command on a lab host and exit with its status; without a command,
+    /// an interactive shell (netns hosts).
+    Exec {
+        file: PathBuf,
+        host: String,
+        /// The command (after `--`).
+        #[arg(last = true)]
+        command: Vec<String>,
+        #[arg(long, value_enum)]
+        provider: Option<ProviderArg>,
     },
 }
 
@@ -84,6 +102,16 @@ struct RunArgs {
     /// Also list steps that were already in the desired state.
     #[arg(short, long)]
     verbose: bool,
+    /// netns labs: reach the hosts by entering their namespaces (default) or
+    /// over SSH on the topology's management network.
+    #[arg(long, value_enum, default_value_t = Via::Ns)]
+    via: Via,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Via {
+    Ns,
+    Ssh,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -130,7 +158,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             out_dir,
         } => plan(&file, host.as_deref(), format, out_dir.as_deref()),
         Command::Up { file, check, run } => runtime()?.block_on(up(&file, check, &run)),
-        Command::Down { lab, run } => runtime()?.block_on(down(&lab, &run)),
+        Command::Down { lab, all, run } => runtime()?.block_on(async {
+            if all {
+                let mut code = ExitCode::SUCCESS;
+                for lab in state::list_labs()? {
+                    if down(&lab, &run).await? != ExitCode::SUCCESS {
+                        code = ExitCode::from(1);
+                    }
+                }
+                Ok(code)
+            } else {
+                down(lab.as_deref().unwrap_or_default(), &run).await
+            }
+        }),
+        Command::List => list(),
+        Command::Exec {
+            file,
+            host,
+            command,
+            provider,
+        } => runtime()?.block_on(exec(&file, &host, &command, provider)),
     }
 }
 
@@ -235,19 +282,50 @@ fn reporter(run: &RunArgs, hosts: &[String]) -> Arc<dyn runner::Reporter> {
     }
 }
 
-fn check_provider(topo: &lvslab::model::Topology, run: &RunArgs) -> anyhow::Result<()> {
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Chosen {
+    Ssh,
+    Netns,
+}
+
+fn choose_provider(topo: &lvslab::model::Topology, run: &RunArgs) -> anyhow::Result<Chosen> {
     use lvslab::model::Provider;
-    let chosen = match (run.provider, topo.provider) {
-        (Some(ProviderArg::Ssh), _) | (None, Some(Provider::Ssh)) => return Ok(()),
-        (Some(ProviderArg::Netns), _) | (None, Some(Provider::Netns)) => "netns",
-        (Some(ProviderArg::Vm), _) | (None, Some(Provider::Vm)) => "vm",
+    match (run.provider, topo.provider) {
+        (Some(ProviderArg::Ssh), _) | (None, Some(Provider::Ssh)) => Ok(Chosen::Ssh),
+        (Some(ProviderArg::Netns), _) | (None, Some(Provider::Netns)) => Ok(Chosen::Netns),
+        (Some(ProviderArg::Vm), _) | (None, Some(Provider::Vm)) => {
+            anyhow::bail!("the vm provider is not implemented yet; use --provider netns on a kernel with IPVS")
+        }
         (None, None) => anyhow::bail!(
-            "lab {} names no provider: add `provider: ssh` to the topology or pass --provider ssh \
-             (the netns and vm providers are not implemented yet)",
+            "lab {} names no provider: add `provider: ssh` or `provider: netns` to the topology, or pass --provider",
             topo.lab
         ),
-    };
-    anyhow::bail!("the {chosen} provider is not implemented yet; use `provider: ssh` for hosts you reach over SSH")
+    }
+}
+
+fn list() -> anyhow::Result<ExitCode> {
+    let labs = state::list_labs()?;
+    if labs.is_empty() {
+        eprintln!("no labs recorded in {}", state::state_root().display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<16} {:<8} {:<5} {:<12} topology",
+        "lab", "provider", "hosts", "since (unix)"
+    );
+    for lab in labs {
+        if let Some(s) = state::LabDir::new(&lab).load()? {
+            println!(
+                "{:<16} {:<8} {:<5} {:<12} {}",
+                lab,
+                s.provider.as_deref().unwrap_or("ssh"),
+                s.hosts.len().max(s.reach.len()),
+                s.since,
+                s.topology.as_deref().unwrap_or("-")
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn finish(outcome: &runner::RunOutcome, run: &RunArgs, title: &str, changed: &str) -> ExitCode {
@@ -276,7 +354,10 @@ async fn up(file: &Path, check: bool, run: &RunArgs) -> anyhow::Result<ExitCode>
         eprintln!("{}", loaded.warnings);
     }
     let topo = &loaded.topology;
-    check_provider(topo, run)?;
+    let provider = choose_provider(topo, run)?;
+    if provider == Chosen::Netns {
+        netns::preflight(topo)?;
+    }
     let mut plan = compile::compile(topo)?;
     for h in &run.limit {
         if topo.host_by_name(h).is_none() {
@@ -310,8 +391,40 @@ async fn up(file: &Path, check: bool, run: &RunArgs) -> anyhow::Result<ExitCode>
         }
     }
     let reporter = reporter(run, &hosts);
-    let conns = connect::connect_all(&hosts, &reach, run.accept_new_host_keys, run.forks).await;
-    let conns = connect::check_facts(conns, &plan).await;
+    let conns = match provider {
+        Chosen::Ssh => {
+            let conns = connect::connect_all(&hosts, &reach, run.accept_new_host_keys, run.forks).await;
+            connect::check_facts(conns, &plan).await
+        }
+        Chosen::Netns => {
+            let nsp = netns::Netns {
+                topo,
+                ssh_dir: dir.path.join("ssh"),
+            };
+            if check && lab_state.infra.is_empty() {
+                anyhow::bail!(
+                    "lab {} is not up: --check needs its hosts (run `lvslab up` first)",
+                    topo.lab
+                );
+            }
+            if !check {
+                let dir2 = state::LabDir::new(&topo.lab);
+                nsp.ensure(&mut lab_state, &|s: &state::LabState| {
+                    dir2.save(s).map_err(|e| e.to_string())
+                })?;
+            }
+            match run.via {
+                Via::Ns => nsp.connections(&lab_state, &hosts),
+                Via::Ssh => {
+                    let reach = nsp.mgmt_reach().ok_or_else(|| {
+                        anyhow::anyhow!("--via ssh needs a management network: add `mgmt: {{ cidr: 10.250.0.0/24 }}` to the topology")
+                    })?;
+                    let conns = connect::connect_all(&hosts, &reach, false, run.forks).await;
+                    connect::check_facts(conns, &plan).await
+                }
+            }
+        }
+    };
     let save: runner::SaveFn = if check {
         Arc::new(|_: &state::LabState| Ok(()))
     } else {
@@ -350,7 +463,6 @@ async fn down(lab: &str, run: &RunArgs) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(1));
             }
         };
-        check_provider(&loaded.topology, run)?;
         let plan = compile::compile(&loaded.topology)?;
         let topo_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         (
@@ -377,9 +489,14 @@ async fn down(lab: &str, run: &RunArgs) -> anyhow::Result<ExitCode> {
     }
     let mut reach_all = lab_state.reach.clone();
     reach_all.extend(reach.unwrap_or_default());
+    let is_netns = lab_state.provider.as_deref() == Some("netns");
     let hosts: Vec<String> = lab_state.hosts.keys().cloned().collect();
     let reporter = reporter(run, &hosts);
-    let conns = connect::connect_all(&hosts, &reach_all, run.accept_new_host_keys, run.forks).await;
+    let conns = if is_netns {
+        netns::connections_from_state(&lab_state)
+    } else {
+        connect::connect_all(&hosts, &reach_all, run.accept_new_host_keys, run.forks).await
+    };
     let plan = plan.unwrap_or_else(|| plan::Plan {
         schema: plan::SCHEMA,
         lab: name.clone(),
@@ -391,13 +508,29 @@ async fn down(lab: &str, run: &RunArgs) -> anyhow::Result<ExitCode> {
         check: false,
         forks: run.forks,
     };
-    let (outcome, left) = runner::down(Arc::new(plan), conns, lab_state, opts, reporter).await;
+    let infra = lab_state.infra.clone();
+    let (mut outcome, left) = runner::down(Arc::new(plan), conns, lab_state, opts, reporter).await;
     // Hosts left out by --limit keep their record.
     let mut full = dir.load()?.unwrap_or_default();
     for h in &hosts {
         full.hosts.remove(h);
     }
     full.hosts.extend(left.hosts);
+    if is_netns && run.limit.is_empty() {
+        // Everything inside the namespaces goes with them; then the namespaces, links and directories.
+        full.hosts.clear();
+        full.infra = infra;
+        let problems = netns::destroy(&mut full);
+        let left = netns::leftovers(&full);
+        for p in problems.iter().chain(left.iter()) {
+            eprintln!("FAILED       {p}");
+        }
+        if problems.is_empty() && left.is_empty() {
+            full.infra.clear();
+        } else {
+            outcome.failed = true;
+        }
+    }
     if full.is_empty() {
         dir.remove()?;
     } else {
@@ -411,4 +544,64 @@ fn unix_now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+async fn exec(file: &Path, host: &str, command: &[String], provider: Option<ProviderArg>) -> anyhow::Result<ExitCode> {
+    let loaded = match lvslab::load(file) {
+        Ok(l) => l,
+        Err(diags) => {
+            eprintln!("{diags}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let topo = &loaded.topology;
+    if topo.host_by_name(host).is_none() {
+        let names: Vec<&str> = topo.hosts.iter().map(|h| h.name.as_str()).collect();
+        anyhow::bail!("no host `{host}` in {} (hosts: {})", file.display(), names.join(", "));
+    }
+    let run = RunArgs {
+        limit: Vec::new(),
+        forks: 1,
+        provider,
+        accept_new_host_keys: false,
+        output: Output::Text,
+        verbose: false,
+        via: Via::Ns,
+    };
+    let lab_state = state::LabDir::new(&topo.lab).load()?.unwrap_or_default();
+    match choose_provider(topo, &run)? {
+        Chosen::Netns => {
+            let pid = netns::holder_pid(&lab_state, host)
+                .ok_or_else(|| anyhow::anyhow!("host {host} of lab {} is not up (run `lvslab up` first)", topo.lab))?;
+            let mut cmd = std::process::Command::new("nsenter");
+            cmd.args(["-t", &pid.to_string(), "-n", "-m", "--"]);
+            if command.is_empty() {
+                cmd.arg(std::env::var("SHELL").unwrap_or_else(|_| "/bin/sh".into()));
+            } else {
+                cmd.args(command);
+            }
+            let status = cmd.status()?;
+            Ok(ExitCode::from(status.code().unwrap_or(1).clamp(0, 255) as u8))
+        }
+        Chosen::Ssh => {
+            if command.is_empty() {
+                anyhow::bail!("interactive shells over SSH are not supported yet: give a command after `--`");
+            }
+            let topo_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+            let reach = connect::reach(topo, &topo_dir);
+            let conns = connect::connect_all(&[host.to_string()], &reach, false, 1).await;
+            let t = conns
+                .into_iter()
+                .next()
+                .map(|c| c.transport)
+                .unwrap_or_else(|| Err("no connection".into()))
+                .map_err(|e| anyhow::anyhow!(e))?;
+            let script: Vec<String> = command.iter().map(|a| lvslab::shell::quote(a)).collect();
+            let out = t.run(&format!("{}\n", script.join(" "))).await?;
+            use std::io::Write as _;
+            std::io::stdout().write_all(out.stdout.as_bytes())?;
+            std::io::stderr().write_all(out.stderr.as_bytes())?;
+            Ok(ExitCode::from(out.status.clamp(0, 255) as u8))
+        }
+    }
 }

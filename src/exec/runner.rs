@@ -797,6 +797,7 @@ fn restored(r: &Resource, orig: &Original, seen: &Observed) -> bool {
     match (r, orig) {
         (Resource::IpvsTable { .. }, _) => seen.rc == 0,
         (Resource::Command { .. }, _) => true,
+        (Resource::KernelModule { .. }, _) => true,
         (Resource::Package { .. }, _) => true,
         (Resource::Route { .. }, Original::Value { value }) => {
             seen.output

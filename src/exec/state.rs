@@ -51,6 +51,25 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// The names of the labs recorded under the state root.
+pub fn list_labs() -> Result<Vec<String>, StateError> {
+    let root = state_root();
+    let mut labs = Vec::new();
+    match fs::read_dir(&root) {
+        Ok(entries) => {
+            for e in entries.flatten() {
+                if e.path().join("state.json").exists() {
+                    labs.push(e.file_name().to_string_lossy().into_owned());
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(&root)(e)),
+    }
+    labs.sort();
+    Ok(labs)
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct LabState {
     pub lab: String,
@@ -58,9 +77,15 @@ pub struct LabState {
     pub topology: Option<String>,
     /// Unix time of the first change.
     pub since: u64,
+    /// `ssh` or `netns`.
+    #[serde(default)]
+    pub provider: Option<String>,
     /// How each host was reached, so `down LAB` works without the topology.
     #[serde(default)]
     pub reach: BTreeMap<String, crate::exec::connect::Reach>,
+    /// Objects a provider created on this machine, in creation order.
+    #[serde(default)]
+    pub infra: Vec<crate::provider::netns::Infra>,
     pub hosts: BTreeMap<String, HostState>,
 }
 
@@ -105,7 +130,7 @@ impl LabState {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.hosts.values().all(|h| h.changes.is_empty())
+        self.hosts.values().all(|h| h.changes.is_empty()) && self.infra.is_empty()
     }
 }
 

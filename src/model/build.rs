@@ -614,6 +614,9 @@ fn build_inner(spec: &TopologySpec, cx: &mut Cx) -> Topology {
         },
     };
 
+    let hosts_len = hosts.len();
+    let mgmt = spec.mgmt.as_ref().and_then(|m| build_mgmt(cx, m, &networks, hosts_len));
+
     // Roles that must exist.
     if !services.is_empty() && !hosts.iter().any(|h| h.role == Role::Director) {
         cx.error(
@@ -635,8 +638,50 @@ fn build_inner(spec: &TopologySpec, cx: &mut Cx) -> Topology {
         ha,
         storage,
         verify,
+        mgmt,
         source: Arc::clone(&cx.file),
     }
+}
+
+fn build_mgmt(cx: &mut Cx, m: &Spanned<spec::MgmtSpec>, networks: &[Network], hosts: usize) -> Option<Mgmt> {
+    let cidr = match m.cidr.value.trim().parse::<Ipv4Network>() {
+        Ok(c) => c,
+        Err(_) => {
+            cx.error(
+                m.cidr.span,
+                format!("`{}` is not an IPv4 network", m.cidr.value),
+                "e.g. 10.250.0.0/24",
+            );
+            return None;
+        }
+    };
+    if let Some(n) = networks.iter().find(|n| n.cidr.overlaps(cidr)) {
+        cx.error(
+            m.cidr.span,
+            format!(
+                "the management network {cidr} overlaps lab network `{}` ({})",
+                n.name, n.cidr
+            ),
+            "pick a management network apart from the lab's",
+        );
+        return None;
+    }
+    let mut free = cidr.iter().filter(|a| *a != cidr.network() && *a != cidr.broadcast());
+    let gateway = free.next()?;
+    let addresses: Vec<Ipv4Addr> = free.take(hosts).collect();
+    if addresses.len() < hosts {
+        cx.error(
+            m.cidr.span,
+            format!("{cidr} has no room for {hosts} hosts and this machine"),
+            "use a larger network",
+        );
+        return None;
+    }
+    Some(Mgmt {
+        cidr,
+        gateway,
+        addresses,
+    })
 }
 
 fn extra_steps(cx: &mut Cx, steps: &[Spanned<serde_yaml::Value>]) -> Vec<ExtraStep> {

@@ -35,8 +35,19 @@ pub struct Topology {
     pub ha: Option<Ha>,
     pub storage: Option<Storage>,
     pub verify: Verify,
+    /// Management network (netns labs): this machine's address on it, and each host's.
+    pub mgmt: Option<Mgmt>,
     /// The file it was read from, for diagnostics about extra steps.
     pub source: std::sync::Arc<crate::diag::SourceFile>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Mgmt {
+    pub cidr: Ipv4Network,
+    /// This machine's address on the management bridge (the first host address).
+    pub gateway: Ipv4Addr,
+    /// Per host, in host order.
+    pub addresses: Vec<Ipv4Addr>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -254,6 +254,14 @@ pub fn parse_save(text: &str) -> Result<Vec<LiveService>, ParseError> {
                 if dest.address.is_empty() {
                     return Err(err("real server without -r"));
                 }
+                // Kernels since 5.2 print the default tunnel type; it means the same as none.
+                if let Some(i) = dest
+                    .extra
+                    .windows(2)
+                    .position(|w| w[0] == "--tun-type" && w[1] == "ipip")
+                {
+                    dest.extra.drain(i..i + 2);
+                }
                 svc.dests.push(dest);
             }
             _ => return Err(err("expected -A or -a")),
@@ -390,6 +398,7 @@ mod parse_tests {
 -a -u [2001:db8::1]:53 -r [2001:db8::2]:53 -g -w 1
 -A -f 8 -s sh -p 600 -M 255.255.255.0 -b sh-fallback,sh-port
 -a -f 8 -r 192.168.4.52:0 -i -w 1 --tun-type gue --tun-port 6080
+-a -f 8 -r 192.168.4.53:0 -i -w 1 --tun-type ipip
 -A -f 9 -6 -s rr
 -A --sctp-service 10.0.0.1:9 -s lc --pe sip
 ";
@@ -407,6 +416,7 @@ mod parse_tests {
         assert_eq!(s[2].netmask.as_deref(), Some("255.255.255.0"));
         assert_eq!(s[2].flags, ["sh-fallback", "sh-port"]);
         assert_eq!(s[2].dests[0].extra, ["--tun-type", "gue", "--tun-port", "6080"]);
+        assert!(s[2].dests[1].extra.is_empty(), "--tun-type ipip is the default");
         assert_eq!(s[3].target, "-f 9 -6");
         assert_eq!(s[4].pe.as_deref(), Some("sip"));
         assert!(

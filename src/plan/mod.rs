@@ -405,7 +405,8 @@ impl Resource {
     pub fn revert(&self) -> Vec<String> {
         match self {
             Resource::Sysctl { key, .. } => vec![format!("sysctl -qw {}=\"$LVSLAB_ORIG\"", quote(key))],
-            Resource::KernelModule { name } => vec![format!("modprobe -r {}", quote(name))],
+            // Shared by every namespace and lab: unloading is best effort.
+            Resource::KernelModule { name } => vec![format!("modprobe -r {} 2>/dev/null || true", quote(name))],
             Resource::Address { address, dev } => vec![format!("ip addr del {} dev {}", quote(address), quote(dev))],
             Resource::Route { to, via, .. } => vec![
                 format!("ip route del {} via {}", quote(to), quote(via)),

@@ -42,6 +42,16 @@ pub struct TopologySpec {
     pub storage: Option<Spanned<StorageSpec>>,
     #[serde(default)]
     pub verify: VerifySpec,
+    /// netns labs: a management network in this machine's root namespace on
+    /// which every host runs its own sshd (`lvslab up --via ssh`).
+    #[serde(default)]
+    pub mgmt: Option<Spanned<MgmtSpec>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename = "mgmt")]
+pub struct MgmtSpec {
+    pub cidr: Spanned<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Hash, PartialOrd, Ord)]

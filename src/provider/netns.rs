@@ -1,0 +1,679 @@
+//! The netns provider: every lab host is a network namespace *and* a mount
+//! namespace on this machine, held open by a long-lived process and
+//! registered as `/run/netns/lvslab-<lab>-<host>` (so `ip netns exec` works);
+//! every lab network is a bridge, every interface a veth pair.
+//!
+//! Each object is recorded in the lab state before it is created, and `down`
+//! removes exactly the recorded objects (never anything found by name), so an
+//! interrupted `up` is cleaned up too and a user's own `lvslab…` interface
+//! survives.
+
+use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::exec::runner::HostConn;
+use crate::exec::state::LabState;
+use crate::exec::transport::{LocalTransport, Transport};
+use crate::model::{Mode, Topology};
+
+/// Directories each lab host gets a private (tmpfs) copy of, so the same
+/// steps as on a real machine run unchanged and hosts never see each other's files.
+pub const PRIVATE_DIRS: [&str; 8] = [
+    "/run",
+    "/tmp",
+    "/etc/keepalived",
+    "/etc/exports.d",
+    "/var/www",
+    "/srv",
+    "/var/lib/nfs",
+    "/var/log",
+];
+
+/// An object the provider created on this machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Infra {
+    /// The process holding a host's namespaces; `start` (from /proc/PID/stat)
+    /// tells it apart from a later process that reuses the pid.
+    Holder {
+        host: String,
+        pid: u32,
+        start: u64,
+    },
+    Netns {
+        name: String,
+    },
+    Bridge {
+        name: String,
+    },
+    /// The root-namespace end of a veth pair.
+    Veth {
+        name: String,
+    },
+    /// A directory created in this machine's file system as a mount point.
+    Dir {
+        path: String,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetnsError {
+    #[error("the netns provider needs root: run it with sudo")]
+    NotRoot,
+    #[error("`{program}` is missing: install the `{package}` package")]
+    Missing { program: String, package: String },
+    #[error(
+        "this kernel cannot load {module} ({detail}); it cannot run {what} here. Run the lab on a machine whose kernel has it (the `vm` provider, which boots such a kernel, is not implemented yet)"
+    )]
+    Kernel {
+        module: String,
+        what: String,
+        detail: String,
+    },
+    #[error("{0}")]
+    Failed(String),
+}
+
+pub fn netns_name(lab: &str, host: &str) -> String {
+    format!("lvslab-{lab}-{host}")
+}
+
+fn short(prefix: &str, parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0]);
+    }
+    let d = h.finalize();
+    format!("{prefix}{:02x}{:02x}{:02x}{:02x}", d[0], d[1], d[2], d[3])
+}
+
+/// Bridge name of a lab network (≤ 15 characters, unique per lab and network).
+pub fn bridge_name(lab: &str, net: &str) -> String {
+    short("lvb", &[lab, net])
+}
+
+/// Root-side and namespace-side temporary names of an interface's veth pair.
+pub fn veth_names(lab: &str, host: &str, iface: &str) -> (String, String) {
+    (short("lvv", &[lab, host, iface]), short("lvp", &[lab, host, iface]))
+}
+
+fn sh(cmd: &str) -> Result<String, NetnsError> {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| NetnsError::Failed(format!("{cmd}: {e}")))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(NetnsError::Failed(format!(
+            "`{cmd}` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Everything the provider needs on this machine, checked before anything is created.
+pub fn preflight(topo: &Topology) -> Result<(), NetnsError> {
+    if !is_root() {
+        return Err(NetnsError::NotRoot);
+    }
+    for (program, package) in [
+        ("ip", "iproute2"),
+        ("unshare", "util-linux"),
+        ("nsenter", "util-linux"),
+        ("modprobe", "kmod"),
+    ] {
+        if sh(&format!("command -v {program}")).is_err() {
+            return Err(NetnsError::Missing {
+                program: program.into(),
+                package: package.into(),
+            });
+        }
+    }
+    if !topo.services.is_empty() {
+        for (prog, pkg) in [("ipvsadm", "ipvsadm"), ("busybox", "busybox-static")] {
+            if sh(&format!("command -v {prog}")).is_err() {
+                return Err(NetnsError::Missing {
+                    program: prog.into(),
+                    package: pkg.into(),
+                });
+            }
+        }
+        modprobe("ip_vs", "LVS (IPVS)")?;
+    }
+    if topo.ha.is_some() && sh("command -v keepalived").is_err() {
+        return Err(NetnsError::Missing {
+            program: "keepalived".into(),
+            package: "keepalived".into(),
+        });
+    }
+    if topo.services.iter().any(|s| s.mode == Mode::Tun) {
+        modprobe("ipip", "LVS-TUN")?;
+    }
+    if let Some(m) = &topo.mgmt {
+        for (program, package) in [("/usr/sbin/sshd", "openssh-server"), ("ssh-keygen", "openssh-client")] {
+            if sh(&format!("command -v {program}")).is_err() {
+                return Err(NetnsError::Missing {
+                    program: program.into(),
+                    package: package.into(),
+                });
+            }
+        }
+        // The management network lives in this machine's root namespace: it must
+        // not meet a route this machine already has.
+        let ours = mgmt_bridge(&topo.lab);
+        for line in sh("ip -4 -o route show")?.lines() {
+            let mut t = line.split_whitespace();
+            let Some(dest) = t.next().and_then(|d| d.parse::<ipnetwork::Ipv4Network>().ok()) else {
+                continue;
+            };
+            let dev = line.split_whitespace().skip_while(|w| *w != "dev").nth(1).unwrap_or("");
+            if dest.overlaps(m.cidr) && dev != ours {
+                return Err(NetnsError::Failed(format!(
+                    "the management network {} meets this machine's route `{line}`: choose another `mgmt.cidr`",
+                    m.cidr
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The management bridge of a lab (in the root namespace, with this machine's address).
+pub fn mgmt_bridge(lab: &str) -> String {
+    short("lvm", &[lab])
+}
+
+/// Run `nsenter -t PID -m -- sh -c 'cat > PATH; chmod MODE PATH'` with `content` on stdin.
+fn ns_write(pid: u32, path: &str, content: &[u8], mode: &str) -> Result<(), NetnsError> {
+    use std::io::Write;
+    let mut child = Command::new("nsenter")
+        .args([
+            "-t",
+            &pid.to_string(),
+            "-m",
+            "--",
+            "sh",
+            "-c",
+            &format!("cat > {path} && chmod {mode} {path}"),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| NetnsError::Failed(format!("nsenter: {e}")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(content)
+            .map_err(|e| NetnsError::Failed(e.to_string()))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| NetnsError::Failed(e.to_string()))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(NetnsError::Failed(format!(
+            "writing {path}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+fn keygen(path: &Path) -> Result<(), NetnsError> {
+    if path.exists() {
+        return Ok(());
+    }
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).map_err(|e| NetnsError::Failed(format!("{}: {e}", d.display())))?;
+    }
+    sh(&format!(
+        "ssh-keygen -q -t ed25519 -N '' -C lvslab -f '{}'",
+        path.display()
+    ))
+    .map(|_| ())
+}
+
+fn modprobe(module: &str, what: &str) -> Result<(), NetnsError> {
+    if Path::new(&format!("/sys/module/{module}")).exists() {
+        return Ok(());
+    }
+    sh(&format!("modprobe {module}"))
+        .map(|_| ())
+        .map_err(|e| NetnsError::Kernel {
+            module: module.into(),
+            what: what.into(),
+            detail: e.to_string(),
+        })
+}
+
+fn proc_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(") ")?.1;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+fn holder_alive(pid: u32, start: u64) -> bool {
+    proc_start(pid) == Some(start)
+}
+
+fn link_exists(name: &str) -> bool {
+    Path::new(&format!("/sys/class/net/{name}")).exists()
+}
+
+/// The netns provider for one lab.
+pub struct Netns<'a> {
+    pub topo: &'a Topology,
+    /// Where the lab's SSH keys for the management network live (in its state directory).
+    pub ssh_dir: std::path::PathBuf,
+}
+
+impl Netns<'_> {
+    fn holder(&self, state: &LabState, host: &str) -> Option<(u32, u64)> {
+        state.infra.iter().rev().find_map(|i| match i {
+            Infra::Holder { host: h, pid, start } if h == host && holder_alive(*pid, *start) => Some((*pid, *start)),
+            _ => None,
+        })
+    }
+
+    /// Create what is missing (hosts, bridges, veths, addresses), recording
+    /// each object in `state` (and saving it) before creating it.
+    pub fn ensure(
+        &self,
+        state: &mut LabState,
+        save: &dyn Fn(&LabState) -> Result<(), String>,
+    ) -> Result<(), NetnsError> {
+        let lab = &self.topo.lab;
+        state.provider = Some("netns".into());
+        let record = &|state: &mut LabState, obj: Infra| -> Result<(), NetnsError> {
+            if !state.infra.contains(&obj) {
+                state.infra.push(obj);
+                save(state).map_err(NetnsError::Failed)?;
+            }
+            Ok(())
+        };
+        for net in &self.topo.networks {
+            let br = bridge_name(lab, &net.name);
+            if !link_exists(&br) {
+                record(state, Infra::Bridge { name: br.clone() })?;
+                sh(&format!("ip link add {br} type bridge && ip link set {br} up"))?;
+            }
+        }
+        if let Some(m) = &self.topo.mgmt {
+            let br = mgmt_bridge(lab);
+            if !link_exists(&br) {
+                record(state, Infra::Bridge { name: br.clone() })?;
+                sh(&format!(
+                    "ip link add {br} type bridge && ip addr add {}/{} dev {br} && ip link set {br} up",
+                    m.gateway,
+                    m.cidr.prefix()
+                ))?;
+            }
+            keygen(&self.ssh_dir.join("lab_key"))?;
+        }
+        for dir in PRIVATE_DIRS {
+            if !Path::new(dir).exists() {
+                record(state, Infra::Dir { path: dir.into() })?;
+                std::fs::create_dir_all(dir).map_err(|e| NetnsError::Failed(format!("mkdir {dir}: {e}")))?;
+            }
+        }
+        for (hi, host) in self.topo.hosts.iter().enumerate() {
+            let ns = netns_name(lab, &host.name);
+            if self.holder(state, &host.name).is_some() && Path::new(&format!("/run/netns/{ns}")).exists() {
+                continue;
+            }
+            // A long-lived process in a new network and mount namespace.
+            let child = Command::new("unshare")
+                .args([
+                    "--net",
+                    "--mount",
+                    "--propagation",
+                    "private",
+                    "--",
+                    "sleep",
+                    "infinity",
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .process_group(0)
+                .spawn()
+                .map_err(|e| NetnsError::Failed(format!("unshare: {e}")))?;
+            let pid = child.id();
+            let me = std::fs::read_link("/proc/self/ns/net").ok();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while std::fs::read_link(format!("/proc/{pid}/ns/net")).ok() == me {
+                if Instant::now() > deadline {
+                    return Err(NetnsError::Failed(format!(
+                        "{}: the namespace did not appear",
+                        host.name
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let start = proc_start(pid).ok_or_else(|| NetnsError::Failed(format!("{}: holder exited", host.name)))?;
+            record(
+                state,
+                Infra::Holder {
+                    host: host.name.clone(),
+                    pid,
+                    start,
+                },
+            )?;
+            record(state, Infra::Netns { name: ns.clone() })?;
+            let _ = sh(&format!("ip netns delete {ns} 2>/dev/null"));
+            sh(&format!("ip netns attach {ns} {pid}"))?;
+            // Private directories inside the host's own mount namespace.
+            let mounts: Vec<String> = PRIVATE_DIRS
+                .iter()
+                .map(|d| format!("mount -t tmpfs -o mode=0755 lvslab-{} {d}", host.name))
+                .collect();
+            sh(&format!("nsenter -t {pid} -m -- sh -c '{}'", mounts.join(" && ")))?;
+            sh(&format!("nsenter -t {pid} -n -- ip link set lo up"))?;
+            for iface in &host.interfaces {
+                let (outer, inner) = veth_names(lab, &host.name, &iface.name);
+                let br = bridge_name(lab, &self.topo.network(iface.network).name);
+                record(state, Infra::Veth { name: outer.clone() })?;
+                if link_exists(&outer) {
+                    sh(&format!("ip link del {outer}"))?;
+                }
+                sh(&format!(
+                    "ip link add {outer} type veth peer name {inner} && ip link set {inner} netns {ns} && \
+                     ip link set {outer} master {br} up"
+                ))?;
+                sh(&format!(
+                    "ip -n {ns} link set {inner} name {n} && ip -n {ns} addr add {a}/{p} dev {n} && ip -n {ns} link set {n} up",
+                    n = iface.name,
+                    a = iface.address,
+                    p = iface.prefix
+                ))?;
+            }
+            if let Some(m) = &self.topo.mgmt {
+                self.start_sshd(state, record, &ns, pid, &host.name, m.addresses[hi], m)?;
+            }
+        }
+        if self.topo.mgmt.is_some() {
+            self.write_known_hosts()?;
+        }
+        Ok(())
+    }
+
+    /// A management interface and an sshd of its own for one host.
+    #[allow(clippy::too_many_arguments)]
+    fn start_sshd(
+        &self,
+        state: &mut LabState,
+        record: &dyn Fn(&mut LabState, Infra) -> Result<(), NetnsError>,
+        ns: &str,
+        pid: u32,
+        host: &str,
+        addr: std::net::Ipv4Addr,
+        m: &crate::model::Mgmt,
+    ) -> Result<(), NetnsError> {
+        let lab = &self.topo.lab;
+        let (outer, inner) = veth_names(lab, host, "mgmt0");
+        record(state, Infra::Veth { name: outer.clone() })?;
+        if link_exists(&outer) {
+            sh(&format!("ip link del {outer}"))?;
+        }
+        sh(&format!(
+            "ip link add {outer} type veth peer name {inner} && ip link set {inner} netns {ns} && \
+             ip link set {outer} master {br} up && ip -n {ns} link set {inner} name mgmt0 && \
+             ip -n {ns} addr add {addr}/{p} dev mgmt0 && ip -n {ns} link set mgmt0 up",
+            br = mgmt_bridge(lab),
+            p = m.cidr.prefix()
+        ))?;
+        let host_key = self.ssh_dir.join(format!("host_{host}"));
+        keygen(&host_key)?;
+        let read = |p: &Path| std::fs::read(p).map_err(|e| NetnsError::Failed(format!("{}: {e}", p.display())));
+        sh(&format!("nsenter -t {pid} -m -- mkdir -p /run/sshd /run/lvslab-ssh"))?;
+        ns_write(pid, "/run/lvslab-ssh/host_key", &read(&host_key)?, "600")?;
+        ns_write(
+            pid,
+            "/run/lvslab-ssh/authorized_keys",
+            &read(&self.ssh_dir.join("lab_key.pub"))?,
+            "600",
+        )?;
+        let config = format!(
+            "ListenAddress {addr}\nPort 22\nHostKey /run/lvslab-ssh/host_key\nAuthorizedKeysFile /run/lvslab-ssh/authorized_keys\n\
+             PidFile /run/lvslab-ssh/sshd.pid\nStrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+             UsePAM no\nPermitRootLogin prohibit-password\nPrintMotd no\nMaxSessions 50\n"
+        );
+        ns_write(pid, "/run/lvslab-ssh/sshd_config", config.as_bytes(), "600")?;
+        sh(&format!(
+            "nsenter -t {pid} -n -m -- /usr/sbin/sshd -f /run/lvslab-ssh/sshd_config"
+        ))?;
+        Ok(())
+    }
+
+    fn write_known_hosts(&self) -> Result<(), NetnsError> {
+        let Some(m) = &self.topo.mgmt else { return Ok(()) };
+        let mut text = String::new();
+        for (h, addr) in self.topo.hosts.iter().zip(&m.addresses) {
+            let p = self.ssh_dir.join(format!("host_{}.pub", h.name));
+            let key = std::fs::read_to_string(&p).map_err(|e| NetnsError::Failed(format!("{}: {e}", p.display())))?;
+            let key: Vec<&str> = key.split_whitespace().take(2).collect();
+            text.push_str(&format!("{addr} {}\n", key.join(" ")));
+        }
+        let path = self.ssh_dir.join("known_hosts");
+        std::fs::write(&path, text).map_err(|e| NetnsError::Failed(format!("{}: {e}", path.display())))
+    }
+
+    /// How to reach each host over the management network (SSH transport).
+    pub fn mgmt_reach(&self) -> Option<BTreeMap<String, crate::exec::connect::Reach>> {
+        let m = self.topo.mgmt.as_ref()?;
+        Some(
+            self.topo
+                .hosts
+                .iter()
+                .zip(&m.addresses)
+                .map(|(h, a)| {
+                    (
+                        h.name.clone(),
+                        crate::exec::connect::Reach {
+                            address: a.to_string(),
+                            port: 22,
+                            user: "root".into(),
+                            key: Some(self.ssh_dir.join("lab_key")),
+                            passphrase_env: None,
+                            known_hosts: vec![self.ssh_dir.join("known_hosts")],
+                            jump: None,
+                            become_root: false,
+                            connect_timeout_secs: 10,
+                        },
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    /// A transport per host that enters its namespaces.
+    pub fn connections(&self, state: &LabState, hosts: &[String]) -> Vec<HostConn> {
+        hosts
+            .iter()
+            .map(|h| HostConn {
+                host: h.clone(),
+                transport: match self.holder(state, h) {
+                    Some((pid, _)) => Ok(Arc::new(LocalTransport::with_prefix(
+                        h.clone(),
+                        ["nsenter", "-t", &pid.to_string(), "-n", "-m", "--"]
+                            .map(String::from)
+                            .to_vec(),
+                    )) as Arc<dyn Transport>),
+                    None => Err(format!("{h}: its namespace is gone (run `lvslab up` again)")),
+                },
+            })
+            .collect()
+    }
+}
+
+/// The live holder process of a host, if the lab is up.
+pub fn holder_pid(state: &LabState, host: &str) -> Option<u32> {
+    state.infra.iter().rev().find_map(|i| match i {
+        Infra::Holder { host: h, pid, start } if h == host && holder_alive(*pid, *start) => Some(*pid),
+        _ => None,
+    })
+}
+
+/// Transports for the hosts of a lab from its state alone (for `down LAB`).
+pub fn connections_from_state(state: &LabState) -> Vec<HostConn> {
+    let mut out = Vec::new();
+    let mut seen = BTreeMap::new();
+    for i in state.infra.iter().rev() {
+        if let Infra::Holder { host, pid, start } = i
+            && !seen.contains_key(host)
+        {
+            seen.insert(host.clone(), ());
+            out.push(HostConn {
+                host: host.clone(),
+                transport: if holder_alive(*pid, *start) {
+                    Ok(Arc::new(LocalTransport::with_prefix(
+                        host.clone(),
+                        ["nsenter", "-t", &pid.to_string(), "-n", "-m", "--"]
+                            .map(String::from)
+                            .to_vec(),
+                    )) as Arc<dyn Transport>)
+                } else {
+                    Err(format!("{host}: its namespace is already gone"))
+                },
+            });
+        }
+    }
+    out
+}
+
+/// Processes whose network namespace is the one registered as `ns`.
+fn pids_in(ns: &str) -> Vec<u32> {
+    let Ok(target) = std::fs::metadata(format!("/run/netns/{ns}")) else {
+        return Vec::new();
+    };
+    use std::os::unix::fs::MetadataExt;
+    let ino = target.ino();
+    let mut pids = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            if std::fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| m.ino() == ino) {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+/// Remove every recorded object, last created first. Returns what could not be removed.
+pub fn destroy(state: &mut LabState) -> Vec<String> {
+    let mut problems = Vec::new();
+    // Stop every process in the lab's namespaces (daemons, holders).
+    let namespaces: Vec<String> = state
+        .infra
+        .iter()
+        .filter_map(|i| match i {
+            Infra::Netns { name } => Some(name.clone()),
+            _ => None,
+        })
+        .collect();
+    for ns in &namespaces {
+        let pids = pids_in(ns);
+        if !pids.is_empty() {
+            let list: Vec<String> = pids.iter().map(u32::to_string).collect();
+            let _ = sh(&format!("kill -TERM {} 2>/dev/null", list.join(" ")));
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while namespaces.iter().any(|ns| !pids_in(ns).is_empty()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for ns in &namespaces {
+        let pids = pids_in(ns);
+        if !pids.is_empty() {
+            let list: Vec<String> = pids.iter().map(u32::to_string).collect();
+            let _ = sh(&format!("kill -KILL {} 2>/dev/null", list.join(" ")));
+        }
+    }
+    for i in state.infra.iter().rev() {
+        match i {
+            Infra::Holder { pid, start, .. } => {
+                if holder_alive(*pid, *start) {
+                    let _ = sh(&format!("kill -KILL {pid}"));
+                }
+            }
+            Infra::Netns { name } => {
+                if Path::new(&format!("/run/netns/{name}")).exists()
+                    && let Err(e) = sh(&format!("ip netns delete {name}"))
+                {
+                    problems.push(e.to_string());
+                }
+            }
+            Infra::Veth { name } | Infra::Bridge { name } => {
+                if link_exists(name)
+                    && let Err(e) = sh(&format!("ip link del {name}"))
+                {
+                    problems.push(e.to_string());
+                }
+            }
+            Infra::Dir { path } => {
+                if Path::new(path).exists() && std::fs::remove_dir(path).is_err() {
+                    problems.push(format!("{path} is not empty; left in place"));
+                }
+            }
+        }
+    }
+    if problems.is_empty() {
+        state.infra.clear();
+    }
+    problems
+}
+
+/// What of the recorded objects still exists (empty after a complete `down`).
+pub fn leftovers(state: &LabState) -> Vec<String> {
+    state
+        .infra
+        .iter()
+        .filter_map(|i| match i {
+            Infra::Holder { pid, start, host } if holder_alive(*pid, *start) => Some(format!("process {pid} ({host})")),
+            Infra::Netns { name } if Path::new(&format!("/run/netns/{name}")).exists() => Some(format!("netns {name}")),
+            Infra::Veth { name } | Infra::Bridge { name } if link_exists(name) => Some(format!("link {name}")),
+            Infra::Dir { path } if Path::new(path).exists() => Some(format!("directory {path}")),
+            _ => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_fit_linux_limits_and_differ_per_lab() {
+        let b = bridge_name("a-very-long-lab-name-indeed", "private");
+        assert!(b.len() <= 15 && b.starts_with("lvb"));
+        assert_ne!(bridge_name("nat", "public"), bridge_name("nat2", "public"));
+        let (o, i) = veth_names("nat", "director", "eth1");
+        assert!(o.len() <= 15 && i.len() <= 15 && o != i);
+        assert_eq!(netns_name("nat", "client"), "lvslab-nat-client");
+    }
+}

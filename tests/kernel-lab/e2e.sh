@@ -1,0 +1,150 @@
+#!/bin/bash
+# End-to-end scenarios on a real kernel, run as root inside the kernel lab:
+#   tests/kernel-lab/vm run tests/kernel-lab/e2e.sh /path/to/lvslab
+# Everything is asserted here with curl, ipvsadm and ip, never with lvslab's
+# own verdicts. Prints one line per check and a final "N passed, N failed".
+set -u
+L=${1:?usage: e2e.sh LVSLAB_BINARY [SCENARIO...]}
+shift
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$repo"
+export LVSLAB_STATE_DIR=/tmp/lvslab-state CI=true
+pass=0 fail=0
+ok()   { echo "ok   $*"; pass=$((pass+1)); }
+bad()  { echo "FAIL $*"; fail=$((fail+1)); }
+check() { local d=$1; shift; if "$@"; then ok "$d"; else bad "$d"; fi; }
+ns() { local n=$1; shift; ip netns exec "$n" "$@"; }
+
+# Pages from N requests to URL from the client namespace: prints "web1 COUNT" lines.
+shares() {
+  local client=$1 url=$2 n=$3 i
+  for i in $(seq "$n"); do ns "$client" curl -s -m 3 "$url" || echo "curl-failed"; echo; done \
+    | grep -v '^$' | sed -E 's/.*<h1>([a-z0-9-]+) .*/\1/' | sort | uniq -c | awk '{print $2, $1}'
+}
+
+within() { # value expected tolerance
+  [ "$1" -ge $(( $2 - $3 )) ] && [ "$1" -le $(( $2 + $3 )) ]
+}
+
+recap_changed() { # total of the "changed" column of a recap on stdin
+  awk 'NR>2 && NF>=6 {c+=$3} END {print c+0}'
+}
+
+nothing_left() {
+  local lab=$1 left=""
+  left+=$(ip netns list | grep "lvslab-$lab-" || true)
+  left+=$(ip -o link show | grep -E ': (lvb|lvv|lvp)[0-9a-f]{8}' | grep -v lvb00000000 || true)
+  left+=$(grep "lvslab-" /proc/mounts || true)
+  left+=$(ls "$LVSLAB_STATE_DIR/$lab/state.json" 2>/dev/null || true)
+  left+=$(pgrep -af 'busybox httpd -f|sleep infinity|keepalived --dont-fork|lvslab-ssh' || true)
+  [ -z "$left" ] || { echo "     left behind: $left"; return 1; }
+}
+
+outpkts() { # director, service (e.g. 192.168.4.253:80): OutPkts of the service
+  ns "lvslab-$1" ipvsadm -Ln --stats --exact | awk -v s="$2" '$2 == s {print $5}'
+}
+
+scenario() {
+  local name=$1 file=$2 client=$3 url=$4 director=$5 service=$6 expect=$7 start=$SECONDS
+  shift 7
+  echo "== $name ($file)"
+  # A user's own interface that merely looks like lvslab's must survive `down`.
+  ip link add lvb00000000 type dummy
+  local out
+  out=$("$L" up "$file" --provider netns ${UPARGS:-} 2>&1); local rc=$?
+  check "$name: up exits 0" test "$rc" -eq 0
+  [ "$rc" -eq 0 ] || echo "$out" | sed 's/^/     /' | tail -30
+  local lab; lab=$(awk '/^lab:/ {print $2; exit}' "$file")
+  local got; got=$(shares "lvslab-$lab-$client" "$url" 60)
+  echo "     shares: $(echo $got)"
+  check "$name: only real server pages answer" test -z "$(echo "$got" | grep -vE '^web[0-9]+ ' || true)"
+  local host want
+  for pair in $expect; do
+    host=${pair%%=*}; want=${pair#*=}
+    check "$name: $host answers $want of 60 (±6)" within "$(echo "$got" | awk -v h="$host" '$1 == h {print $2}' | grep . || echo 0)" "$want" 6
+  done
+  "$@"
+  local second; second=$("$L" up "$file" --provider netns ${UPARGS:-} 2>/dev/null); rc=$?
+  check "$name: a second up exits 0 and reports 0 changed" test "$rc" -eq 0 -a "$(echo "$second" | recap_changed)" -eq 0
+  out=$("$L" down "$file" 2>&1); rc=$?
+  check "$name: down exits 0" test "$rc" -eq 0
+  [ "$rc" -eq 0 ] || echo "$out" | sed 's/^/     /' | tail -20
+  check "$name: down leaves nothing (netns, links, processes, mounts, state)" nothing_left "$lab"
+  check "$name: down removed only what it recorded (a look-alike interface survives)" ip link show lvb00000000
+  ip link del lvb00000000
+  echo "     $name took $((SECONDS - start)) s"
+}
+
+nat_extra() {
+  local want=$'-A -t 192.168.4.5:80 -s wrr\n-a -t 192.168.4.5:80 -r 192.168.2.100:80 -m -w 1\n-a -t 192.168.4.5:80 -r 192.168.2.200:80 -m -w 2'
+  check "nat: ipvsadm -Sn equals the expected table" test "$(ns lvslab-nat-director ipvsadm -Sn)" = "$want"
+  check "nat: the director's OutPkts grow (replies pass through it)" test "$(outpkts nat-director 192.168.4.5:80)" -gt 0
+  check "nat: lvslab exec runs a command on a lab host" \
+    bash -c "'$L' exec topologies/nat.yaml client --provider netns -- curl -s http://192.168.4.5/ | grep -q '<h1>web'"
+  check "nat: lvslab exec passes the exit status through" \
+    bash -c "'$L' exec topologies/nat.yaml web1 --provider netns -- sh -c 'exit 7'; test \$? -eq 7"
+  for w in web1 web2; do
+    check "nat: $w routes replies to the client via the DIP" \
+      bash -c "ip netns exec lvslab-nat-$w ip route get 192.168.4.10 | grep -q 'via 192.168.2.5'"
+  done
+}
+
+nat_ssh_extra() {
+  local want=$'-A -t 192.168.4.5:80 -s wrr\n-a -t 192.168.4.5:80 -r 192.168.2.100:80 -m -w 1\n-a -t 192.168.4.5:80 -r 192.168.2.200:80 -m -w 2'
+  check "nat-ssh: ipvsadm -Sn equals the expected table" test "$(ns lvslab-nat-director ipvsadm -Sn)" = "$want"
+  check "nat-ssh: every host runs its own sshd on the management network" \
+    test "$(pgrep -fc 'sshd -f /run/lvslab-ssh/sshd_config')" -eq 4
+  check "nat-ssh: the client reaches each host's sshd over the management network" \
+    bash -c "for a in 10.250.0.2 10.250.0.3 10.250.0.4 10.250.0.5; do timeout 3 bash -c \"exec 3<>/dev/tcp/\$a/22 && head -c 7 <&3\" | grep -q SSH-2.0 || exit 1; done"
+}
+
+dr_extra() {
+  local mac neigh
+  mac=$(ns lvslab-dr-director cat /sys/class/net/eth0/address)
+  neigh=$(ns lvslab-dr-client ip neigh show 192.168.4.253 | awk '{print $5}')
+  check "dr: the client's neighbour entry for the VIP is the director's MAC ($mac)" test "$neigh" = "$mac"
+  check "dr: the director's OutPkts stay 0 (replies bypass it)" test "$(outpkts dr-director 192.168.4.253:80)" = 0
+  check "dr: ipvsadm uses -g" bash -c "ip netns exec lvslab-dr-director ipvsadm -Sn | grep -q -- '-g -w 1'"
+}
+
+tun_extra() {
+  check "tun: the director's OutPkts stay 0 (replies bypass it)" test "$(outpkts tun-director 192.168.4.253:80)" = 0
+  check "tun: ipvsadm uses -i" bash -c "ip netns exec lvslab-tun-director ipvsadm -Sn | grep -q -- '-i -w 1'"
+  check "tun: web2 (behind the router) holds the VIP on tunl0" \
+    bash -c "ip netns exec lvslab-tun-web2 ip -o addr show dev tunl0 | grep -q 192.168.4.253/32"
+}
+
+side_by_side() {
+  echo "== two labs side by side (nat and dr share 192.168.4.0/24, each in its own namespaces)"
+  local start=$SECONDS
+  check "side: nat up" bash -c "'$L' up topologies/nat.yaml --provider netns >/dev/null 2>&1"
+  check "side: dr up" bash -c "'$L' up topologies/dr.yaml --provider netns >/dev/null 2>&1"
+  check "side: nat answers" bash -c "ip netns exec lvslab-nat-client curl -s -m 3 http://192.168.4.5/ | grep -q '<h1>web'"
+  check "side: dr answers" bash -c "ip netns exec lvslab-dr-client curl -s -m 3 http://192.168.4.253/ | grep -q '<h1>web'"
+  check "side: lvslab list shows both" bash -c "'$L' list | grep -q '^nat ' && '$L' list | grep -q '^dr '"
+  check "side: down --all exits 0" bash -c "'$L' down --all >/dev/null 2>&1"
+  check "side: nothing left of nat" nothing_left nat
+  check "side: nothing left of dr" nothing_left dr
+  echo "     side by side took $((SECONDS - start)) s"
+}
+
+want=${*:-nat dr tun side nat-ssh}
+suite_start=$SECONDS
+for s in $want; do
+  case $s in
+    nat) scenario nat topologies/nat.yaml client http://192.168.4.5/ director 192.168.4.5:80 "web1=20 web2=40" nat_extra ;;
+    dr)  scenario dr topologies/dr.yaml client http://192.168.4.253/ director 192.168.4.253:80 "web1=30 web2=30" dr_extra ;;
+    side) side_by_side ;;
+    nat-ssh)
+      # The NAT lab once more, driven through the SSH transport: every host
+      # runs its own sshd on a management network in the root namespace.
+      mkdir -p /var/tmp/lvslab-e2e
+      { cat topologies/nat.yaml; echo "mgmt: { cidr: 10.250.0.0/24 }"; } > /var/tmp/lvslab-e2e/nat.yaml
+      UPARGS="--via ssh" scenario nat-ssh /var/tmp/lvslab-e2e/nat.yaml client http://192.168.4.5/ director 192.168.4.5:80 "web1=20 web2=40" nat_ssh_extra ;;
+    tun) scenario tun topologies/tun.yaml client http://192.168.4.253/ director 192.168.4.253:80 "web1=30 web2=30" tun_extra ;;
+    *) bad "unknown scenario $s" ;;
+  esac
+done
+echo "suite took $((SECONDS - suite_start)) s"
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]

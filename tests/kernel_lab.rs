@@ -1,0 +1,32 @@
+//! Kernel-lab end-to-end tests: NAT, DR and TUN labs brought up with the
+//! netns provider on Debian's stock kernel, booted under qemu (this machine's
+//! kernel has no IPVS). The scenarios and their assertions are in
+//! tests/kernel-lab/e2e.sh; the VM harness is tests/kernel-lab/vm.
+//!
+//! Needs root, qemu-system-x86, busybox-static, kmod, cpio and apt access to
+//! download the kernel once (.ci/run installs them). A missing prerequisite
+//! fails this test; it never skips.
+
+use std::process::Command;
+
+#[test]
+fn nat_dr_tun_on_a_real_kernel() {
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new(format!("{repo}/tests/kernel-lab/vm"))
+        .arg("run")
+        .arg(format!("{repo}/tests/kernel-lab/e2e.sh"))
+        .arg(env!("CARGO_BIN_EXE_lvslab"))
+        .output()
+        .expect("tests/kernel-lab/vm runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}\n{stderr}");
+    assert!(out.status.success(), "kernel-lab scenarios failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+    for name in ["nat", "dr", "tun"] {
+        assert!(
+            stdout.contains(&format!("ok   {name}: down leaves nothing")),
+            "{name} did not complete:\n{stdout}"
+        );
+    }
+}
