@@ -638,3 +638,67 @@ fn a_silent_server_hits_the_connect_timeout() {
         out.stdout
     );
 }
+
+#[test]
+fn down_by_lab_name_after_the_topology_is_gone() {
+    let lab = Lab::new();
+    let sshd = lab.sshd("sshd");
+    let w = lab.work();
+    std::fs::write(format!("{w}/conf"), "before\n").unwrap();
+    let hosts = format!(
+        "  box1:\n    role: client\n    interfaces: [{{ network: lan }}]\n    steps:\n      - file: {{ path: {w}/conf, content: \"after\\n\" }}\n        why: replaced\n"
+    );
+    let topo = lab.topology("byname", sshd.port, &hosts);
+    ok(&lab
+        .lvslab(&["up".as_ref(), topo.as_os_str(), "--accept-new-host-keys".as_ref()])
+        .run());
+    std::fs::remove_file(&topo).unwrap();
+    let listed = lab.lvslab(&["list"]).run();
+    assert!(listed.stdout.contains("byname"), "{}", listed.stdout);
+    let down = lab.lvslab(&["down", "byname"]).run();
+    ok(&down);
+    assert_eq!(std::fs::read_to_string(format!("{w}/conf")).unwrap(), "before\n");
+}
+
+#[test]
+fn an_interrupted_up_is_cleaned_up_by_down() {
+    let lab = Lab::new();
+    let sshd = lab.sshd("sshd");
+    let w = lab.work();
+    std::fs::write(format!("{w}/conf"), "before\n").unwrap();
+    let hosts = format!(
+        r#"  box1:
+    role: client
+    interfaces: [{{ network: lan }}]
+    steps:
+      - file: {{ path: {w}/conf, content: "after\n" }}
+        why: replaced first
+      - command: {{ name: slow, check: "test -f {w}/done", run: "touch {w}/started; sleep 30; touch {w}/done", revert: "rm -f {w}/started {w}/done" }}
+        why: interrupted here
+"#
+    );
+    let topo = lab.topology("crash", sshd.port, &hosts);
+    let mut up = lab
+        .lvslab(&["up".as_ref(), topo.as_os_str(), "--accept-new-host-keys".as_ref()])
+        .spawn();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !Path::new(&format!("{w}/started")).exists() {
+        assert!(Instant::now() < deadline, "the slow step never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    up.kill().unwrap(); // like a crash: no cleanup of its own
+    let _ = up.wait();
+    assert_eq!(
+        std::fs::read_to_string(format!("{w}/conf")).unwrap(),
+        "after\n",
+        "the first step was applied"
+    );
+    let down = lab.lvslab(&["down".as_ref(), topo.as_os_str()]).run();
+    ok(&down);
+    assert_eq!(
+        std::fs::read_to_string(format!("{w}/conf")).unwrap(),
+        "before\n",
+        "restored from the record made before the change"
+    );
+    assert!(!Path::new(&format!("{w}/started")).exists());
+}
