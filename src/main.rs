@@ -215,16 +215,9 @@ fn validate(files: &[PathBuf]) -> ExitCode {
 }
 
 fn plan(file: &Path, host: Option<&str>, format: Format, out_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
-    let loaded = match lvslab::load(file) {
-        Ok(l) => l,
-        Err(diags) => {
-            eprintln!("{diags}");
-            return Ok(ExitCode::from(1));
-        }
+    let Some(loaded) = load_reported(file) else {
+        return Ok(ExitCode::from(1));
     };
-    if !loaded.warnings.0.is_empty() {
-        eprintln!("{}", loaded.warnings);
-    }
     let mut plan = compile::compile(&loaded.topology)?;
     if let Some(h) = host {
         if loaded.topology.host_by_name(h).is_none() {
@@ -265,6 +258,22 @@ fn set_executable(path: &Path) -> anyhow::Result<()> {
     perm.set_mode(0o755);
     std::fs::set_permissions(path, perm)?;
     Ok(())
+}
+
+/// Load a topology, printing its problems (and warnings) on stderr; `None` if invalid.
+fn load_reported(file: &Path) -> Option<lvslab::Loaded> {
+    match lvslab::load(file) {
+        Ok(l) => {
+            if !l.warnings.0.is_empty() {
+                eprintln!("{}", l.warnings);
+            }
+            Some(l)
+        }
+        Err(diags) => {
+            eprintln!("{diags}");
+            None
+        }
+    }
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -343,16 +352,9 @@ fn finish(outcome: &runner::RunOutcome, run: &RunArgs, title: &str, changed: &st
 }
 
 async fn up(file: &Path, check: bool, run: &RunArgs) -> anyhow::Result<ExitCode> {
-    let loaded = match lvslab::load(file) {
-        Ok(l) => l,
-        Err(diags) => {
-            eprintln!("{diags}");
-            return Ok(ExitCode::from(1));
-        }
+    let Some(loaded) = load_reported(file) else {
+        return Ok(ExitCode::from(1));
     };
-    if !loaded.warnings.0.is_empty() {
-        eprintln!("{}", loaded.warnings);
-    }
     let topo = &loaded.topology;
     let provider = choose_provider(topo, run)?;
     if provider == Chosen::Netns {
@@ -456,12 +458,8 @@ async fn down(lab: &str, run: &RunArgs) -> anyhow::Result<ExitCode> {
     // A topology file, or the name of a lab brought up earlier.
     let path = Path::new(lab);
     let (name, plan, reach) = if path.is_file() {
-        let loaded = match lvslab::load(path) {
-            Ok(l) => l,
-            Err(diags) => {
-                eprintln!("{diags}");
-                return Ok(ExitCode::from(1));
-            }
+        let Some(loaded) = load_reported(path) else {
+            return Ok(ExitCode::from(1));
         };
         let plan = compile::compile(&loaded.topology)?;
         let topo_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -547,12 +545,8 @@ fn unix_now() -> u64 {
 }
 
 async fn exec(file: &Path, host: &str, command: &[String], provider: Option<ProviderArg>) -> anyhow::Result<ExitCode> {
-    let loaded = match lvslab::load(file) {
-        Ok(l) => l,
-        Err(diags) => {
-            eprintln!("{diags}");
-            return Ok(ExitCode::from(1));
-        }
+    let Some(loaded) = load_reported(file) else {
+        return Ok(ExitCode::from(1));
     };
     let topo = &loaded.topology;
     if topo.host_by_name(host).is_none() {

@@ -151,26 +151,6 @@ pub fn preflight(topo: &Topology) -> Result<(), NetnsError> {
             });
         }
     }
-    if !topo.services.is_empty() {
-        for (prog, pkg) in [("ipvsadm", "ipvsadm"), ("busybox", "busybox-static")] {
-            if sh(&format!("command -v {prog}")).is_err() {
-                return Err(NetnsError::Missing {
-                    program: prog.into(),
-                    package: pkg.into(),
-                });
-            }
-        }
-        modprobe("ip_vs", "LVS (IPVS)")?;
-    }
-    if topo.ha.is_some() && sh("command -v keepalived").is_err() {
-        return Err(NetnsError::Missing {
-            program: "keepalived".into(),
-            package: "keepalived".into(),
-        });
-    }
-    if topo.services.iter().any(|s| s.mode == Mode::Tun) {
-        modprobe("ipip", "LVS-TUN")?;
-    }
     if let Some(m) = &topo.mgmt {
         for (program, package) in [("/usr/sbin/sshd", "openssh-server"), ("ssh-keygen", "openssh-client")] {
             if sh(&format!("command -v {program}")).is_err() {
@@ -191,11 +171,32 @@ pub fn preflight(topo: &Topology) -> Result<(), NetnsError> {
             let dev = line.split_whitespace().skip_while(|w| *w != "dev").nth(1).unwrap_or("");
             if dest.overlaps(m.cidr) && dev != ours {
                 return Err(NetnsError::Failed(format!(
-                    "the management network {} meets this machine's route `{line}`: choose another `mgmt.cidr`",
-                    m.cidr
+                    "the management network {} meets this machine's route `{}`: choose another `mgmt.cidr`",
+                    m.cidr,
+                    line.trim()
                 )));
             }
         }
+    }
+    if !topo.services.is_empty() {
+        for (prog, pkg) in [("ipvsadm", "ipvsadm"), ("busybox", "busybox-static")] {
+            if sh(&format!("command -v {prog}")).is_err() {
+                return Err(NetnsError::Missing {
+                    program: prog.into(),
+                    package: pkg.into(),
+                });
+            }
+        }
+        modprobe("ip_vs", "LVS (IPVS)")?;
+    }
+    if topo.ha.is_some() && sh("command -v keepalived").is_err() {
+        return Err(NetnsError::Missing {
+            program: "keepalived".into(),
+            package: "keepalived".into(),
+        });
+    }
+    if topo.services.iter().any(|s| s.mode == Mode::Tun) {
+        modprobe("ipip", "LVS-TUN")?;
     }
     Ok(())
 }

@@ -8,6 +8,7 @@ mod compile;
 mod injection;
 mod invalid;
 mod keepalived;
+mod netns;
 mod runner;
 mod ssh;
 
