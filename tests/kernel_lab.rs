@@ -21,6 +21,8 @@ fn nat_dr_tun_on_a_real_kernel() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}\n{stderr}");
+    // Kept for the CI log (.ci/run prints its checks and timings).
+    let _ = std::fs::write(format!("{repo}/target/kernel-lab.log"), format!("{stdout}\n{stderr}"));
     assert!(out.status.success(), "kernel-lab scenarios failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
     for name in ["nat", "dr", "tun"] {

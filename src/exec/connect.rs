@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
@@ -63,28 +62,6 @@ pub fn reach(topo: &Topology, topology_dir: &Path) -> BTreeMap<String, Reach> {
         .collect()
 }
 
-impl Reach {
-    pub fn to_connect(&self, host: &str, accept_new_host_keys: bool) -> Result<SshConnect, String> {
-        let mut c = SshConnect {
-            host: host.to_string(),
-            address: self.address.clone(),
-            port: self.port,
-            user: self.user.clone(),
-            key: self.key.clone(),
-            passphrase_env: self.passphrase_env.clone(),
-            known_hosts: self.known_hosts.clone(),
-            accept_new_host_keys,
-            jump: None,
-            become_root: self.become_root,
-            connect_timeout: Duration::from_secs(u64::from(self.connect_timeout_secs)),
-        };
-        if let Some(j) = &self.jump {
-            c.jump = Some(Box::new(c.jump_from(j)?));
-        }
-        Ok(c)
-    }
-}
-
 /// Connect to every named host over SSH, `forks` at a time.
 pub async fn connect_all(
     hosts: &[String],
@@ -98,7 +75,7 @@ pub async fn connect_all(
         let target = reach
             .get(h)
             .ok_or_else(|| format!("{h}: no connection settings"))
-            .and_then(|r| r.to_connect(h, accept_new_host_keys));
+            .and_then(|r| SshConnect::new(h, r, accept_new_host_keys));
         let sem = Arc::clone(&sem);
         let host = h.clone();
         tasks.push(tokio::spawn(async move {

@@ -817,66 +817,37 @@ fn restored(r: &Resource, orig: &Original, seen: &Observed) -> bool {
 mod tests {
     use super::*;
 
-    #[test]
-    fn batches_split_by_marker() {
-        let m = "@@m";
-        let script = batch(
-            &[
-                vec!["echo a; echo b".into()],
-                vec!["printf x".into()],
-                vec!["false".into()],
-            ],
-            m,
-            false,
-        );
+    /// Run a batch of command lists through `sh` and split its output.
+    fn run_batch(items: &[&str], stop_on_failure: bool) -> Vec<Option<Observed>> {
+        let items: Vec<Vec<String>> = items.iter().map(|c| vec![c.to_string()]).collect();
+        let script = batch(&items, "@@m", stop_on_failure);
         let out = std::process::Command::new("sh")
             .arg("-c")
             .arg(&script)
             .output()
             .unwrap();
-        let obs = parse_batch(&String::from_utf8_lossy(&out.stdout), m, 3);
-        assert_eq!(
-            obs[0],
-            Some(Observed {
-                output: "a\nb\n".into(),
-                rc: 0
-            })
-        );
-        assert_eq!(
-            obs[1],
-            Some(Observed {
-                output: "x".into(),
-                rc: 0
-            })
-        );
+        parse_batch(&String::from_utf8_lossy(&out.stdout), "@@m", items.len())
+    }
+
+    fn seen(output: &str, rc: i32) -> Option<Observed> {
+        Some(Observed {
+            output: output.into(),
+            rc,
+        })
+    }
+
+    #[test]
+    fn batches_split_by_marker() {
+        let obs = run_batch(&["echo a; echo b", "printf x", "false"], false);
+        assert_eq!(obs[0], seen("a\nb\n", 0));
+        assert_eq!(obs[1], seen("x", 0));
         assert_eq!(obs[2].as_ref().unwrap().rc, 1);
     }
 
     #[test]
     fn apply_batches_stop_at_the_first_failure() {
-        let m = "@@m";
-        let script = batch(
-            &[
-                vec!["true".into()],
-                vec!["echo boom; exit 4".into()],
-                vec!["echo never".into()],
-            ],
-            m,
-            true,
-        );
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(&script)
-            .output()
-            .unwrap();
-        let obs = parse_batch(&String::from_utf8_lossy(&out.stdout), m, 3);
-        assert_eq!(
-            obs[1],
-            Some(Observed {
-                output: "boom\n".into(),
-                rc: 4
-            })
-        );
+        let obs = run_batch(&["true", "echo boom; exit 4", "echo never"], true);
+        assert_eq!(obs[1], seen("boom\n", 4));
         assert_eq!(obs[2], None);
     }
 }

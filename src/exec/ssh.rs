@@ -10,35 +10,53 @@ use russh::client::{self, Handle};
 use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
 use russh::{ChannelMsg, Disconnect};
 
+use super::connect::Reach;
 use super::transport::{CmdOutput, Transport, TransportError};
 
-/// Everything needed to reach one host.
+/// Everything needed to reach one host: its [`Reach`] (the settings, as kept
+/// in the lab state), plus what only a run decides.
 #[derive(Debug, Clone)]
 pub struct SshConnect {
     /// The lab host's name (for messages).
     pub host: String,
-    pub address: String,
-    pub port: u16,
-    pub user: String,
-    pub key: Option<PathBuf>,
-    /// Name of the environment variable holding the key's passphrase.
-    pub passphrase_env: Option<String>,
-    /// Checked in order; new keys are recorded in the first.
-    pub known_hosts: Vec<PathBuf>,
+    pub reach: Reach,
     pub accept_new_host_keys: bool,
+    /// `reach.jump`, parsed.
     pub jump: Option<Box<SshConnect>>,
-    pub become_root: bool,
-    pub connect_timeout: Duration,
+}
+
+impl std::ops::Deref for SshConnect {
+    type Target = Reach;
+    fn deref(&self) -> &Reach {
+        &self.reach
+    }
 }
 
 impl SshConnect {
+    pub fn new(host: &str, reach: &Reach, accept_new_host_keys: bool) -> Result<SshConnect, String> {
+        let mut c = SshConnect {
+            host: host.to_string(),
+            reach: reach.clone(),
+            accept_new_host_keys,
+            jump: None,
+        };
+        if let Some(j) = &reach.jump {
+            c.jump = Some(Box::new(c.jump_from(j)?));
+        }
+        Ok(c)
+    }
+
     fn addr(&self) -> String {
         format!("{}:{}", self.address, self.port)
     }
 
+    fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(u64::from(self.connect_timeout_secs))
+    }
+
     /// Parse a jump host written `[user@]host[:port]`; it inherits key,
     /// known_hosts and timeouts from `self`.
-    pub fn jump_from(&self, spec: &str) -> Result<SshConnect, String> {
+    fn jump_from(&self, spec: &str) -> Result<SshConnect, String> {
         let (user, rest) = match spec.split_once('@') {
             Some((u, r)) => (u.to_string(), r),
             None => (self.user.clone(), spec),
@@ -56,12 +74,16 @@ impl SshConnect {
         }
         Ok(SshConnect {
             host: format!("{} (jump)", self.host),
-            address,
-            port,
-            user,
+            reach: Reach {
+                address,
+                port,
+                user,
+                jump: None,
+                become_root: false,
+                ..self.reach.clone()
+            },
+            accept_new_host_keys: self.accept_new_host_keys,
             jump: None,
-            become_root: false,
-            ..self.clone()
         })
     }
 }
@@ -195,12 +217,12 @@ impl SshTransport {
     /// Connect (through the jump host if any), verify the host key and authenticate.
     pub async fn connect(t: &SshConnect) -> Result<SshTransport, TransportError> {
         let fut = Self::connect_inner(t);
-        match tokio::time::timeout(t.connect_timeout, fut).await {
+        match tokio::time::timeout(t.connect_timeout(), fut).await {
             Ok(r) => r,
             Err(_) => Err(TransportError::Connect {
                 host: t.host.clone(),
                 addr: t.addr(),
-                reason: format!("no answer within {}s (connect_timeout)", t.connect_timeout.as_secs()),
+                reason: format!("no answer within {}s (connect_timeout)", t.connect_timeout_secs),
             }),
         }
     }
