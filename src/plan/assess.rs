@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{Resource, ServiceManager, ipvs};
+use super::{Resource, ServiceManager, ipvs, route_del};
 use crate::shell::quote;
 
 /// What an observe command printed, and its exit status.
@@ -318,15 +318,15 @@ impl Resource {
             (Resource::Sysctl { key, .. }, Original::Value { value }) => {
                 vec![format!("sysctl -qw {}", quote(&format!("{key}={value}")))]
             }
-            (Resource::Route { to, via, .. }, Original::Absent) => {
-                vec![format!("ip route del {} via {}", quote(to), quote(via))]
-            }
+            (Resource::Route { to, via, .. }, Original::Absent) => vec![route_del(to, via)],
             (Resource::Route { .. }, Original::Value { value }) => {
                 let args: Vec<String> = value.split_whitespace().map(quote).collect();
                 vec![format!("ip route replace {}", args.join(" "))]
             }
             (Resource::Link { .. }, Original::Value { value }) if value == "same" => Vec::new(),
-            (Resource::Directory { path, .. }, Original::Absent) => vec![format!("rmdir {}", quote(path))],
+            (Resource::Directory { path, .. }, Original::Absent) => {
+                vec![format!("[ ! -d {p} ] || rmdir {p}", p = quote(path))]
+            }
             (Resource::Directory { path, .. }, Original::Value { value }) => {
                 vec![format!("chmod {} {}", quote(value), quote(path))]
             }
@@ -346,7 +346,7 @@ impl Resource {
                 ServiceManager::Daemon { .. } => self.revert(),
             },
             (Resource::IpvsTable { services }, orig) => {
-                let mut cmds: Vec<String> = services.iter().map(|s| format!("ipvsadm -D {}", s.target())).collect();
+                let mut cmds = self.revert();
                 if let Original::Value { value } = orig {
                     // Put back what our services looked like before, if they existed.
                     let ours: Vec<String> = services.iter().map(|s| s.target()).collect();

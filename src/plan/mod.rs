@@ -407,9 +407,15 @@ impl Resource {
             Resource::Sysctl { key, .. } => vec![format!("sysctl -qw {}=\"$LVSLAB_ORIG\"", quote(key))],
             // Shared by every namespace and lab: unloading is best effort.
             Resource::KernelModule { name } => vec![format!("modprobe -r {} 2>/dev/null || true", quote(name))],
-            Resource::Address { address, dev } => vec![format!("ip addr del {} dev {}", quote(address), quote(dev))],
+            // Each revert is a no-op when its object is already gone (removed by hand, say).
+            Resource::Address { address, dev } => vec![format!(
+                "if ip -o addr show dev {d} 2>/dev/null | grep -qF {needle}; then ip addr del {a} dev {d}; fi",
+                d = quote(dev),
+                a = quote(address),
+                needle = quote(&format!("inet {address} "))
+            )],
             Resource::Route { to, via, .. } => vec![
-                format!("ip route del {} via {}", quote(to), quote(via)),
+                route_del(to, via),
                 "[ -z \"$LVSLAB_ORIG\" ] || ip route add $LVSLAB_ORIG".into(),
             ],
             Resource::Link { name, up } => vec![format!(
@@ -417,7 +423,7 @@ impl Resource {
                 quote(name),
                 if *up { "down" } else { "up" }
             )],
-            Resource::Directory { path, .. } => vec![format!("rmdir {}", quote(path))],
+            Resource::Directory { path, .. } => vec![format!("[ ! -d {p} ] || rmdir {p}", p = quote(path))],
             Resource::File { path, .. } => vec![format!(
                 "if [ -n \"$LVSLAB_ORIG\" ]; then cp -p \"$LVSLAB_ORIG\" {p}; else rm -f {p}; fi",
                 p = quote(path)
@@ -449,11 +455,26 @@ impl Resource {
                     PackageManager::Dnf => format!("dnf remove -y {}", pkgs.join(" ")),
                 }]
             }
-            Resource::IpvsTable { services } => services.iter().map(|s| format!("ipvsadm -D {}", s.target())).collect(),
-            Resource::Mount { target, .. } => vec![format!("umount {}", quote(target))],
+            Resource::IpvsTable { services } => services
+                .iter()
+                .map(|s| format!("! ipvsadm -Ln {t} >/dev/null 2>&1 || ipvsadm -D {t}", t = s.target()))
+                .collect(),
+            Resource::Mount { target, .. } => {
+                vec![format!("! mountpoint -q {t} || umount {t}", t = quote(target))]
+            }
             Resource::Command { revert, .. } => revert.iter().cloned().collect(),
         }
     }
+}
+
+/// Delete a route if it is there (`ip route show` matches the exact prefix).
+pub fn route_del(to: &str, via: &str) -> String {
+    format!(
+        "if ip route show {t} | grep -qF {needle}; then ip route del {t} via {v}; fi",
+        t = quote(to),
+        v = quote(via),
+        needle = quote(&format!("via {via} "))
+    )
 }
 
 impl Plan {
