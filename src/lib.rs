@@ -15,6 +15,7 @@ pub mod provider;
 pub mod report;
 pub mod shell;
 pub mod spec;
+pub mod verify;
 
 use std::path::Path;
 use std::sync::Arc;

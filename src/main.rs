@@ -51,6 +51,32 @@ enum Command {
         /// Show what would change (with diffs) and change nothing.
         #[arg(long)]
         check: bool,
+        /// Do not run `verify` after provisioning.
+        #[arg(long)]
+        no_verify: bool,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Prove the lab works: real traffic from the client, IPVS tables and
+    /// counters, packet paths, ARP ownership, real-server set-up, health, and
+    /// the topology's own `checks:`.
+    ///
+    /// Exit status: 0 every check passed (skipped ones are listed), 1 a check
+    /// failed or the lab could not be checked.
+    Verify {
+        file: PathBuf,
+        /// Requests per service (default: the topology's `verify.requests`, else 60).
+        #[arg(long)]
+        requests: Option<u32>,
+        #[arg(long, value_enum, default_value_t = VerifyFormat::Text)]
+        format: VerifyFormat,
+        /// Also write the report as JUnit XML to this file.
+        #[arg(long)]
+        junit: Option<PathBuf>,
+        /// Write everything verify read from the lab (JSON) to this file, to
+        /// replay its decisions in tests or attach to a bug report.
+        #[arg(long)]
+        save_evidence: Option<PathBuf>,
         #[command(flatten)]
         run: RunArgs,
     },
@@ -127,6 +153,16 @@ enum Output {
     Json,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum VerifyFormat {
+    /// A table with a bar chart of each service's distribution.
+    Text,
+    /// The report as JSON (schema lvslab.verify/v1).
+    Json,
+    /// JUnit XML, for CI systems.
+    Junit,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum Format {
     /// By phase and host, each step with its why and commands.
@@ -157,7 +193,29 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             format,
             out_dir,
         } => plan(&file, host.as_deref(), format, out_dir.as_deref()),
-        Command::Up { file, check, run } => runtime()?.block_on(up(&file, check, &run)),
+        Command::Up {
+            file,
+            check,
+            no_verify,
+            run,
+        } => runtime()?.block_on(up(&file, check, no_verify, &run)),
+        Command::Verify {
+            file,
+            requests,
+            format,
+            junit,
+            save_evidence,
+            run,
+        } => runtime()?.block_on(verify_cmd(
+            &file,
+            &VerifyArgs {
+                requests,
+                format,
+                junit,
+                save_evidence,
+            },
+            &run,
+        )),
         Command::Down { lab, all, run } => runtime()?.block_on(async {
             if all {
                 let mut code = ExitCode::SUCCESS;
@@ -297,9 +355,21 @@ enum Chosen {
     Netns,
 }
 
+/// The provider: `--provider`, else the topology's `provider:`, else the one
+/// the lab was brought up with on this machine.
 fn choose_provider(topo: &lvslab::model::Topology, run: &RunArgs) -> anyhow::Result<Chosen> {
     use lvslab::model::Provider;
-    match (run.provider, topo.provider) {
+    let recorded = state::LabDir::new(&topo.lab)
+        .load()
+        .ok()
+        .flatten()
+        .and_then(|s| s.provider)
+        .and_then(|p| match p.as_str() {
+            "netns" => Some(Provider::Netns),
+            "ssh" => Some(Provider::Ssh),
+            _ => None,
+        });
+    match (run.provider, topo.provider.or(recorded)) {
         (Some(ProviderArg::Ssh), _) | (None, Some(Provider::Ssh)) => Ok(Chosen::Ssh),
         (Some(ProviderArg::Netns), _) | (None, Some(Provider::Netns)) => Ok(Chosen::Netns),
         (Some(ProviderArg::Vm), _) | (None, Some(Provider::Vm)) => {
@@ -351,7 +421,7 @@ fn finish(outcome: &runner::RunOutcome, run: &RunArgs, title: &str, changed: &st
     }
 }
 
-async fn up(file: &Path, check: bool, run: &RunArgs) -> anyhow::Result<ExitCode> {
+async fn up(file: &Path, check: bool, no_verify: bool, run: &RunArgs) -> anyhow::Result<ExitCode> {
     let Some(loaded) = load_reported(file) else {
         return Ok(ExitCode::from(1));
     };
@@ -393,40 +463,34 @@ async fn up(file: &Path, check: bool, run: &RunArgs) -> anyhow::Result<ExitCode>
         }
     }
     let reporter = reporter(run, &hosts);
-    let conns = match provider {
-        Chosen::Ssh => {
-            let conns = connect::connect_all(&hosts, &reach, run.accept_new_host_keys, run.forks).await;
-            connect::check_facts(conns, &plan).await
+    if provider == Chosen::Netns {
+        if check && lab_state.infra.is_empty() {
+            anyhow::bail!(
+                "lab {} is not up: --check needs its hosts (run `lvslab up` first)",
+                topo.lab
+            );
         }
-        Chosen::Netns => {
+        if !check {
             let nsp = netns::Netns {
                 topo,
                 ssh_dir: dir.path.join("ssh"),
             };
-            if check && lab_state.infra.is_empty() {
-                anyhow::bail!(
-                    "lab {} is not up: --check needs its hosts (run `lvslab up` first)",
-                    topo.lab
-                );
-            }
-            if !check {
-                let dir2 = state::LabDir::new(&topo.lab);
-                nsp.ensure(&mut lab_state, &|s: &state::LabState| {
-                    dir2.save(s).map_err(|e| e.to_string())
-                })?;
-            }
-            match run.via {
-                Via::Ns => nsp.connections(&lab_state, &hosts),
-                Via::Ssh => {
-                    let reach = nsp.mgmt_reach().ok_or_else(|| {
-                        anyhow::anyhow!("--via ssh needs a management network: add `mgmt: {{ cidr: 10.250.0.0/24 }}` to the topology")
-                    })?;
-                    let conns = connect::connect_all(&hosts, &reach, false, run.forks).await;
-                    connect::check_facts(conns, &plan).await
-                }
-            }
+            let dir2 = state::LabDir::new(&topo.lab);
+            nsp.ensure(&mut lab_state, &|s: &state::LabState| {
+                dir2.save(s).map_err(|e| e.to_string())
+            })?;
         }
-    };
+    }
+    let conns = connections(topo, file, provider, run, &lab_state, &hosts, Some(&plan)).await?;
+    // The same transports serve the verify that follows.
+    let verify_conns: Vec<runner::HostConn> = conns
+        .iter()
+        .map(|c| runner::HostConn {
+            host: c.host.clone(),
+            transport: c.transport.clone(),
+        })
+        .collect();
+    let plan = Arc::new(plan);
     let save: runner::SaveFn = if check {
         Arc::new(|_: &state::LabState| Ok(()))
     } else {
@@ -437,7 +501,7 @@ async fn up(file: &Path, check: bool, run: &RunArgs) -> anyhow::Result<ExitCode>
         check,
         forks: run.forks,
     };
-    let (outcome, lab_state) = runner::up(Arc::new(plan), conns, lab_state, save, opts, reporter).await;
+    let (outcome, lab_state) = runner::up(Arc::clone(&plan), conns, lab_state, save, opts, reporter).await;
     if !check {
         dir.save(&lab_state)?;
     }
@@ -446,12 +510,148 @@ async fn up(file: &Path, check: bool, run: &RunArgs) -> anyhow::Result<ExitCode>
     } else {
         "RECAP"
     };
-    Ok(finish(
-        &outcome,
-        run,
-        title,
-        if check { "to change" } else { "changed" },
-    ))
+    let code = finish(&outcome, run, title, if check { "to change" } else { "changed" });
+    if check || outcome.failed || no_verify || (topo.services.is_empty() && topo.checks.is_empty()) {
+        return Ok(code);
+    }
+    if !run.limit.is_empty() {
+        eprintln!("verify skipped: --limit provisioned only some hosts (run `lvslab verify` for the whole lab)");
+        return Ok(code);
+    }
+    // Hosts without steps (a bare client, say) were not connected for provisioning.
+    let missing: Vec<String> = topo
+        .hosts
+        .iter()
+        .map(|h| h.name.clone())
+        .filter(|h| !verify_conns.iter().any(|c| &c.host == h))
+        .collect();
+    let mut verify_conns = verify_conns;
+    if !missing.is_empty() {
+        verify_conns.extend(connections(topo, file, provider, run, &lab_state, &missing, None).await?);
+    }
+    let report = verify_with(topo, &plan, verify_conns, None, None).await;
+    if run.output == Output::Json {
+        println!("{}", serde_json::json!({ "event": "verify", "report": report }));
+    } else {
+        print!("\n{}", report::verify_text(&report));
+    }
+    Ok(if report.passed { code } else { ExitCode::from(1) })
+}
+
+/// Transports to the lab's hosts for the chosen provider. For SSH with a plan,
+/// each host's facts are read and checked against it.
+async fn connections(
+    topo: &lvslab::model::Topology,
+    file: &Path,
+    provider: Chosen,
+    run: &RunArgs,
+    lab_state: &state::LabState,
+    hosts: &[String],
+    plan: Option<&plan::Plan>,
+) -> anyhow::Result<Vec<runner::HostConn>> {
+    let over_ssh = |reach: std::collections::BTreeMap<String, connect::Reach>, accept: bool| async move {
+        let conns = connect::connect_all(hosts, &reach, accept, run.forks).await;
+        match plan {
+            Some(p) => connect::check_facts(conns, p).await,
+            None => conns,
+        }
+    };
+    Ok(match provider {
+        Chosen::Ssh => {
+            let topo_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+            over_ssh(connect::reach(topo, &topo_dir), run.accept_new_host_keys).await
+        }
+        Chosen::Netns => {
+            let nsp = netns::Netns {
+                topo,
+                ssh_dir: state::LabDir::new(&topo.lab).path.join("ssh"),
+            };
+            match run.via {
+                Via::Ns => nsp.connections(lab_state, hosts),
+                Via::Ssh => {
+                    let reach = nsp.mgmt_reach().ok_or_else(|| {
+                        anyhow::anyhow!("--via ssh needs a management network: add `mgmt: {{ cidr: 10.250.0.0/24 }}` to the topology")
+                    })?;
+                    over_ssh(reach, false).await
+                }
+            }
+        }
+    })
+}
+
+struct VerifyArgs {
+    requests: Option<u32>,
+    format: VerifyFormat,
+    junit: Option<PathBuf>,
+    save_evidence: Option<PathBuf>,
+}
+
+/// Gather evidence over `conns` and decide.
+async fn verify_with(
+    topo: &lvslab::model::Topology,
+    plan: &plan::Plan,
+    conns: Vec<runner::HostConn>,
+    requests: Option<u32>,
+    save_evidence: Option<&Path>,
+) -> lvslab::verify::Report {
+    let mut ok = std::collections::BTreeMap::new();
+    let mut failed = std::collections::BTreeMap::new();
+    for c in conns {
+        match c.transport {
+            Ok(t) => {
+                ok.insert(c.host, t);
+            }
+            Err(e) => {
+                failed.insert(c.host, e);
+            }
+        }
+    }
+    let ev = lvslab::verify::gather(topo, &ok, failed, requests.unwrap_or(topo.verify.requests)).await;
+    if let Some(path) = save_evidence {
+        match serde_json::to_string_pretty(&ev) {
+            Ok(j) => {
+                if let Err(e) = std::fs::write(path, j + "\n") {
+                    eprintln!("warning: cannot write evidence to {}: {e}", path.display());
+                }
+            }
+            Err(e) => eprintln!("warning: cannot serialize evidence: {e}"),
+        }
+    }
+    let checks = lvslab::verify::decide(topo, plan, &ev);
+    lvslab::verify::Report::new(topo, &ev, checks)
+}
+
+async fn verify_cmd(file: &Path, args: &VerifyArgs, run: &RunArgs) -> anyhow::Result<ExitCode> {
+    let Some(loaded) = load_reported(file) else {
+        return Ok(ExitCode::from(1));
+    };
+    let topo = &loaded.topology;
+    let provider = choose_provider(topo, run)?;
+    let plan = compile::compile(topo)?;
+    let lab_state = state::LabDir::new(&topo.lab).load()?.unwrap_or_default();
+    if provider == Chosen::Netns && lab_state.infra.is_empty() {
+        anyhow::bail!("lab {} is not up (run `lvslab up {}` first)", topo.lab, file.display());
+    }
+    let hosts: Vec<String> = topo.hosts.iter().map(|h| h.name.clone()).collect();
+    let conns = connections(topo, file, provider, run, &lab_state, &hosts, None).await?;
+    let report = verify_with(topo, &plan, conns, args.requests, args.save_evidence.as_deref()).await;
+    if let Some(path) = &args.junit {
+        std::fs::write(path, report::verify_junit(&report)).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let mut stdout = std::io::stdout().lock();
+    match args.format {
+        VerifyFormat::Text => stdout.write_all(report::verify_text(&report).as_bytes())?,
+        VerifyFormat::Json => stdout.write_all(report::verify_json(&report)?.as_bytes())?,
+        VerifyFormat::Junit => {
+            stdout.write_all(report::verify_junit(&report).as_bytes())?;
+            eprintln!("{}", report::verify_summary(&report));
+        }
+    }
+    Ok(if report.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 async fn down(lab: &str, run: &RunArgs) -> anyhow::Result<ExitCode> {

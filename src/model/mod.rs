@@ -37,6 +37,8 @@ pub struct Topology {
     pub verify: Verify,
     /// Management network (netns labs): this machine's address on it, and each host's.
     pub mgmt: Option<Mgmt>,
+    /// The topology's own checks (`checks:`), run by `verify`.
+    pub checks: Vec<UserCheck>,
     /// The file it was read from, for diagnostics about extra steps.
     pub source: std::sync::Arc<crate::diag::SourceFile>,
 }
@@ -222,6 +224,20 @@ pub struct Storage {
     pub export: String,
     pub mount: String,
     pub sync: SyncMode,
+}
+
+/// A check the topology declares: `run` on `host`, expecting `status` and/or
+/// output matching `output`, retried every `interval_secs` until `timeout_secs`.
+#[derive(Debug, Clone)]
+pub struct UserCheck {
+    pub name: String,
+    pub description: Option<String>,
+    pub host: HostId,
+    pub run: String,
+    pub status: i32,
+    pub output: Option<regex::Regex>,
+    pub timeout_secs: u32,
+    pub interval_secs: u32,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -279,7 +279,7 @@ fn parse_target<'a>(toks: &'a [&'a str]) -> Option<(String, &'a [&'a str])> {
 }
 
 impl LiveService {
-    fn options(&self) -> String {
+    pub fn options(&self) -> String {
         let mut s = format!("-s {}", self.scheduler);
         if let Some(p) = self.persistence {
             s.push_str(&format!(" -p {p}"));

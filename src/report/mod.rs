@@ -1,8 +1,11 @@
 //! `report`: how results reach people and tools: plans (text, JSON, shell
-//! scripts) and runs (progress, step lines, recap, JSON events).
+//! scripts), runs (progress, step lines, recap, JSON events) and verify
+//! reports (text with bar charts, JSON, JUnit XML).
 
 mod plan;
 mod run;
+mod verify;
 
 pub use plan::{count, plan_json, plan_sh, plan_text};
 pub use run::{JsonReporter, PlainReporter, TtyReporter, recap_text, status_word};
+pub use verify::{verify_json, verify_junit, verify_summary, verify_text, xml_escape};

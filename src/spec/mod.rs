@@ -46,6 +46,35 @@ pub struct TopologySpec {
     /// which every host runs its own sshd (`lvslab up --via ssh`).
     #[serde(default)]
     pub mgmt: Option<Spanned<MgmtSpec>>,
+    /// The topology's own checks, run by `lvslab verify` after the built-in ones.
+    #[serde(default)]
+    pub checks: Vec<Spanned<CheckSpec>>,
+}
+
+/// A check written in the topology: a command on a host, its expected exit
+/// status and/or an output pattern, optionally retried until a timeout.
+#[derive(Debug, Deserialize)]
+#[serde(rename = "check")]
+pub struct CheckSpec {
+    pub name: Spanned<String>,
+    /// Shown with the result, on pass and on fail.
+    #[serde(default)]
+    pub description: Option<String>,
+    pub host: Name,
+    /// A shell command (run with `sh`).
+    pub run: Spanned<String>,
+    /// Expected exit status (default 0).
+    #[serde(default)]
+    pub status: Option<Spanned<i64>>,
+    /// A regular expression the output (stdout and stderr) must match.
+    #[serde(default)]
+    pub output: Option<Spanned<String>>,
+    /// Retry until this many seconds have passed (default 0: one try).
+    #[serde(default)]
+    pub timeout: Option<Spanned<i64>>,
+    /// Seconds between tries (default 1).
+    #[serde(default)]
+    pub interval: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -11,6 +11,7 @@ mod keepalived;
 mod netns;
 mod runner;
 mod ssh;
+mod verify;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

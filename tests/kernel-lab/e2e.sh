@@ -1,8 +1,10 @@
 #!/bin/bash
 # End-to-end scenarios on a real kernel, run as root inside the kernel lab:
 #   tests/kernel-lab/vm run tests/kernel-lab/e2e.sh /path/to/lvslab
-# Everything is asserted here with curl, ipvsadm and ip, never with lvslab's
-# own verdicts. Prints one line per check and a final "N passed, N failed".
+# Lab state is asserted here with curl, ipvsadm and ip, never with lvslab's
+# own verdicts; `lvslab verify` is itself under test: it must pass on fresh
+# labs and name the right check for each breakage made by hand.
+# Prints one line per check and a final "N passed, N failed".
 set -u
 L=${1:?usage: e2e.sh LVSLAB_BINARY [SCENARIO...]}
 shift
@@ -52,9 +54,11 @@ scenario() {
   ip link add lvb00000000 type dummy
   local out
   out=$("$L" up "$file" --provider netns ${UPARGS:-} 2>&1); local rc=$?
-  check "$name: up exits 0" test "$rc" -eq 0
-  [ "$rc" -eq 0 ] || echo "$out" | sed 's/^/     /' | tail -30
   local lab; lab=$(awk '/^lab:/ {print $2; exit}' "$file")
+  check "$name: up exits 0" test "$rc" -eq 0
+  check "$name: up ends with a verify that passes" grep -q "^VERIFY $lab PASSED" <<<"$out"
+  [ "$rc" -eq 0 ] || echo "$out" | sed 's/^/     /' | tail -40
+  echo "     $(grep "^VERIFY $lab" <<<"$out" | tail -1)"
   local got; got=$(shares "lvslab-$lab-$client" "$url" 60)
   echo "     shares: $(echo $got)"
   check "$name: only real server pages answer" test -z "$(echo "$got" | grep -vE '^web[0-9]+ ' || true)"
@@ -64,7 +68,7 @@ scenario() {
     check "$name: $host answers $want of 60 (±6)" within "$(echo "$got" | awk -v h="$host" '$1 == h {print $2}' | grep . || echo 0)" "$want" 6
   done
   "$@"
-  local second; second=$("$L" up "$file" --provider netns ${UPARGS:-} 2>/dev/null); rc=$?
+  local second; second=$("$L" up "$file" --provider netns --no-verify ${UPARGS:-} 2>/dev/null); rc=$?
   check "$name: a second up exits 0 and reports 0 changed" test "$rc" -eq 0 -a "$(echo "$second" | recap_changed)" -eq 0
   out=$("$L" down "$file" 2>&1); rc=$?
   check "$name: down exits 0" test "$rc" -eq 0
@@ -73,6 +77,30 @@ scenario() {
   check "$name: down removed only what it recorded (a look-alike interface survives)" ip link show lvb00000000
   ip link del lvb00000000
   echo "     $name took $((SECONDS - start)) s"
+}
+
+# breaks NAME FILE "CHECK..." MESSAGE_REGEX CMD...: make a breakage by hand;
+# `lvslab verify` must exit 1 with each named check failing and the message in
+# its report; then `lvslab up` must repair it, its verify passing again.
+breaks() {
+  local name=$1 file=$2 checks=$3 msg=$4 out rc
+  shift 4
+  "$@" >/dev/null 2>&1 || { bad "$name: the breakage itself failed: $*"; return; }
+  local ev=""
+  [ -d /results ] && mkdir -p /results/files && ev="--save-evidence /results/files/$name.json"
+  out=$("$L" verify "$file" --requests 12 $ev 2>&1); rc=$?
+  check "$name: verify exits 1" test "$rc" -eq 1
+  for c in $checks; do check "$name: $c fails" grep -q "^FAIL  $c " <<<"$out"; done
+  check "$name: the report says /$msg/" grep -qE -- "$msg" <<<"$out"
+  echo "     $(grep '^VERIFY .* FAILED' <<<"$out")"
+  [ "$rc" -eq 1 ] || echo "$out" | sed 's/^/     /'
+  out=$("$L" up "$file" 2>&1); rc=$?
+  check "$name: up repairs it and its verify passes" test "$rc" -eq 0
+  [ "$rc" -eq 0 ] || echo "$out" | tail -40 | sed 's/^/     /'
+}
+
+stop_web() { # file host: stop that real server's web server (by its pid file)
+  "$L" exec "$1" "$2" -- sh -c 'kill "$(cat /run/lvslab/web-80.pid)"'
 }
 
 nat_extra() {
@@ -87,6 +115,21 @@ nat_extra() {
     check "nat: $w routes replies to the client via the DIP" \
       bash -c "ip netns exec lvslab-nat-$w ip route get 192.168.4.10 | grep -q 'via 192.168.2.5'"
   done
+  local j=/var/tmp/lvslab-e2e-nat.xml
+  "$L" verify topologies/nat.yaml --format junit > "$j" 2>/dev/null
+  check "nat: verify --format junit is valid JUnit XML (xmllint against tests/junit/junit.xsd)" \
+    xmllint --noout --schema tests/junit/junit.xsd "$j"
+  check "nat: the JUnit report has a passing testcase per check" \
+    bash -c "grep -c '<testcase ' '$j' | grep -qx 7 && ! grep -q '<failure' '$j'"
+  breaks nat-weight topologies/nat.yaml "ipvs/director distribution/http" \
+    'real server 192.168.2.100:80 in -t 192.168.4.5:80 is -m -w 5 \(want -m -w 1\)' \
+    ip netns exec lvslab-nat-director ipvsadm -e -t 192.168.4.5:80 -r 192.168.2.100:80 -m -w 5
+  breaks nat-route topologies/nat.yaml "path/http" \
+    'web1 has no route back to the client' \
+    ip netns exec lvslab-nat-web1 ip route del default
+  breaks nat-web-stopped topologies/nat.yaml "distribution/http health/http" \
+    'IPVS sent web1 [0-9]+ connection\(s\) but only 0 got its page' \
+    stop_web topologies/nat.yaml web1
 }
 
 nat_ssh_extra() {
@@ -105,6 +148,12 @@ dr_extra() {
   check "dr: the client's neighbour entry for the VIP is the director's MAC ($mac)" test "$neigh" = "$mac"
   check "dr: the director's OutPkts stay 0 (replies bypass it)" test "$(outpkts dr-director 192.168.4.253:80)" = 0
   check "dr: ipvsadm uses -g" bash -c "ip netns exec lvslab-dr-director ipvsadm -Sn | grep -q -- '-g -w 1'"
+  breaks dr-arp topologies/dr.yaml "arp/http audit/web1" \
+    'web1 eth0 \([0-9a-f:]+\) answers ARP for the VIP' \
+    ip netns exec lvslab-dr-web1 sysctl -qw net.ipv4.conf.all.arp_ignore=0 net.ipv4.conf.lo.arp_ignore=0
+  breaks dr-web-stopped topologies/dr.yaml "distribution/http health/http" \
+    'web2 \(weight 1\) answered no request' \
+    stop_web topologies/dr.yaml web2
 }
 
 tun_extra() {
@@ -112,13 +161,19 @@ tun_extra() {
   check "tun: ipvsadm uses -i" bash -c "ip netns exec lvslab-tun-director ipvsadm -Sn | grep -q -- '-i -w 1'"
   check "tun: web2 (behind the router) holds the VIP on tunl0" \
     bash -c "ip netns exec lvslab-tun-web2 ip -o addr show dev tunl0 | grep -q 192.168.4.253/32"
+  breaks tun-weight-0 topologies/tun.yaml "ipvs/director distribution/http" \
+    'real server 192.168.6.100:80 in -t 192.168.4.253:80 is -i -w 0 \(want -i -w 1\)' \
+    ip netns exec lvslab-tun-director ipvsadm -e -t 192.168.4.253:80 -r 192.168.6.100:80 -i -w 0
+  breaks tun-web-stopped topologies/tun.yaml "distribution/http health/http" \
+    'IPVS sent web2 [0-9]+ connection\(s\) but only 0 got its page' \
+    stop_web topologies/tun.yaml web2
 }
 
 side_by_side() {
   echo "== two labs side by side (nat and dr share 192.168.4.0/24, each in its own namespaces)"
   local start=$SECONDS
-  check "side: nat up" bash -c "'$L' up topologies/nat.yaml --provider netns >/dev/null 2>&1"
-  check "side: dr up" bash -c "'$L' up topologies/dr.yaml --provider netns >/dev/null 2>&1"
+  check "side: nat up" bash -c "'$L' up topologies/nat.yaml --provider netns --no-verify >/dev/null 2>&1"
+  check "side: dr up" bash -c "'$L' up topologies/dr.yaml --provider netns --no-verify >/dev/null 2>&1"
   check "side: nat answers" bash -c "ip netns exec lvslab-nat-client curl -s -m 3 http://192.168.4.5/ | grep -q '<h1>web'"
   check "side: dr answers" bash -c "ip netns exec lvslab-dr-client curl -s -m 3 http://192.168.4.253/ | grep -q '<h1>web'"
   check "side: lvslab list shows both" bash -c "'$L' list | grep -q '^nat ' && '$L' list | grep -q '^dr '"

@@ -1,0 +1,924 @@
+//! Deciding: topology + plan + evidence → checks. Pure; every rule of what a
+//! working LVS lab looks like lives here (see ../shared/lvs-facts.md).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use super::gather::{arp_prober, real_port, url};
+use super::parse::{self, Counters};
+use super::{Check, Evidence, Out, Share, Verdict};
+use crate::model::{Host, Mode, Role, Scheduler, Service, ServiceKey, Topology, UserCheck};
+use crate::plan::{Plan, Resource, ipvs};
+
+/// Does one run of a topology check pass?
+pub fn user_check_passes(c: &UserCheck, rc: i32, out: &str) -> bool {
+    rc == c.status && c.output.as_ref().is_none_or(|r| r.is_match(out))
+}
+
+/// What the distribution of one client's sequential requests should look like
+/// under a scheduler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// rr: equal shares among real servers with weight > 0.
+    Equal,
+    /// wrr: shares proportional to the weights.
+    Weighted,
+    /// lc, wlc: every real server with weight > 0 answers; shares follow
+    /// connection counts that earlier traffic changes, so they are shown, not judged.
+    Spread,
+    /// Persistence, sh, dh, lblc, lblcr, mh: one client (and one VIP) maps to one real server.
+    Sticky,
+    /// sed, nq, fo, ovf: with one request at a time, one real server takes them all.
+    Single,
+}
+
+pub fn expect(s: &Service) -> Expect {
+    use Scheduler::*;
+    if s.persistence.is_some() {
+        return Expect::Sticky;
+    }
+    match s.scheduler {
+        Rr => Expect::Equal,
+        Wrr => Expect::Weighted,
+        Lc | Wlc => Expect::Spread,
+        Sh | Dh | Lblc | Lblcr | Mh => Expect::Sticky,
+        Sed | Nq | Fo | Ovf => Expect::Single,
+    }
+}
+
+fn expect_words(s: &Service) -> String {
+    let sched = s.scheduler.as_str();
+    match expect(s) {
+        Expect::Equal => format!("{sched}: equal shares among real servers with weight > 0"),
+        Expect::Weighted => format!("{sched}: shares proportional to the weights"),
+        Expect::Spread => format!(
+            "{sched}: every real server with weight > 0 answers (shares follow connection counts, which earlier traffic changes: shown, not judged)"
+        ),
+        Expect::Sticky => match s.persistence {
+            Some(p) => format!("persistent ({p} s): all requests from one client go to one real server"),
+            None => format!("{sched}: hashing maps one client to one real server"),
+        },
+        Expect::Single => format!("{sched}: with one request at a time, one real server takes them all"),
+    }
+}
+
+struct Ctx<'a> {
+    t: &'a Topology,
+    plan: &'a Plan,
+    ev: &'a Evidence,
+}
+
+impl<'a> Ctx<'a> {
+    fn probe(
+        &self,
+        round: &'a BTreeMap<String, BTreeMap<String, Out>>,
+        host: &str,
+        key: &str,
+    ) -> Result<&'a Out, String> {
+        if let Some(why) = self.ev.unreachable.get(host) {
+            return Err(format!("{host} could not be reached: {why}"));
+        }
+        round
+            .get(host)
+            .and_then(|m| m.get(key))
+            .ok_or_else(|| format!("{host}: no result for probe `{key}`"))
+    }
+    fn before(&self, host: &str, key: &str) -> Result<&'a Out, String> {
+        self.probe(&self.ev.before, host, key)
+    }
+    fn after(&self, host: &str, key: &str) -> Result<&'a Out, String> {
+        self.probe(&self.ev.after, host, key)
+    }
+    fn name(&self, h: crate::model::HostId) -> &'a str {
+        &self.t.host(h).name
+    }
+
+    /// Every known MAC → `host iface`.
+    fn mac_owners(&self) -> BTreeMap<String, String> {
+        let mut m = BTreeMap::new();
+        for h in &self.t.hosts {
+            if let Ok(o) = self.before(&h.name, "link") {
+                for l in parse::links(&o.out) {
+                    if let Some(mac) = l.mac {
+                        m.insert(mac, format!("{} {}", h.name, l.name));
+                    }
+                }
+            }
+        }
+        m
+    }
+
+    /// Directors of `s` holding its VIP now, with the MAC of the interface that holds it.
+    fn vip_holders(&self, s: &Service) -> Vec<(String, Option<String>)> {
+        let mut out = Vec::new();
+        for d in &s.directors {
+            let name = self.name(*d);
+            let Ok(addr) = self.before(name, "addr") else { continue };
+            let Some((iface, _, _)) = parse::addresses(&addr.out).into_iter().find(|(_, a, _)| *a == s.vip) else {
+                continue;
+            };
+            let mac = self
+                .before(name, "link")
+                .ok()
+                .and_then(|l| parse::links(&l.out).into_iter().find(|l| l.name == iface))
+                .and_then(|l| l.mac);
+            out.push((name.to_string(), mac));
+        }
+        out
+    }
+
+    /// The service's counters on all its directors, after minus before.
+    fn service_delta(&self, s: &Service) -> Result<(Counters, BTreeMap<String, u64>), String> {
+        let key = stats_key(s);
+        let mut total = Counters::default();
+        let mut dests: BTreeMap<String, u64> = BTreeMap::new();
+        for d in &s.directors {
+            let name = self.name(*d);
+            let b = parse::stats(&self.before(name, "ipvs-stats")?.out);
+            let a = parse::stats(&self.after(name, "ipvs-stats")?.out);
+            let Some(after) = a.iter().find(|x| x.key == key) else {
+                continue;
+            };
+            let before = b.iter().find(|x| x.key == key);
+            let delta = after.total.since(before.map(|b| b.total).unwrap_or_default());
+            total.conns += delta.conns;
+            total.in_pkts += delta.in_pkts;
+            total.out_pkts += delta.out_pkts;
+            for (dest, c) in &after.dests {
+                let was = before.and_then(|b| b.dests.get(dest)).copied().unwrap_or_default();
+                *dests.entry(dest.clone()).or_default() += c.since(was).conns;
+            }
+        }
+        Ok((total, dests))
+    }
+}
+
+/// How `ipvsadm -Ln --stats` names a service.
+pub fn stats_key(s: &Service) -> String {
+    match s.key {
+        ServiceKey::Tcp(p) => format!("TCP {}:{p}", s.vip),
+        ServiceKey::Udp(p) => format!("UDP {}:{p}", s.vip),
+        ServiceKey::Fwmark(m) => format!("FWM {m}"),
+    }
+}
+
+fn check(id: String, kind: &'static str, title: String, proves: &str) -> Check {
+    Check {
+        id,
+        kind,
+        title,
+        proves: proves.to_string(),
+        verdict: Verdict::Pass,
+        message: String::new(),
+        evidence: Vec::new(),
+        shares: Vec::new(),
+    }
+}
+
+impl Check {
+    /// Settle the verdict: failed if there are problems (the message lists
+    /// them), else passed with `ok`.
+    fn settle(mut self, problems: Vec<String>, ok: String) -> Check {
+        if problems.is_empty() {
+            self.verdict = Verdict::Pass;
+            self.message = ok;
+        } else {
+            self.verdict = Verdict::Fail;
+            self.message = problems.join("; ");
+        }
+        self
+    }
+    fn skip(mut self, why: impl Into<String>) -> Check {
+        self.verdict = Verdict::Skip;
+        self.message = why.into();
+        self
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("")
+}
+
+/// The first `n` characters of `s` with whitespace folded (for one-line messages).
+pub fn first_words(s: &str, n: usize) -> String {
+    short(s, n)
+}
+
+fn short(s: &str, n: usize) -> String {
+    let one: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one.chars().count() > n {
+        format!("{}…", one.chars().take(n).collect::<String>())
+    } else {
+        one
+    }
+}
+
+pub fn decide(t: &Topology, plan: &Plan, ev: &Evidence) -> Vec<Check> {
+    let cx = Ctx { t, plan, ev };
+    let mut out = Vec::new();
+    for d in t.hosts_with_role(Role::Director) {
+        if t.services_of_director(d.id).next().is_some() {
+            out.push(ipvs_table(&cx, d));
+        }
+    }
+    for d in t.hosts_with_role(Role::Director) {
+        if t.services_of_director(d.id).next().is_some() {
+            out.push(director_audit(&cx, d));
+        }
+    }
+    for h in &t.hosts {
+        if t.services_of_real_server(h.id).next().is_some() {
+            out.push(real_server_audit(&cx, h));
+        }
+    }
+    for s in &t.services {
+        out.push(health(&cx, s));
+    }
+    for s in &t.services {
+        out.push(distribution(&cx, s));
+        if expect(s) == Expect::Sticky {
+            out.push(stickiness(&cx, s));
+        }
+        out.push(path(&cx, s));
+        if s.mode != Mode::Nat {
+            out.push(arp(&cx, s));
+        }
+    }
+    for c in &t.checks {
+        out.push(user_check(&cx, c));
+    }
+    out
+}
+
+fn ipvs_table(cx: &Ctx, d: &Host) -> Check {
+    let c = check(
+        format!("ipvs/{}", d.name),
+        "ipvs",
+        format!("IPVS table on {}", d.name),
+        "the kernel balances exactly the services and real servers the topology declares (live `ipvsadm -Sn` equals the plan)",
+    );
+    let desired: Vec<ipvs::IpvsService> = cx
+        .plan
+        .phases
+        .iter()
+        .flat_map(|p| &p.hosts)
+        .filter(|h| h.host == d.name)
+        .flat_map(|h| &h.steps)
+        .filter_map(|s| match &s.resource {
+            Resource::IpvsTable { services } => Some(services.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let out = match cx.before(&d.name, "ipvs-save") {
+        Ok(o) => o,
+        Err(e) => return c.settle(vec![e], String::new()),
+    };
+    if out.rc != 0 {
+        return c.settle(
+            vec![format!("cannot read the IPVS table: {}", first_line(&out.out))],
+            String::new(),
+        );
+    }
+    let mut c = c;
+    c.evidence = out.out.lines().map(|l| format!("live: {l}")).collect();
+    if c.evidence.is_empty() {
+        c.evidence.push("live: (empty table)".into());
+    }
+    let live = match ipvs::parse_save(&out.out) {
+        Ok(l) => l,
+        Err(e) => return c.settle(vec![format!("cannot parse `ipvsadm -Sn`: {e}")], String::new()),
+    };
+    let mut problems: Vec<String> = Vec::new();
+    for ch in ipvs::diff(&desired, &live) {
+        problems.push(ch.description);
+        c.evidence.push(format!("repair: ipvsadm {}", ch.args));
+    }
+    // Services nobody declared (keepalived's own are declared too).
+    let declared: BTreeSet<String> =
+        cx.t.services_of_director(d.id)
+            .map(|s| s.ipvsadm_target())
+            .chain(desired.iter().map(|s| s.target()))
+            .collect();
+    for l in live.iter().filter(|l| !declared.contains(&l.target)) {
+        problems.push(format!("undeclared service {} ({})", l.target, l.options()));
+    }
+    let n = desired.len();
+    let rs: usize = desired.iter().map(|s| s.real_servers.len()).sum();
+    c.settle(
+        problems,
+        format!("{n} service(s) and {rs} real server(s) exactly as planned"),
+    )
+}
+
+fn director_audit(cx: &Ctx, d: &Host) -> Check {
+    let mut c = check(
+        format!("audit/{}", d.name),
+        "audit",
+        format!("Director {}", d.name),
+        "the director holds the VIPs it serves (VRRP decides which one in HA labs) and forwards packets in NAT",
+    );
+    let mut problems = Vec::new();
+    let addrs = match cx.before(&d.name, "addr") {
+        Ok(o) => parse::addresses(&o.out),
+        Err(e) => return c.settle(vec![e], String::new()),
+    };
+    let sysctls = cx
+        .before(&d.name, "sysctl")
+        .map(|o| parse::sysctls(&o.out))
+        .unwrap_or_default();
+    let mut vips: Vec<Ipv4Addr> = cx.t.services_of_director(d.id).map(|s| s.vip).collect();
+    vips.sort();
+    vips.dedup();
+    for vip in vips {
+        let held = addrs.iter().find(|(_, a, _)| *a == vip);
+        let vrrp = cx.t.ha.is_some();
+        match held {
+            Some((iface, _, p)) => c.evidence.push(format!("VIP {vip}/{p} on {iface}")),
+            None if vrrp => c
+                .evidence
+                .push(format!("VIP {vip} not here (VRRP gives it to one director)")),
+            None => problems.push(format!("VIP {vip} is not configured on {}", d.name)),
+        }
+    }
+    if cx.t.services_of_director(d.id).any(|s| s.mode == Mode::Nat) {
+        let v = sysctls.get("net.ipv4.ip_forward").map(String::as_str).unwrap_or("?");
+        c.evidence.push(format!("net.ipv4.ip_forward = {v}"));
+        if v != "1" {
+            problems.push(format!(
+                "net.ipv4.ip_forward = {v} (want 1): NAT replies from real servers are not forwarded to the client"
+            ));
+        }
+    }
+    c.settle(problems, "holds its VIPs; forwarding as its mode needs".into())
+}
+
+fn real_server_audit(cx: &Ctx, h: &Host) -> Check {
+    let mut c = check(
+        format!("audit/{}", h.name),
+        "audit",
+        format!("Real server {}", h.name),
+        "the real server is set up for its mode: effective ARP sysctls (max of all and the interface), VIP placement, tunl0 and rp_filter for TUN",
+    );
+    let addrs = match cx.before(&h.name, "addr") {
+        Ok(o) => parse::addresses(&o.out),
+        Err(e) => return c.settle(vec![e], String::new()),
+    };
+    let links = cx
+        .before(&h.name, "link")
+        .map(|o| parse::links(&o.out))
+        .unwrap_or_default();
+    let sysctls = cx
+        .before(&h.name, "sysctl")
+        .map(|o| parse::sysctls(&o.out))
+        .unwrap_or_default();
+    let mut problems = Vec::new();
+    let services: Vec<&Service> = cx.t.services_of_real_server(h.id).collect();
+    let modes: BTreeSet<Mode> = services.iter().map(|s| s.mode).collect();
+    let vips = |m: Mode| -> BTreeSet<Ipv4Addr> { services.iter().filter(|s| s.mode == m).map(|s| s.vip).collect() };
+    let has = |iface: &str, vip: Ipv4Addr| addrs.iter().any(|(i, a, p)| i == iface && *a == vip && *p == 32);
+    if modes.contains(&Mode::Dr) || modes.contains(&Mode::Tun) {
+        for i in &h.interfaces {
+            let ign = parse::effective(&sysctls, "arp_ignore", &i.name);
+            let ann = parse::effective(&sysctls, "arp_announce", &i.name);
+            c.evidence.push(format!(
+                "{}: effective arp_ignore {}, arp_announce {}",
+                i.name,
+                ign.map_or("?".into(), |v| v.to_string()),
+                ann.map_or("?".into(), |v| v.to_string())
+            ));
+            if !matches!(ign, Some(1 | 2)) {
+                problems.push(format!(
+                    "arp_ignore on {} is effectively {} (want 1): {} answers ARP for the VIP it holds",
+                    i.name,
+                    ign.map_or("unknown".into(), |v| v.to_string()),
+                    h.name
+                ));
+            }
+            if ann != Some(2) {
+                problems.push(format!(
+                    "arp_announce on {} is effectively {} (want 2): the VIP may be announced as the source of ARP requests",
+                    i.name,
+                    ann.map_or("unknown".into(), |v| v.to_string())
+                ));
+            }
+        }
+    }
+    for vip in vips(Mode::Dr) {
+        if has("lo", vip) {
+            c.evidence.push(format!("VIP {vip}/32 on lo"));
+        } else {
+            problems.push(format!(
+                "VIP {vip}/32 is not on lo: forwarded packets for the VIP are dropped"
+            ));
+        }
+    }
+    if modes.contains(&Mode::Tun) {
+        match links.iter().find(|l| l.name == "tunl0") {
+            Some(l) if l.up => c.evidence.push("tunl0 up".into()),
+            Some(_) => problems.push("tunl0 is down: tunnelled requests are not decapsulated".into()),
+            None => problems.push("there is no tunl0 (ipip module not loaded?)".into()),
+        }
+        let rp = parse::effective(&sysctls, "rp_filter", "tunl0");
+        c.evidence.push(format!(
+            "tunl0: effective rp_filter {}",
+            rp.map_or("?".into(), |v| v.to_string())
+        ));
+        if !matches!(rp, Some(0 | 2)) {
+            problems.push(format!(
+                "rp_filter on tunl0 is effectively {} (want 0): decapsulated requests from the client are dropped",
+                rp.map_or("unknown".into(), |v| v.to_string())
+            ));
+        }
+        for vip in vips(Mode::Tun) {
+            if has("tunl0", vip) {
+                c.evidence.push(format!("VIP {vip}/32 on tunl0"));
+            } else {
+                problems.push(format!("VIP {vip}/32 is not on tunl0"));
+            }
+        }
+    }
+    for vip in vips(Mode::Nat) {
+        if let Some((i, _, _)) = addrs.iter().find(|(_, a, _)| *a == vip) {
+            problems.push(format!(
+                "holds the NAT VIP {vip} on {i}: it would answer for the director"
+            ));
+        } else {
+            c.evidence.push(format!("NAT: VIP {vip} not held here (correct)"));
+        }
+    }
+    c.settle(
+        problems,
+        format!(
+            "set up for {}",
+            modes.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", ")
+        ),
+    )
+}
+
+fn health(cx: &Ctx, s: &Service) -> Check {
+    let c = check(
+        format!("health/{}", s.name),
+        "health",
+        format!("Real servers of {} answer on their own addresses", s.name),
+        "each real server's web server answers the director directly, which is what health checks see",
+    );
+    if url(s).is_none() {
+        return c.skip("not checked: verify sends no UDP traffic yet");
+    }
+    let mut c = c;
+    let mut problems = Vec::new();
+    for d in &s.directors {
+        let dn = cx.name(*d);
+        for rs in &s.real_servers {
+            let host = cx.t.host(rs.host);
+            let port = real_port(s, rs.port);
+            let target = format!("{dn} → {} {}:{port}", host.name, rs.address);
+            match cx.before(dn, &format!("health:{}:{}", s.name, host.name)) {
+                Err(e) => problems.push(e),
+                Ok(o) if o.rc != 0 => {
+                    let e = super::gather::curl_error(&o.rc.to_string());
+                    c.evidence.push(format!("{target}: {e}"));
+                    problems.push(format!("{} does not answer on {}:{port} ({e})", host.name, rs.address));
+                }
+                Ok(o) => {
+                    let want = host.page.as_deref().unwrap_or("").trim_end();
+                    if o.out.trim_end() == want {
+                        c.evidence.push(format!("{target}: its own page"));
+                    } else {
+                        c.evidence.push(format!("{target}: {}", short(&o.out, 60)));
+                        problems.push(format!(
+                            "{} answers on {}:{port}, but not with its own page",
+                            host.name, rs.address
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    c.settle(
+        problems,
+        format!("{} real server(s) answer with their own page", s.real_servers.len()),
+    )
+}
+
+fn distribution(cx: &Ctx, s: &Service) -> Check {
+    let c = check(
+        format!("distribution/{}", s.name),
+        "distribution",
+        format!("Reachability and distribution of {}", s.name),
+        "every request through the VIP is answered by a real server, and the shares follow the scheduler and weights",
+    );
+    if cx.t.verify.client.is_none() {
+        return c.skip("not checked: the lab has no client host");
+    }
+    let Some(u) = url(s) else {
+        return c.skip("not checked: verify sends no UDP traffic yet");
+    };
+    let Some(tr) = cx.ev.traffic.get(&s.name) else {
+        let client = cx.name(cx.t.verify.client.unwrap_or(crate::model::HostId(0)));
+        let why = cx
+            .ev
+            .unreachable
+            .get(client)
+            .cloned()
+            .unwrap_or_else(|| "no traffic was recorded".into());
+        return c.settle(vec![format!("no requests were sent to {u}: {why}")], String::new());
+    };
+    let mut c = c;
+    let mut problems = Vec::new();
+    let answered_total: u32 = tr.answers.values().sum();
+    let failed_total: u32 = tr.failures.values().sum();
+    c.evidence.push(format!(
+        "{} requests to {}: {answered_total} answered, {failed_total} failed",
+        tr.sent, tr.url
+    ));
+    c.evidence.push(format!("expected: {}", expect_words(s)));
+    // Whose page is each answer?
+    let mut per_host: BTreeMap<&str, u32> = BTreeMap::new();
+    let mut unknown = 0;
+    for (body, n) in &tr.answers {
+        let owner = s
+            .real_servers
+            .iter()
+            .map(|r| cx.t.host(r.host))
+            .find(|h| h.page.as_deref().map(str::trim_end) == Some(body.as_str()));
+        match owner {
+            Some(h) => *per_host.entry(h.name.as_str()).or_default() += n,
+            None => {
+                unknown += n;
+                c.evidence
+                    .push(format!("{n}× not a real server's page: {}", short(body, 60)));
+            }
+        }
+    }
+    if unknown > 0 {
+        problems.push(format!("{unknown} answer(s) were not a real server's page"));
+    }
+    if failed_total > 0 {
+        let what: Vec<String> = tr.failures.iter().map(|(k, n)| format!("{n}× {k}")).collect();
+        problems.push(format!(
+            "{failed_total} of {} requests failed ({})",
+            tr.sent,
+            what.join(", ")
+        ));
+    }
+    // IPVS's own count of new connections per real server.
+    let conns = match cx.service_delta(s) {
+        Ok((_, dests)) => Some(dests),
+        Err(e) => {
+            c.evidence.push(format!("no IPVS counters: {e}"));
+            None
+        }
+    };
+    let weight_sum: u32 = s.real_servers.iter().map(|r| r.weight).sum();
+    let active = s.real_servers.iter().filter(|r| r.weight > 0).count() as f64;
+    let exp = expect(s);
+    for rs in &s.real_servers {
+        let name = cx.name(rs.host);
+        let answered = per_host.get(name).copied().unwrap_or(0);
+        let expected = match exp {
+            Expect::Equal if rs.weight > 0 => Some(1.0 / active),
+            Expect::Weighted if weight_sum > 0 => Some(f64::from(rs.weight) / f64::from(weight_sum)),
+            Expect::Equal | Expect::Weighted => Some(0.0),
+            _ => None,
+        };
+        let ipvs_conns = conns
+            .as_ref()
+            .map(|m| m.get(&format!("{}:{}", rs.address, rs.port)).copied().unwrap_or(0));
+        if rs.weight == 0 && answered > 0 {
+            problems.push(format!("{name} has weight 0 but answered {answered} request(s)"));
+        }
+        if rs.weight > 0 && answered == 0 && matches!(exp, Expect::Equal | Expect::Weighted | Expect::Spread) {
+            problems.push(format!("{name} (weight {}) answered no request", rs.weight));
+        } else if let (Some(e), true) = (expected, answered_total > 0) {
+            let share = f64::from(answered) / f64::from(answered_total);
+            if (share - e).abs() > cx.t.verify.tolerance + 1e-9 {
+                problems.push(format!(
+                    "{name} answered {:.0}% (want {:.0}% ±{:.0}%)",
+                    share * 100.0,
+                    e * 100.0,
+                    cx.t.verify.tolerance * 100.0
+                ));
+            }
+        }
+        if let Some(n) = ipvs_conns {
+            let a = u64::from(answered);
+            if n > a {
+                problems.push(format!(
+                    "IPVS sent {name} {n} connection(s) but only {answered} got its page"
+                ));
+            } else if n < a {
+                problems.push(format!(
+                    "{name} answered {answered} request(s) but IPVS counted {n} connection(s) to it: traffic bypassed IPVS"
+                ));
+            }
+        }
+        c.shares.push(Share {
+            host: name.to_string(),
+            weight: rs.weight,
+            answered,
+            expected,
+            ipvs_conns,
+        });
+    }
+    if matches!(exp, Expect::Sticky | Expect::Single) && per_host.len() > 1 {
+        problems.push(format!(
+            "{} real servers answered; {} sends one client's sequential requests to one",
+            per_host.len(),
+            s.scheduler.as_str()
+        ));
+    }
+    if exp == Expect::Single
+        && matches!(s.scheduler, Scheduler::Fo | Scheduler::Ovf)
+        && let Some(top) = s.real_servers.iter().map(|r| r.weight).max()
+        && let Some((h, _)) = per_host.iter().next()
+        && let Some(rs) = s.real_servers.iter().find(|r| cx.name(r.host) == *h)
+        && rs.weight < top
+    {
+        problems.push(format!(
+            "{h} took the requests, but {} picks the highest weight ({top})",
+            s.scheduler.as_str()
+        ));
+    }
+    let summary: Vec<String> = c
+        .shares
+        .iter()
+        .map(|sh| format!("{} {}", sh.host, sh.answered))
+        .collect();
+    c.settle(
+        problems,
+        format!("{answered_total}/{} answered: {}", tr.sent, summary.join(", ")),
+    )
+}
+
+fn stickiness(cx: &Ctx, s: &Service) -> Check {
+    let c = check(
+        format!("stickiness/{}", s.name),
+        "stickiness",
+        format!("Stickiness of {}", s.name),
+        "all requests from one client land on one real server (persistence or source hashing)",
+    );
+    let Some(tr) = cx.ev.traffic.get(&s.name) else {
+        return if url(s).is_none() || cx.t.verify.client.is_none() {
+            c.skip("not checked: no traffic can be sent to this service")
+        } else {
+            c.settle(vec!["no requests were recorded".into()], String::new())
+        };
+    };
+    let mut owners: BTreeMap<&str, u32> = BTreeMap::new();
+    for (body, n) in &tr.answers {
+        let owner = s
+            .real_servers
+            .iter()
+            .map(|r| cx.t.host(r.host))
+            .find(|h| h.page.as_deref().map(str::trim_end) == Some(body.as_str()))
+            .map_or("(unknown)", |h| h.name.as_str());
+        *owners.entry(owner).or_default() += n;
+    }
+    let mut c = c;
+    c.evidence = owners.iter().map(|(h, n)| format!("{h}: {n}")).collect();
+    let problems = match owners.len() {
+        0 => vec!["no request was answered".to_string()],
+        1 => vec![],
+        n => vec![format!("the client's requests were spread over {n} real servers")],
+    };
+    let who = owners.keys().next().copied().unwrap_or("");
+    c.settle(problems, format!("all answered requests went to {who}"))
+}
+
+fn path(cx: &Ctx, s: &Service) -> Check {
+    let proves = match s.mode {
+        Mode::Nat => {
+            "replies pass back through the director (its OutPkts grow) and every real server routes the client via the director"
+        }
+        Mode::Dr | Mode::Tun => {
+            "requests enter through the director but replies go straight to the client (the director's OutPkts do not grow)"
+        }
+    };
+    let c = check(
+        format!("path/{}", s.name),
+        "path",
+        format!("Packet path of {} ({})", s.name, s.mode.as_str()),
+        proves,
+    );
+    if url(s).is_none() || cx.t.verify.client.is_none() {
+        return c.skip("not checked: verify sends no traffic to this service (UDP, or no client)");
+    }
+    if !cx.ev.traffic.contains_key(&s.name) {
+        return c.settle(vec!["no requests were recorded for this service".into()], String::new());
+    }
+    let mut c = c;
+    let mut problems = Vec::new();
+    match cx.service_delta(s) {
+        Err(e) => problems.push(e),
+        Ok((d, _)) => {
+            c.evidence.push(format!(
+                "director counters for {}: InPkts +{}, OutPkts +{}",
+                stats_key(s),
+                d.in_pkts,
+                d.out_pkts
+            ));
+            if d.in_pkts == 0 {
+                problems.push("no request packet went through the director".into());
+            }
+            match s.mode {
+                Mode::Nat if d.out_pkts == 0 => problems.push(
+                    "no reply passed back through the director: in NAT the director must rewrite every reply".into(),
+                ),
+                Mode::Dr | Mode::Tun if d.out_pkts > 0 => problems.push(format!(
+                    "{} reply packet(s) went back through the director: replies must go straight to the client",
+                    d.out_pkts
+                )),
+                _ => {}
+            }
+        }
+    }
+    if s.mode == Mode::Nat {
+        let client = cx.t.verify.client.and_then(|c| cx.t.host(c).primary_address());
+        for rs in &s.real_servers {
+            let h = cx.t.host(rs.host);
+            let allowed = nat_gateways(cx.t, s, h);
+            match cx.before(&h.name, "route") {
+                Err(e) => problems.push(e),
+                Ok(o) => {
+                    let line = first_line(&o.out);
+                    c.evidence.push(format!(
+                        "{}: ip route get {} → {line}",
+                        h.name,
+                        client.map_or("?".into(), |a| a.to_string())
+                    ));
+                    match parse::route_via(&o.out) {
+                        _ if o.rc != 0 => problems.push(format!(
+                            "{} has no route back to the client ({line}): NAT replies cannot leave",
+                            h.name
+                        )),
+                        Some(via) if allowed.contains(&via) => {}
+                        Some(via) => problems.push(format!(
+                            "{} routes replies to the client via {via}, not via the director ({})",
+                            h.name,
+                            allowed.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(" or ")
+                        )),
+                        None => problems.push(format!(
+                            "{} reaches the client directly, so replies bypass the director and come from the wrong address",
+                            h.name
+                        )),
+                    }
+                }
+            }
+        }
+    }
+    let ok = match s.mode {
+        Mode::Nat => "replies pass through the director".to_string(),
+        _ => "replies bypass the director".to_string(),
+    };
+    c.settle(problems, ok)
+}
+
+/// The addresses a NAT real server may use as its way back to the client:
+/// its directors' addresses on its networks, and HA virtual addresses there.
+fn nat_gateways(t: &Topology, s: &Service, rs: &Host) -> BTreeSet<Ipv4Addr> {
+    let mut out = BTreeSet::new();
+    for i in &rs.interfaces {
+        for d in &s.directors {
+            if let Some(di) = t.host(*d).interface_on(i.network) {
+                out.insert(di.address);
+            }
+        }
+        if let Some(ha) = &t.ha {
+            let net = t.network(i.network);
+            for inst in &ha.instances {
+                out.extend(inst.vips.iter().filter(|v| net.cidr.contains(**v)));
+            }
+        }
+    }
+    out
+}
+
+fn arp(cx: &Ctx, s: &Service) -> Check {
+    let c = check(
+        format!("arp/{}", s.name),
+        "arp",
+        format!("ARP ownership of {} ({})", s.vip, s.name),
+        "on the VIP's network only the active director answers ARP for the VIP, so requests reach the director, never a real server directly",
+    );
+    let Some((prober, iface)) = arp_prober(cx.t, s) else {
+        return c.skip("not checked: no host besides directors and real servers on the VIP's network to ask");
+    };
+    let pn = cx.name(prober);
+    let mut c = c;
+    let mut problems = Vec::new();
+    let owners = cx.mac_owners();
+    let holders = cx.vip_holders(s);
+    let expected: BTreeSet<String> = holders.iter().filter_map(|(_, m)| m.clone()).collect();
+    let who = |mac: &str| owners.get(mac).cloned().unwrap_or_else(|| "an unknown host".into());
+    match holders.as_slice() {
+        [] => problems.push(format!("no director holds the VIP {}", s.vip)),
+        hs => {
+            for (h, m) in hs {
+                c.evidence
+                    .push(format!("{h} holds {} (MAC {})", s.vip, m.as_deref().unwrap_or("?")));
+            }
+        }
+    }
+    match cx.after(pn, &format!("neigh:{}", s.vip)) {
+        Err(e) => problems.push(e),
+        Ok(o) => {
+            let line = first_line(&o.out);
+            c.evidence.push(format!(
+                "{pn}: ip neigh show {} → {}",
+                s.vip,
+                if line.is_empty() { "(none)" } else { line }
+            ));
+            match parse::neighbour_mac(&o.out) {
+                None => problems.push(format!("{pn} has no usable neighbour entry for the VIP on {iface}")),
+                Some(m) if expected.contains(&m) => {}
+                Some(m) => problems.push(format!(
+                    "{pn} sends traffic for the VIP to {m}, which is {}, not the director",
+                    who(&m)
+                )),
+            }
+        }
+    }
+    match cx.after(pn, &format!("arping:{}", s.vip)) {
+        Err(e) => problems.push(e),
+        Ok(o) if o.rc == 127 => c
+            .evidence
+            .push(format!("{pn}: no arping, only the neighbour entry was checked")),
+        Ok(o) => {
+            let macs = parse::arping_macs(&o.out);
+            c.evidence.push(format!(
+                "{pn}: arping {} → {}",
+                s.vip,
+                if macs.is_empty() {
+                    "no reply".to_string()
+                } else {
+                    macs.iter()
+                        .map(|m| format!("{m} ({})", who(m)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            ));
+            for m in macs.iter().filter(|m| !expected.contains(*m)) {
+                problems.push(format!("{} ({m}) answers ARP for the VIP", who(m)));
+            }
+        }
+    }
+    c.settle(
+        problems,
+        format!(
+            "only {} answers for {}",
+            holders.iter().map(|(h, _)| h.as_str()).collect::<Vec<_>>().join(", "),
+            s.vip
+        ),
+    )
+}
+
+fn user_check(cx: &Ctx, u: &UserCheck) -> Check {
+    let mut c = check(
+        format!("check/{}", u.name),
+        "check",
+        u.name.clone(),
+        u.description.as_deref().unwrap_or("a check the topology declares"),
+    );
+    let host = cx.name(u.host);
+    let mut want = format!("exit {}", u.status);
+    if let Some(r) = &u.output {
+        want.push_str(&format!(" and output matching /{}/", r.as_str()));
+    }
+    c.evidence.push(format!("{host}: {}", short(&u.run, 100)));
+    c.evidence.push(format!("want: {want}"));
+    let Some(run) = cx.ev.custom.iter().find(|r| r.name == u.name) else {
+        return c.settle(vec!["it did not run".into()], String::new());
+    };
+    if let Some(e) = &run.error {
+        return c.settle(vec![format!("{host} could not be reached: {e}")], String::new());
+    }
+    let Some(last) = &run.last else {
+        return c.settle(vec!["it did not run".into()], String::new());
+    };
+    c.evidence.push(format!(
+        "got: exit {} after {} tr{} ({:.1} s)",
+        last.rc,
+        run.tries,
+        if run.tries == 1 { "y" } else { "ies" },
+        run.seconds
+    ));
+    for l in last.out.lines().take(10) {
+        c.evidence.push(format!("| {l}"));
+    }
+    let mut problems = Vec::new();
+    if last.rc != u.status {
+        problems.push(format!("exit {} (want {})", last.rc, u.status));
+    }
+    if let Some(r) = &u.output
+        && !r.is_match(&last.out)
+    {
+        problems.push(format!("output does not match /{}/", r.as_str()));
+    }
+    let prefix = u.description.clone().map(|d| format!("{d}: ")).unwrap_or_default();
+    if !problems.is_empty() {
+        problems[0] = format!("{prefix}{}", problems[0]);
+    }
+    c.settle(problems, format!("{prefix}{want}"))
+}

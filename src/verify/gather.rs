@@ -1,0 +1,491 @@
+//! Collecting evidence: a few batched round trips per host, all hosts at once.
+//!
+//! 1. *before*: every host's links, addresses and sysctls; directors' IPVS table
+//!    and counters and what each real server answers on its own address;
+//!    real servers' route back to the client; the ARP prober forgets the VIP.
+//! 2. *traffic*: the client sends N requests per service.
+//! 3. *after*: the directors' counters again; the prober's neighbour entry for
+//!    the VIP and who answers ARP for it.
+//! 4. the topology's own checks, retried as they say.
+//!
+//! Nothing here decides anything: see [`super::decide`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{Evidence, Out, Traffic, UserCheckRun};
+use crate::exec::runner::{batch, parse_batch};
+use crate::exec::transport::Transport;
+use crate::model::{HostId, Mode, Role, Service, ServiceKey, Topology};
+use crate::shell::quote;
+
+const MARKER: &str = "@@lvslab-verify";
+
+/// The URL the client requests for a service, if verify can send it traffic.
+pub fn url(s: &Service) -> Option<String> {
+    let (port, https) = match s.key {
+        ServiceKey::Tcp(p) => (if p == 0 { 80 } else { p }, p == 443),
+        ServiceKey::Udp(_) => return None,
+        ServiceKey::Fwmark(_) => {
+            if s.mark_protocol != crate::model::Protocol::Tcp {
+                return None;
+            }
+            let p = *s.mark_ports.first()?;
+            (p, p == 443)
+        }
+    };
+    Some(match (https, port) {
+        (true, 443) => format!("https://{}/", s.vip),
+        (false, 80) => format!("http://{}/", s.vip),
+        (true, p) => format!("https://{}:{p}/", s.vip),
+        (false, p) => format!("http://{}:{p}/", s.vip),
+    })
+}
+
+/// The port a real server's web server listens on for a service.
+pub fn real_port(s: &Service, rs_port: u16) -> u16 {
+    match (rs_port, s.key) {
+        (0, ServiceKey::Tcp(p)) if p != 0 => p,
+        (0, ServiceKey::Fwmark(_)) => s.mark_ports.first().copied().unwrap_or(80),
+        (0, _) => 80,
+        (p, _) => p,
+    }
+}
+
+/// The host that asks the VIP's network who owns the VIP (DR/TUN): the client
+/// when it is on that network, else any host there that is neither a director
+/// nor a real server. With its interface there.
+pub fn arp_prober(t: &Topology, s: &Service) -> Option<(HostId, String)> {
+    let net = t.networks.iter().position(|n| n.cidr.contains(s.vip))?;
+    let candidates = t.verify.client.into_iter().chain(
+        t.hosts
+            .iter()
+            .filter(|h| matches!(h.role, Role::Client | Role::Router | Role::Storage))
+            .map(|h| h.id),
+    );
+    for id in candidates {
+        let h = t.host(id);
+        if let Some(i) = h.interface_on(crate::model::NetId(net)) {
+            return Some((id, i.name.clone()));
+        }
+    }
+    None
+}
+
+/// curl with the options every probe uses (self-signed lab certificates accepted).
+fn curl_cmd(url: &str) -> String {
+    let k = if url.starts_with("https") { " -k" } else { "" };
+    format!("curl -s{k} --connect-timeout 2 -m 3")
+}
+
+fn health_key(s: &Service, rs: &str) -> String {
+    format!("health:{}:{rs}", s.name)
+}
+
+/// Probe scripts of round 1, per host: (key, commands).
+pub fn before_probes(t: &Topology) -> BTreeMap<String, Vec<(String, String)>> {
+    let mut out: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    let common = [
+        ("link", "ip -o link"),
+        ("addr", "ip -o -4 addr"),
+        (
+            "sysctl",
+            "grep -H . /proc/sys/net/ipv4/conf/*/arp_ignore /proc/sys/net/ipv4/conf/*/arp_announce /proc/sys/net/ipv4/conf/*/rp_filter /proc/sys/net/ipv4/ip_forward",
+        ),
+    ];
+    let client_addr = t.verify.client.and_then(|c| t.host(c).primary_address());
+    for h in &t.hosts {
+        let mut p: Vec<(String, String)> = Vec::new();
+        let involved = h.role == Role::Director
+            || t.services_of_real_server(h.id).next().is_some()
+            || Some(h.id) == t.verify.client
+            || t.services
+                .iter()
+                .any(|s| arp_prober(t, s).map(|(id, _)| id) == Some(h.id));
+        if !involved {
+            continue;
+        }
+        for (k, c) in common {
+            p.push((k.into(), c.into()));
+        }
+        if h.role == Role::Director && t.services_of_director(h.id).next().is_some() {
+            p.push(("ipvs-save".into(), "ipvsadm -Sn".into()));
+            p.push(("ipvs-stats".into(), "ipvsadm -Ln --stats --exact".into()));
+            for s in t.services_of_director(h.id).filter(|s| url(s).is_some()) {
+                for rs in &s.real_servers {
+                    let port = real_port(s, rs.port);
+                    let u = format!("http://{}:{port}/", rs.address);
+                    p.push((
+                        health_key(s, &t.host(rs.host).name),
+                        format!("{} {}", curl_cmd(&u), quote(&u)),
+                    ));
+                }
+            }
+        }
+        if let Some(addr) = client_addr
+            && t.services_of_real_server(h.id).any(|s| s.mode == Mode::Nat)
+        {
+            p.push(("route".into(), format!("ip route get {addr}")));
+        }
+        for s in t.services.iter().filter(|s| s.mode != Mode::Nat) {
+            if let Some((id, iface)) = arp_prober(t, s)
+                && id == h.id
+            {
+                p.push((
+                    format!("neigh-flush:{}", s.vip),
+                    format!("ip neigh flush to {} dev {} 2>/dev/null; true", s.vip, quote(&iface)),
+                ));
+            }
+        }
+        out.insert(h.name.clone(), p);
+    }
+    out
+}
+
+const RESULT: &str = "@@lvslab-response";
+
+/// The client's traffic script for one service: one curl process making `n`
+/// requests, each on a new connection (`Connection: close`), each body
+/// followed by a line `@@lvslab-response HTTP_CODE CURL_EXIT`. One process
+/// instead of `n` keeps this fast on slow machines (and under emulation).
+pub fn traffic_script(url: &str, n: u32) -> String {
+    format!(
+        "set +e\nf=$(mktemp) || exit 1\ni=0\nwhile [ $i -lt {n} ]; do i=$((i+1)); echo {line}; done > \"$f\"\n{curl} -H 'Connection: close' -w '\\n{RESULT} %{{http_code}} %{{exitcode}}\\n' -K \"$f\"\nrm -f \"$f\"",
+        line = quote(&format!("url = \"{url}\"")),
+        curl = curl_cmd(url),
+    )
+}
+
+/// Parse a traffic script's output.
+pub fn parse_traffic(url: &str, sent: u32, out: &str) -> Traffic {
+    let mut t = Traffic {
+        url: url.to_string(),
+        sent,
+        ..Traffic::default()
+    };
+    let mut body = String::new();
+    let mut seen = 0;
+    for line in out.split_inclusive('\n') {
+        let Some(result) = line.trim_end().strip_prefix(RESULT) else {
+            body.push_str(line);
+            continue;
+        };
+        seen += 1;
+        let mut w = result.split_whitespace();
+        let code = w.next().unwrap_or("000");
+        let exit = w.next().unwrap_or("");
+        let outcome = match (code, exit) {
+            ("200", _) => {
+                *t.answers.entry(body.trim_end().to_string()).or_default() += 1;
+                body.clear();
+                continue;
+            }
+            ("000", e) if e.parse::<u32>().is_ok_and(|e| e != 0) => curl_error(e),
+            ("000", _) => "no HTTP response".to_string(),
+            (code, _) => format!("HTTP {code}"),
+        };
+        body.clear();
+        *t.failures.entry(outcome).or_default() += 1;
+    }
+    if seen < sent {
+        t.failures.insert(
+            format!("no result (curl stopped: {})", super::decide::first_words(&body, 80)),
+            sent - seen,
+        );
+    }
+    t
+}
+
+/// curl's exit codes that a broken lab produces, in words.
+pub fn curl_error(rc: &str) -> String {
+    let what = match rc {
+        "6" => "could not resolve host",
+        "7" => "connection refused or no route",
+        "28" => "timed out",
+        "35" => "TLS handshake failed",
+        "52" => "empty reply",
+        "56" => "connection reset",
+        _ => "failed",
+    };
+    format!("curl exit {rc} ({what})")
+}
+
+fn after_probes(t: &Topology) -> BTreeMap<String, Vec<(String, String)>> {
+    let mut out: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    for h in t.hosts.iter().filter(|h| h.role == Role::Director) {
+        if t.services_of_director(h.id).next().is_some() {
+            // The kernel folds its per-CPU counters into what ipvsadm reads
+            // every 2 s (the rate estimator): wait for the last requests to show.
+            out.entry(h.name.clone())
+                .or_default()
+                .push(("ipvs-stats".into(), "sleep 2.5; ipvsadm -Ln --stats --exact".into()));
+        }
+    }
+    for s in t.services.iter().filter(|s| s.mode != Mode::Nat) {
+        if let Some((id, iface)) = arp_prober(t, s) {
+            let p = out.entry(t.host(id).name.clone()).or_default();
+            let vip = s.vip;
+            if p.iter().any(|(k, _)| k == &format!("neigh:{vip}")) {
+                continue;
+            }
+            p.push((format!("neigh:{vip}"), format!("ip neigh show {vip}")));
+            let i = quote(&iface);
+            p.push((
+                format!("arping:{vip}"),
+                format!(
+                    "if command -v arping >/dev/null 2>&1; then arping -c 2 -w 2 -I {i} {vip}; \
+                     elif command -v busybox >/dev/null 2>&1; then busybox arping -c 2 -w 2 -I {i} {vip}; \
+                     else echo 'no arping on this host'; exit 127; fi; true"
+                ),
+            ));
+        }
+    }
+    out
+}
+
+async fn round(
+    conns: &BTreeMap<String, Arc<dyn Transport>>,
+    probes: BTreeMap<String, Vec<(String, String)>>,
+    unreachable: &mut BTreeMap<String, String>,
+) -> BTreeMap<String, BTreeMap<String, Out>> {
+    let mut tasks = Vec::new();
+    for (host, items) in probes {
+        if unreachable.contains_key(&host) {
+            continue;
+        }
+        let Some(t) = conns.get(&host).cloned() else {
+            unreachable.insert(host.clone(), "no connection".into());
+            continue;
+        };
+        tasks.push(tokio::spawn(async move {
+            let cmds: Vec<Vec<String>> = items.iter().map(|(_, c)| vec![c.clone()]).collect();
+            let script = batch(&cmds, MARKER, false);
+            let res = t.run(&script).await;
+            (host, items, res)
+        }));
+    }
+    let mut out = BTreeMap::new();
+    for task in tasks {
+        let Ok((host, items, res)) = task.await else {
+            continue;
+        };
+        match res {
+            Err(e) => {
+                unreachable.insert(host, e.to_string());
+            }
+            Ok(o) => {
+                let parsed = parse_batch(&o.stdout, MARKER, items.len());
+                let m: BTreeMap<String, Out> = items
+                    .into_iter()
+                    .zip(parsed)
+                    .map(|((k, _), obs)| {
+                        let o = obs.map_or(
+                            Out {
+                                out: "(no output: the probe did not run)".into(),
+                                rc: -1,
+                            },
+                            |o| Out {
+                                out: o.output,
+                                rc: o.rc,
+                            },
+                        );
+                        (k, o)
+                    })
+                    .collect();
+                out.insert(host, m);
+            }
+        }
+    }
+    out
+}
+
+/// Gather all evidence. `conns` holds a transport per reachable host;
+/// `failed` the hosts that could not be reached and why.
+pub async fn gather(
+    t: &Topology,
+    conns: &BTreeMap<String, Arc<dyn Transport>>,
+    failed: BTreeMap<String, String>,
+    requests: u32,
+) -> Evidence {
+    let start = Instant::now();
+    let mut unreachable = failed;
+    let before = round(conns, before_probes(t), &mut unreachable).await;
+
+    // Traffic: one script per service, all from the client, one after another
+    // (so that one service's requests do not disturb another's scheduling).
+    let mut traffic = BTreeMap::new();
+    if let Some(client) = t.verify.client.map(|c| t.host(c).name.clone()) {
+        let items: Vec<(String, String)> = t
+            .services
+            .iter()
+            .filter_map(|s| url(s).map(|u| (s.name.clone(), u)))
+            .collect();
+        if !items.is_empty() && !unreachable.contains_key(&client) {
+            let probes = BTreeMap::from([(
+                client.clone(),
+                items
+                    .iter()
+                    .map(|(name, u)| (name.clone(), traffic_script(u, requests)))
+                    .collect(),
+            )]);
+            let res = round(conns, probes, &mut unreachable).await;
+            if let Some(outs) = res.get(&client) {
+                for (name, u) in &items {
+                    if let Some(o) = outs.get(name) {
+                        traffic.insert(name.clone(), parse_traffic(u, requests, &o.out));
+                    }
+                }
+            }
+        }
+    }
+
+    let after = round(conns, after_probes(t), &mut unreachable).await;
+    let custom = run_user_checks(t, conns, &unreachable).await;
+    Evidence {
+        lab: t.lab.clone(),
+        requests,
+        unreachable,
+        before,
+        traffic,
+        after,
+        custom,
+        seconds: start.elapsed().as_secs_f64(),
+    }
+}
+
+async fn run_user_checks(
+    t: &Topology,
+    conns: &BTreeMap<String, Arc<dyn Transport>>,
+    unreachable: &BTreeMap<String, String>,
+) -> Vec<UserCheckRun> {
+    let mut tasks = Vec::new();
+    for c in &t.checks {
+        let host = t.host(c.host).name.clone();
+        let conn = conns.get(&host).cloned();
+        let down = unreachable.get(&host).cloned();
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            let start = Instant::now();
+            let mut run = UserCheckRun {
+                name: c.name.clone(),
+                host: host.clone(),
+                tries: 0,
+                last: None,
+                seconds: 0.0,
+                error: None,
+            };
+            let Some(conn) = conn.filter(|_| down.is_none()) else {
+                run.error = Some(down.unwrap_or_else(|| "no connection".into()));
+                return run;
+            };
+            let deadline = start + Duration::from_secs(c.timeout_secs.into());
+            loop {
+                run.tries += 1;
+                match conn.run(&format!("exec 2>&1\n{}\n", c.run)).await {
+                    Err(e) => {
+                        run.error = Some(e.to_string());
+                        break;
+                    }
+                    Ok(o) => {
+                        let passed = super::decide::user_check_passes(&c, o.status, &o.stdout);
+                        run.last = Some(Out {
+                            out: o.stdout,
+                            rc: o.status,
+                        });
+                        if passed || Instant::now() >= deadline {
+                            break;
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(c.interval_secs.into())).await;
+            }
+            run.seconds = start.elapsed().as_secs_f64();
+            run
+        }));
+    }
+    let mut out = Vec::new();
+    for task in tasks {
+        if let Ok(r) = task.await {
+            out.push(r);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traffic_lines() {
+        let page = "<h1>web1 192.168.2.100</h1>\n<p>two lines</p>\n";
+        let r = RESULT;
+        let out = format!("{page}\n{r} 200 0\n{page}\n{r} 200 0\n\n{r} 000 7\n\n{r} 000 28\n<h1>no</h1>\n{r} 404 0\n");
+        let t = parse_traffic("http://192.168.4.5/", 6, &out);
+        assert_eq!(t.answers["<h1>web1 192.168.2.100</h1>\n<p>two lines</p>"], 2);
+        assert_eq!(t.failures.get("no result (curl stopped: )"), Some(&1), "{t:?}");
+        assert_eq!(t.failures["curl exit 7 (connection refused or no route)"], 1);
+        assert_eq!(t.failures["curl exit 28 (timed out)"], 1);
+        assert_eq!(t.failures["HTTP 404"], 1);
+    }
+
+    #[test]
+    fn the_traffic_script_runs_and_its_output_parses() {
+        // Against a URL nothing listens on: every request fails the same way.
+        let script = traffic_script("http://127.0.0.1:9/", 3);
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .unwrap();
+        let t = parse_traffic("http://127.0.0.1:9/", 3, &String::from_utf8_lossy(&out.stdout));
+        assert!(t.answers.is_empty());
+        assert_eq!(t.failures.values().sum::<u32>(), 3, "{t:?}");
+    }
+
+    #[test]
+    fn the_traffic_script_opens_one_connection_per_request() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let mut conns = 0;
+            for stream in listener.incoming().take(5) {
+                let mut stream = stream.unwrap();
+                conns += 1;
+                let mut buf = [0u8; 1024];
+                let _ = stream.read(&mut buf);
+                let body = format!("<h1>web{}</h1>\n", 1 + conns % 2);
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+            conns
+        });
+        let u = format!("http://127.0.0.1:{port}/");
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(traffic_script(&u, 5))
+            .output()
+            .unwrap();
+        let t = parse_traffic(&u, 5, &String::from_utf8_lossy(&out.stdout));
+        assert_eq!(server.join().unwrap(), 5, "one connection per request");
+        assert_eq!(t.answers["<h1>web1</h1>"], 2, "{t:?}");
+        assert_eq!(t.answers["<h1>web2</h1>"], 3, "{t:?}");
+        assert!(t.failures.is_empty(), "{t:?}");
+    }
+
+    #[test]
+    fn urls() {
+        let topo = crate::load(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/topologies/nat.yaml"
+        )))
+        .unwrap()
+        .topology;
+        assert_eq!(url(&topo.services[0]).as_deref(), Some("http://192.168.4.5/"));
+    }
+}
