@@ -1,7 +1,8 @@
 //! Kernel-lab end-to-end tests: NAT, DR and TUN labs brought up with the
 //! netns provider on Debian's stock kernel, booted under qemu (this machine's
 //! kernel has no IPVS). The scenarios and their assertions are in
-//! tests/kernel-lab/e2e.sh; the VM harness is tests/kernel-lab/vm.
+//! tests/kernel-lab/e2e.sh (including `lvslab verify` on fresh labs and on
+//! breakages made by hand); the VM harness is tests/kernel-lab/vm.
 //!
 //! Needs root, qemu-system-x86, busybox-static, kmod, cpio and apt access to
 //! download the kernel once (.ci/run installs them). A missing prerequisite

@@ -47,6 +47,18 @@ impl Cx {
         }
     }
 
+    /// An optional number checked against its range; `default` when absent or out of range.
+    fn range_or(
+        &mut self,
+        v: Option<&Spanned<i64>>,
+        (lo, hi): (i64, i64),
+        what: &str,
+        hint: &str,
+        default: i64,
+    ) -> i64 {
+        v.and_then(|v| self.range(v, lo, hi, what, hint)).unwrap_or(default)
+    }
+
     fn range(&mut self, v: &Spanned<i64>, lo: i64, hi: i64, what: &str, hint: &str) -> Option<i64> {
         if (lo..=hi).contains(&v.value) {
             Some(v.value)
@@ -701,16 +713,14 @@ fn build_checks(
                 None
             }
         });
-        let timeout_secs = c
-            .timeout
-            .as_ref()
-            .and_then(|t| cx.range(t, 0, 3600, "timeout", "seconds to keep retrying the check"))
-            .unwrap_or(0) as u32;
-        let interval_secs = c
-            .interval
-            .as_ref()
-            .and_then(|t| cx.range(t, 1, 600, "interval", "seconds between tries"))
-            .unwrap_or(1) as u32;
+        let timeout_secs = cx.range_or(
+            c.timeout.as_ref(),
+            (0, 3600),
+            "timeout",
+            "seconds to keep retrying the check",
+            0,
+        ) as u32;
+        let interval_secs = cx.range_or(c.interval.as_ref(), (1, 600), "interval", "seconds between tries", 1) as u32;
         if let Some(host) = host {
             out.push(UserCheck {
                 name: c.name.value.clone(),
@@ -1472,11 +1482,13 @@ fn build_service(
             );
         }
     }
-    let delay_loop = s
-        .delay_loop
-        .as_ref()
-        .and_then(|d| cx.range(d, 1, 3600, "delay_loop", "seconds between health checks"))
-        .unwrap_or(6) as u32;
+    let delay_loop = cx.range_or(
+        s.delay_loop.as_ref(),
+        (1, 3600),
+        "delay_loop",
+        "seconds between health checks",
+        6,
+    ) as u32;
     let quorum = s
         .quorum
         .as_ref()

@@ -89,6 +89,18 @@ impl<'a> Ctx<'a> {
     fn after(&self, host: &str, key: &str) -> Result<&'a Out, String> {
         self.probe(&self.ev.after, host, key)
     }
+    /// A host's sysctls as read before the traffic (empty if unread).
+    fn sysctls(&self, host: &str) -> BTreeMap<String, String> {
+        self.before(host, "sysctl")
+            .map(|o| parse::sysctls(&o.out))
+            .unwrap_or_default()
+    }
+    /// A host's links as read before the traffic (empty if unread).
+    fn links(&self, host: &str) -> Vec<parse::Link> {
+        self.before(host, "link")
+            .map(|o| parse::links(&o.out))
+            .unwrap_or_default()
+    }
     fn name(&self, h: crate::model::HostId) -> &'a str {
         &self.t.host(h).name
     }
@@ -97,11 +109,9 @@ impl<'a> Ctx<'a> {
     fn mac_owners(&self) -> BTreeMap<String, String> {
         let mut m = BTreeMap::new();
         for h in &self.t.hosts {
-            if let Ok(o) = self.before(&h.name, "link") {
-                for l in parse::links(&o.out) {
-                    if let Some(mac) = l.mac {
-                        m.insert(mac, format!("{} {}", h.name, l.name));
-                    }
+            for l in self.links(&h.name) {
+                if let Some(mac) = l.mac {
+                    m.insert(mac, format!("{} {}", h.name, l.name));
                 }
             }
         }
@@ -118,9 +128,9 @@ impl<'a> Ctx<'a> {
                 continue;
             };
             let mac = self
-                .before(name, "link")
-                .ok()
-                .and_then(|l| parse::links(&l.out).into_iter().find(|l| l.name == iface))
+                .links(name)
+                .into_iter()
+                .find(|l| l.name == iface)
                 .and_then(|l| l.mac);
             out.push((name.to_string(), mac));
         }
@@ -323,10 +333,7 @@ fn director_audit(cx: &Ctx, d: &Host) -> Check {
         Ok(o) => parse::addresses(&o.out),
         Err(e) => return c.settle(vec![e], String::new()),
     };
-    let sysctls = cx
-        .before(&d.name, "sysctl")
-        .map(|o| parse::sysctls(&o.out))
-        .unwrap_or_default();
+    let sysctls = cx.sysctls(&d.name);
     let mut vips: Vec<Ipv4Addr> = cx.t.services_of_director(d.id).map(|s| s.vip).collect();
     vips.sort();
     vips.dedup();
@@ -364,14 +371,8 @@ fn real_server_audit(cx: &Ctx, h: &Host) -> Check {
         Ok(o) => parse::addresses(&o.out),
         Err(e) => return c.settle(vec![e], String::new()),
     };
-    let links = cx
-        .before(&h.name, "link")
-        .map(|o| parse::links(&o.out))
-        .unwrap_or_default();
-    let sysctls = cx
-        .before(&h.name, "sysctl")
-        .map(|o| parse::sysctls(&o.out))
-        .unwrap_or_default();
+    let links = cx.links(&h.name);
+    let sysctls = cx.sysctls(&h.name);
     let mut problems = Vec::new();
     let services: Vec<&Service> = cx.t.services_of_real_server(h.id).collect();
     let modes: BTreeSet<Mode> = services.iter().map(|s| s.mode).collect();
