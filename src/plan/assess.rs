@@ -502,7 +502,7 @@ mod tests {
         );
         assert_eq!(
             r.revert_for(&Original::Absent).unwrap(),
-            ["ip route del default via 192.168.2.5"]
+            ["if ip route show default | grep -qF 'via 192.168.2.5 '; then ip route del default via 192.168.2.5; fi"]
         );
 
         let l = Resource::Link {
@@ -603,10 +603,43 @@ mod tests {
         assert_eq!(
             t.revert_for(&orig).unwrap(),
             [
-                "ipvsadm -D -t 10.0.0.1:80",
+                "! ipvsadm -Ln -t 10.0.0.1:80 >/dev/null 2>&1 || ipvsadm -D -t 10.0.0.1:80",
                 "ipvsadm -A -t 10.0.0.1:80 -s rr",
                 "ipvsadm -a -t 10.0.0.1:80 -r 10.0.0.2:80 -g -w 3"
             ]
         );
+    }
+
+    #[test]
+    fn reverts_of_objects_already_gone_succeed() {
+        // Really run: none of these exist here, so each revert must do nothing and exit 0.
+        let gone = [
+            Resource::Route {
+                to: "203.0.113.0/24".into(),
+                via: "192.0.2.1".into(),
+                dev: None,
+            },
+            Resource::Address {
+                address: "203.0.113.77/32".into(),
+                dev: "lo".into(),
+            },
+            Resource::Directory {
+                path: "/nonexistent/lvslab-test-dir".into(),
+                mode: "0755".into(),
+            },
+        ];
+        for r in gone {
+            let script = r.revert_for(&Original::Absent).unwrap().join("\n");
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(&script)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{script}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
     }
 }
