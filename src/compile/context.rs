@@ -229,6 +229,31 @@ pub fn build(topo: &Topology, host: &Host) -> Context {
     if host.role == Role::RealServer && web_ports.is_empty() {
         web_ports.push(80);
     }
+    // keepalived's sorry server: forwarded to like a real server of the same
+    // service (so in DR/TUN it must own the VIP too), answering with a sorry page.
+    let mut page = host.page.clone();
+    for s in &topo.services {
+        let Some((addr, port)) = s.sorry_server else { continue };
+        if !host.has_address(addr) {
+            continue;
+        }
+        let list = match s.mode {
+            Mode::Dr => Some(&mut dr_vips),
+            Mode::Tun => Some(&mut tun_vips),
+            Mode::Nat => None,
+        };
+        if let Some(list) = list
+            && !list.contains(&s.vip)
+        {
+            list.push(s.vip);
+        }
+        if !web_ports.contains(&port) {
+            web_ports.push(port);
+        }
+        if page.is_none() {
+            page = Some(sorry_page(&topo.lab, &host.name));
+        }
+    }
     web_ports.sort_unstable();
 
     let storage = topo.storage.as_ref().map(|st| StorageCtx {
@@ -288,10 +313,17 @@ pub fn build(topo: &Topology, host: &Host) -> Context {
             dr_vips,
             tun_vips,
             web_ports,
-            page: host.page.clone(),
+            page,
             mounts_storage: host.role == Role::RealServer && topo.storage.is_some(),
         },
     }
+}
+
+/// The page of a sorry server that is not also a real server.
+pub fn sorry_page(lab: &str, host: &str) -> String {
+    format!(
+        "<h1>sorry from {host}</h1>\n<p>Every real server of lab {lab} is down; keepalived sent you to its sorry server.</p>\n"
+    )
 }
 
 fn keepalived(topo: &Topology, host: &Host) -> Option<KeepalivedCtx> {

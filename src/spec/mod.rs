@@ -427,6 +427,15 @@ pub enum VrrpState {
     Backup,
 }
 
+impl VrrpState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VrrpState::Master => "MASTER",
+            VrrpState::Backup => "BACKUP",
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(rename = "vrrp instance")]
 pub struct VrrpInstanceSpec {

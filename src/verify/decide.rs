@@ -236,6 +236,11 @@ pub fn decide(t: &Topology, plan: &Plan, ev: &Evidence) -> Vec<Check> {
             out.push(director_audit(&cx, d));
         }
     }
+    if let Some(ha) = &t.ha {
+        for inst in &ha.instances {
+            out.push(vrrp(&cx, inst));
+        }
+    }
     for h in &t.hosts {
         if t.services_of_real_server(h.id).next().is_some() {
             out.push(real_server_audit(&cx, h));
@@ -315,9 +320,204 @@ fn ipvs_table(cx: &Ctx, d: &Host) -> Check {
     }
     let n = desired.len();
     let rs: usize = desired.iter().map(|s| s.real_servers.len()).sum();
+    let mut ok = format!("{n} service(s) and {rs} real server(s) exactly as planned");
+    let ka: Vec<&Service> = cx.t.services_of_director(d.id).filter(|s| s.keepalived).collect();
+    if !ka.is_empty() {
+        let (in_pool, total) = keepalived_services(cx, &ka, &live, &mut problems, &mut c.evidence);
+        ok = if n == 0 {
+            format!(
+                "{} keepalived service(s) as configured, {in_pool} of {total} real servers in the pool",
+                ka.len()
+            )
+        } else {
+            format!(
+                "{ok}; {} keepalived service(s) as configured, {in_pool} of {total} real servers in the pool",
+                ka.len()
+            )
+        };
+    }
+    c.settle(problems, ok)
+}
+
+/// keepalived's services, by its rules: each service as configured; a real
+/// server either as configured, or missing / at weight 0 (with
+/// inhibit_on_failure) while its health check fails; the sorry server only
+/// when no real server is left. Returns (real servers in the pool, declared).
+fn keepalived_services(
+    cx: &Ctx,
+    services: &[&Service],
+    live: &[ipvs::LiveService],
+    problems: &mut Vec<String>,
+    evidence: &mut Vec<String>,
+) -> (usize, usize) {
+    let (mut in_pool, mut total) = (0, 0);
+    for s in services {
+        let want_svc = crate::compile::context::ipvs_service(s);
+        let Ok(want) = ipvs::parse_save(&ipvs::save_lines(std::slice::from_ref(&want_svc)).join("\n")) else {
+            continue;
+        };
+        let Some(want) = want.first() else { continue };
+        let Some(have) = live.iter().find(|l| l.target == want.target) else {
+            problems.push(format!(
+                "keepalived's service {} is not in the table (is keepalived running?)",
+                want.target
+            ));
+            continue;
+        };
+        if have.options() != want.options() {
+            problems.push(format!(
+                "keepalived's service {} has `{}` (want `{}`)",
+                want.target,
+                have.options(),
+                want.options()
+            ));
+        }
+        let sorry = s.sorry_server.map(|(a, p)| format!("{a}:{p}"));
+        for w in &want.dests {
+            total += 1;
+            let name = s
+                .real_servers
+                .iter()
+                .find(|r| format!("{}:{}", r.address, r.port) == w.address)
+                .map_or(w.address.as_str(), |r| cx.name(r.host));
+            match have.dests.iter().find(|h| h.address == w.address) {
+                Some(h) if h == w => in_pool += 1,
+                None => evidence.push(format!(
+                    "{name} ({}) is out of {}: keepalived removed it (its health check fails)",
+                    w.address, want.target
+                )),
+                Some(h) if h.weight == 0 && s.inhibit_on_failure => evidence.push(format!(
+                    "{name} ({}) has weight 0 in {}: its health check fails (inhibit_on_failure)",
+                    w.address, want.target
+                )),
+                Some(h) => problems.push(format!(
+                    "real server {} in {} is {} -w {} (keepalived configures {} -w {})",
+                    w.address, want.target, h.method, h.weight, w.method, w.weight
+                )),
+            }
+        }
+        for h in have
+            .dests
+            .iter()
+            .filter(|h| !want.dests.iter().any(|w| w.address == h.address))
+        {
+            if sorry.as_deref() == Some(h.address.as_str()) {
+                evidence.push(format!(
+                    "sorry server {} is in {}: no real server is healthy",
+                    h.address, want.target
+                ));
+            } else {
+                problems.push(format!("undeclared real server {} in {}", h.address, want.target));
+            }
+        }
+    }
+    (in_pool, total)
+}
+
+fn vrrp(cx: &Ctx, inst: &crate::model::VrrpInstance) -> Check {
+    let mut c = check(
+        format!("vrrp/{}", inst.name),
+        "vrrp",
+        format!("VRRP instance {}", inst.name),
+        "exactly one director holds the instance's VIPs, and the others hear its adverts (so they take over when it fails)",
+    );
+    let mut problems = Vec::new();
+    let mut holders: BTreeSet<&str> = BTreeSet::new();
+    for vip in &inst.vips {
+        let mut held_by = Vec::new();
+        for m in &inst.members {
+            let name = cx.name(m.host);
+            match cx.before(name, "addr") {
+                Err(e) => problems.push(e),
+                Ok(o) => {
+                    if parse::addresses(&o.out).iter().any(|(_, a, _)| a == vip) {
+                        held_by.push(name);
+                    }
+                }
+            }
+        }
+        match held_by.as_slice() {
+            [] => problems.push(format!("no director holds {vip}")),
+            [one] => {
+                holders.insert(one);
+            }
+            many => problems.push(format!("{vip} is held by {} at once (split brain)", many.join(" and "))),
+        }
+    }
+    if holders.len() > 1 {
+        problems.push(format!(
+            "the instance's VIPs are spread over {}",
+            holders.iter().copied().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    let holder = holders.iter().next().copied();
+    let holder_addr = inst
+        .members
+        .iter()
+        .find(|m| Some(cx.name(m.host)) == holder)
+        .map(|m| m.address.to_string());
+    for m in &inst.members {
+        let name = cx.name(m.host);
+        let role = format!("{name} ({} priority {})", m.state.as_str(), m.priority);
+        let data = cx
+            .before(name, "vrrp-data")
+            .ok()
+            .filter(|o| o.rc == 0)
+            .map(|o| parse::keepalived_data(&o.out))
+            .and_then(|d| d.into_iter().find(|d| d.instance == inst.name));
+        let holds = Some(name) == holder;
+        match (&data, holds) {
+            (Some(d), true) => c
+                .evidence
+                .push(format!("{role}: holds the VIPs, keepalived state {}", d.state)),
+            (None, true) => c.evidence.push(format!("{role}: holds the VIPs")),
+            (Some(d), false) => {
+                c.evidence.push(format!(
+                    "{role}: keepalived state {}, hears master {}",
+                    d.state,
+                    d.master_router.as_deref().unwrap_or("(none)")
+                ));
+                if d.state == "MASTER" {
+                    problems.push(format!("{name} is MASTER too but holds no VIP"));
+                } else if let (Some(want), Some(got)) = (&holder_addr, &d.master_router)
+                    && want != got
+                {
+                    problems.push(format!(
+                        "{name} hears master {got}, not {holder:?} ({want})",
+                        holder = holder.unwrap_or("?")
+                    ));
+                }
+            }
+            (None, false) => {
+                let why = cx
+                    .before(name, "vrrp-data")
+                    .map(|o| first_line(&o.out).to_string())
+                    .unwrap_or_else(|e| e);
+                c.evidence.push(format!("{role}: no keepalived data ({why})"));
+                problems.push(format!("cannot tell whether {name} hears the master's adverts: {why}"));
+            }
+        }
+    }
+    let configured = inst.members.iter().max_by_key(|m| m.priority).map(|m| cx.name(m.host));
+    if let (Some(h), Some(cfg)) = (holder, configured)
+        && h != cfg
+    {
+        c.evidence.push(format!(
+            "held by {h}, not by {cfg} (highest priority){}",
+            if inst.nopreempt {
+                ": nopreempt keeps it there"
+            } else {
+                ": the master may be down"
+            }
+        ));
+    }
     c.settle(
         problems,
-        format!("{n} service(s) and {rs} real server(s) exactly as planned"),
+        format!(
+            "{} holds {}; the others hear its adverts",
+            holder.unwrap_or("?"),
+            inst.vips.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ")
+        ),
     )
 }
 

@@ -22,6 +22,13 @@ use crate::shell::quote;
 
 const MARKER: &str = "@@lvslab-verify";
 
+/// keepalived writes what its VRRP instances know (state, the master it hears)
+/// to /tmp/keepalived.data on SIGUSR1.
+pub const KEEPALIVED_DATA: &str = "p=$(cat /run/keepalived.pid 2>/dev/null) || { echo 'keepalived is not running (no /run/keepalived.pid)'; exit 3; }\n\
+rm -f /tmp/keepalived.data; kill -USR1 \"$p\" || exit 3\n\
+i=0; while [ ! -s /tmp/keepalived.data ] && [ $i -lt 30 ]; do sleep 0.1; i=$((i+1)); done; sleep 0.2\n\
+cat /tmp/keepalived.data";
+
 /// The URL the client requests for a service, if verify can send it traffic.
 pub fn url(s: &Service) -> Option<String> {
     let (port, https) = match s.key {
@@ -122,6 +129,12 @@ pub fn before_probes(t: &Topology) -> BTreeMap<String, Vec<(String, String)>> {
                     ));
                 }
             }
+        }
+        if t.ha
+            .as_ref()
+            .is_some_and(|ha| ha.instances.iter().any(|i| i.members.iter().any(|m| m.host == h.id)))
+        {
+            p.push(("vrrp-data".into(), KEEPALIVED_DATA.into()));
         }
         if let Some(addr) = client_addr
             && t.services_of_real_server(h.id).any(|s| s.mode == Mode::Nat)

@@ -122,6 +122,43 @@ pub fn arping_macs(text: &str) -> Vec<String> {
     out
 }
 
+/// One VRRP instance in keepalived's data dump (`/tmp/keepalived.data`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VrrpData {
+    pub instance: String,
+    pub state: String,
+    /// The master this instance hears adverts from (its own address when master).
+    pub master_router: Option<String>,
+}
+
+/// keepalived's data dump: ` VRRP Instance = VI_1`, then `   State = BACKUP`,
+/// `   Master router = 192.168.4.54` …
+pub fn keepalived_data(text: &str) -> Vec<VrrpData> {
+    let mut out: Vec<VrrpData> = Vec::new();
+    for line in text.lines() {
+        let Some((k, v)) = line.split_once(" = ") else { continue };
+        let (k, v) = (k.trim(), v.trim());
+        match k {
+            "VRRP Instance" => out.push(VrrpData {
+                instance: v.to_string(),
+                ..VrrpData::default()
+            }),
+            "State" => {
+                if let Some(i) = out.last_mut().filter(|i| i.state.is_empty()) {
+                    i.state = v.to_string();
+                }
+            }
+            "Master router" => {
+                if let Some(i) = out.last_mut().filter(|i| i.master_router.is_none()) {
+                    i.master_router = Some(v.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 /// Counters of one service or real server in `ipvsadm -Ln --stats --exact`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Counters {
