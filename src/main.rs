@@ -77,6 +77,12 @@ enum Command {
         /// replay its decisions in tests or attach to a bug report.
         #[arg(long)]
         save_evidence: Option<PathBuf>,
+        /// Also the disruptive HA checks: stop keepalived on the director
+        /// holding each VIP (measuring the failover gap), stop a real server's
+        /// web server (health checks), stop them all (sorry server). Everything
+        /// is started again afterwards.
+        #[arg(long)]
+        failover: bool,
         #[command(flatten)]
         run: RunArgs,
     },
@@ -205,6 +211,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             format,
             junit,
             save_evidence,
+            failover,
             run,
         } => runtime()?.block_on(verify_cmd(
             &file,
@@ -213,6 +220,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 format,
                 junit,
                 save_evidence,
+                failover,
             },
             &run,
         )),
@@ -529,7 +537,7 @@ async fn up(file: &Path, check: bool, no_verify: bool, run: &RunArgs) -> anyhow:
     if !missing.is_empty() {
         verify_conns.extend(connections(topo, file, provider, run, &lab_state, &missing, None).await?);
     }
-    let report = verify_with(topo, &plan, verify_conns, None, None).await;
+    let report = verify_with(topo, &plan, verify_conns, None, None, false).await;
     if run.output == Output::Json {
         println!("{}", serde_json::json!({ "event": "verify", "report": report }));
     } else {
@@ -584,6 +592,7 @@ struct VerifyArgs {
     format: VerifyFormat,
     junit: Option<PathBuf>,
     save_evidence: Option<PathBuf>,
+    failover: bool,
 }
 
 /// Gather evidence over `conns` and decide.
@@ -593,6 +602,7 @@ async fn verify_with(
     conns: Vec<runner::HostConn>,
     requests: Option<u32>,
     save_evidence: Option<&Path>,
+    failover: bool,
 ) -> lvslab::verify::Report {
     let mut ok = std::collections::BTreeMap::new();
     let mut failed = std::collections::BTreeMap::new();
@@ -606,7 +616,9 @@ async fn verify_with(
             }
         }
     }
-    let ev = lvslab::verify::gather(topo, &ok, failed, requests.unwrap_or(topo.verify.requests)).await;
+    let mut ev = lvslab::verify::gather(topo, &ok, failed, requests.unwrap_or(topo.verify.requests)).await;
+    let secrets: Vec<&str> = plan.secrets.values().map(|s| s.expose()).collect();
+    ev.mask(&secrets);
     if let Some(path) = save_evidence {
         match serde_json::to_string_pretty(&ev) {
             Ok(j) => {
@@ -617,8 +629,16 @@ async fn verify_with(
             Err(e) => eprintln!("warning: cannot serialize evidence: {e}"),
         }
     }
-    let checks = lvslab::verify::decide(topo, plan, &ev);
-    lvslab::verify::Report::new(topo, &ev, checks)
+    let mut checks = lvslab::verify::decide(topo, plan, &ev);
+    let mut seconds = ev.seconds;
+    if failover {
+        let start = std::time::Instant::now();
+        checks.extend(lvslab::verify::failover::run(topo, plan, &ok).await);
+        seconds += start.elapsed().as_secs_f64();
+    }
+    let mut report = lvslab::verify::Report::new(topo, &ev, checks);
+    report.seconds = seconds;
+    report
 }
 
 async fn verify_cmd(file: &Path, args: &VerifyArgs, run: &RunArgs) -> anyhow::Result<ExitCode> {
@@ -634,7 +654,15 @@ async fn verify_cmd(file: &Path, args: &VerifyArgs, run: &RunArgs) -> anyhow::Re
     }
     let hosts: Vec<String> = topo.hosts.iter().map(|h| h.name.clone()).collect();
     let conns = connections(topo, file, provider, run, &lab_state, &hosts, None).await?;
-    let report = verify_with(topo, &plan, conns, args.requests, args.save_evidence.as_deref()).await;
+    let report = verify_with(
+        topo,
+        &plan,
+        conns,
+        args.requests,
+        args.save_evidence.as_deref(),
+        args.failover,
+    )
+    .await;
     if let Some(path) = &args.junit {
         std::fs::write(path, report::verify_junit(&report)).with_context(|| format!("writing {}", path.display()))?;
     }

@@ -99,6 +99,9 @@ pub struct KeepalivedCtx {
     pub instances: Vec<VrrpCtx>,
     pub virtual_servers: Vec<VirtualServerCtx>,
     pub needs_script_security: bool,
+    /// NAT: instances that must fail over together (the VIP outside and the
+    /// real servers' gateway inside), as one `vrrp_sync_group`.
+    pub sync_group: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -366,6 +369,23 @@ fn keepalived(topo: &Topology, host: &Host) -> Option<KeepalivedCtx> {
     if instances.is_empty() {
         return None;
     }
+    // NAT through a VRRP pair: the client-side VIP and the real servers'
+    // gateway address must move together, or replies go to the director that
+    // lost the VIP. Instances of this director on different networks form one group.
+    let nat = topo
+        .services_of_director(host.id)
+        .any(|s| s.keepalived && s.mode == Mode::Nat);
+    let nets: std::collections::BTreeSet<_> = ha
+        .instances
+        .iter()
+        .filter(|i| i.members.iter().any(|m| m.host == host.id))
+        .map(|i| i.network)
+        .collect();
+    let sync_group = if nat && nets.len() > 1 {
+        instances.iter().map(|i| i.name.clone()).collect()
+    } else {
+        Vec::new()
+    };
     let mut virtual_servers = Vec::new();
     for s in topo.services_of_director(host.id).filter(|s| s.keepalived) {
         let svc = ipvs_service(s);
@@ -430,6 +450,7 @@ fn keepalived(topo: &Topology, host: &Host) -> Option<KeepalivedCtx> {
         router_id: host.name.clone(),
         instances,
         virtual_servers,
+        sync_group,
         needs_script_security,
     })
 }

@@ -421,6 +421,10 @@ fn vrrp(cx: &Ctx, inst: &crate::model::VrrpInstance) -> Check {
         format!("VRRP instance {}", inst.name),
         "exactly one director holds the instance's VIPs, and the others hear its adverts (so they take over when it fails)",
     );
+    if let Some(w) = cx.ev.vrrp_wait.filter(|w| *w >= 0.5) {
+        c.evidence
+            .push(format!("waited {w:.1} s for VRRP to settle before looking"));
+    }
     let mut problems = Vec::new();
     let mut holders: BTreeSet<&str> = BTreeSet::new();
     for vip in &inst.vips {

@@ -23,11 +23,12 @@ use crate::shell::quote;
 const MARKER: &str = "@@lvslab-verify";
 
 /// keepalived writes what its VRRP instances know (state, the master it hears)
-/// to /tmp/keepalived.data on SIGUSR1.
+/// to /tmp/keepalived.data on SIGUSR1. Only those lines are kept: the dump
+/// also holds the VRRP password.
 pub const KEEPALIVED_DATA: &str = "p=$(cat /run/keepalived.pid 2>/dev/null) || { echo 'keepalived is not running (no /run/keepalived.pid)'; exit 3; }\n\
 rm -f /tmp/keepalived.data; kill -USR1 \"$p\" || exit 3\n\
 i=0; while [ ! -s /tmp/keepalived.data ] && [ $i -lt 30 ]; do sleep 0.1; i=$((i+1)); done; sleep 0.2\n\
-cat /tmp/keepalived.data";
+grep -E '^ *(VRRP Instance|State|Master router|Master priority|Last transition) = ' /tmp/keepalived.data";
 
 /// The URL the client requests for a service, if verify can send it traffic.
 pub fn url(s: &Service) -> Option<String> {
@@ -323,6 +324,7 @@ pub async fn gather(
 ) -> Evidence {
     let start = Instant::now();
     let mut unreachable = failed;
+    let vrrp_wait = settle_vrrp(t, conns).await;
     let before = round(conns, before_probes(t), &mut unreachable).await;
 
     // Traffic: one script per service, all from the client, one after another
@@ -364,6 +366,37 @@ pub async fn gather(
         after,
         custom,
         seconds: start.elapsed().as_secs_f64(),
+        vrrp_wait,
+    }
+}
+
+/// Wait (at most 30 s) until each VRRP instance's first VIP is held by exactly
+/// one member: right after keepalived starts, the master takes a few adverts
+/// to claim it. Returns how long that took, or `None` without HA.
+async fn settle_vrrp(t: &Topology, conns: &BTreeMap<String, Arc<dyn Transport>>) -> Option<f64> {
+    let ha = t.ha.as_ref()?;
+    let start = Instant::now();
+    loop {
+        let mut settled = true;
+        for inst in &ha.instances {
+            let Some(vip) = inst.vips.first() else { continue };
+            let mut holders = 0;
+            for m in &inst.members {
+                let Some(c) = conns.get(&t.host(m.host).name) else {
+                    continue;
+                };
+                if let Ok(o) = c.run("ip -o -4 addr").await
+                    && super::parse::addresses(&o.stdout).iter().any(|(_, a, _)| a == vip)
+                {
+                    holders += 1;
+                }
+            }
+            settled &= holders == 1;
+        }
+        if settled || start.elapsed() >= Duration::from_secs(30) {
+            return Some(start.elapsed().as_secs_f64());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 

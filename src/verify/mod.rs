@@ -7,6 +7,7 @@
 //! (`lvslab verify --save-evidence FILE`) can therefore be replayed in tests.
 
 pub mod decide;
+pub mod failover;
 pub mod gather;
 pub mod parse;
 
@@ -62,6 +63,34 @@ pub struct Evidence {
     pub after: BTreeMap<String, BTreeMap<String, Out>>,
     pub custom: Vec<UserCheckRun>,
     pub seconds: f64,
+    /// HA labs: how long verify waited for every VRRP instance to have one
+    /// holder before looking (keepalived needs a few adverts after a start).
+    #[serde(default)]
+    pub vrrp_wait: Option<f64>,
+}
+
+impl Evidence {
+    /// Replace every occurrence of a secret in what was read with `********`,
+    /// so that neither reports nor saved evidence ever hold one.
+    pub fn mask(&mut self, secrets: &[&str]) {
+        let mask = |text: &mut String| {
+            for s in secrets.iter().filter(|s| !s.is_empty()) {
+                if text.contains(s) {
+                    *text = text.replace(s, "********");
+                }
+            }
+        };
+        for round in [&mut self.before, &mut self.after] {
+            for out in round.values_mut().flat_map(|m| m.values_mut()) {
+                mask(&mut out.out);
+            }
+        }
+        for r in &mut self.custom {
+            if let Some(o) = r.last.as_mut() {
+                mask(&mut o.out);
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,6 +1,7 @@
 //! Every keepalived.conf the compiler renders is accepted by the real
-//! `keepalived -t -f`. keepalived must be installed (.ci/run installs it):
-//! a missing program fails this test, it never skips.
+//! `keepalived -t -f` (run as root in a network namespace with the director's
+//! interfaces). keepalived must be installed (.ci/run installs it): a missing
+//! program fails this test, it never skips.
 
 use std::process::Command;
 
@@ -40,9 +41,16 @@ fn rendered_keepalived_configs_pass_keepalived_t() {
                 let dir = tempfile::tempdir().unwrap();
                 let conf = dir.path().join("keepalived.conf");
                 std::fs::write(&conf, plan.resolve_secrets(content)).unwrap();
-                let out = Command::new("keepalived")
-                    .arg("-t")
-                    .arg("-f")
+                // keepalived -t also checks that the interfaces exist: run it in a
+                // network namespace of its own whose interfaces are the director's
+                // (veth pairs), as on the lab host, whatever this machine has.
+                let out = Command::new("unshare")
+                    .args(["--net", "sh", "-c"])
+                    .arg(
+                        "set -e; for i in 0 1 2 3; do ip link add \"eth$i\" type veth peer name \"peer$i\"; ip link set \"eth$i\" up; done; \
+                         exec keepalived -t -f \"$1\"",
+                    )
+                    .arg("sh")
                     .arg(&conf)
                     .output()
                     .unwrap();
@@ -59,7 +67,10 @@ fn rendered_keepalived_configs_pass_keepalived_t() {
             }
         }
     }
-    assert_eq!(checked, 4, "ha.yaml and dual-master.yaml have two directors each");
+    assert_eq!(
+        checked, 6,
+        "ha.yaml, ha-nat.yaml and dual-master.yaml have two directors each"
+    );
 }
 
 #[test]

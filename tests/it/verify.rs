@@ -566,3 +566,105 @@ fn json_report_schema() {
     assert_eq!(d["shares"][0]["host"], "web1");
     assert!(d["proves"].as_str().unwrap().starts_with("every request"));
 }
+
+#[test]
+fn ha_labs_by_keepalived_rules() {
+    for (mode, fixture, n) in [("ha", "ha-fresh", 12), ("dual-master", "dual-fresh", 16)] {
+        let checks = run(&shipped(mode), &evidence(fixture));
+        assert_eq!(checks.len(), n, "{mode}: {checks:#?}");
+        assert!(failed(&checks).is_empty(), "{mode}: {checks:#?}");
+    }
+    let base = evidence("ha-fresh");
+    let c = run(&shipped("ha"), &base);
+    let v = get(&c, "vrrp/VI_1");
+    assert!(
+        v.evidence
+            .iter()
+            .any(|e| e == "director2 (BACKUP priority 98): keepalived state BACKUP, hears master 192.168.4.54"),
+        "{v:#?}"
+    );
+
+    // Both directors claim the VIP.
+    let mut ev = base.clone();
+    edit(&mut ev, false, "director2", "addr", |o| {
+        o.out.push_str("11: eth0    inet 192.168.4.253/32 scope global eth0\n");
+    });
+    let c = run(&shipped("ha"), &ev);
+    assert!(
+        get(&c, "vrrp/VI_1")
+            .message
+            .contains("held by director1 and director2 at once (split brain)")
+    );
+
+    // The backup hears nobody: it would take over at once.
+    let mut ev = base.clone();
+    edit(&mut ev, false, "director2", "vrrp-data", |o| {
+        o.out = " VRRP Instance = VI_1\n   State = MASTER\n".into();
+    });
+    let c = run(&shipped("ha"), &ev);
+    assert!(
+        get(&c, "vrrp/VI_1")
+            .message
+            .contains("director2 is MASTER too but holds no VIP")
+    );
+
+    // keepalived took web1 out (its check fails): allowed, and said.
+    let mut ev = base.clone();
+    edit(&mut ev, false, "director1", "ipvs-save", |o| {
+        o.out = o
+            .out
+            .lines()
+            .filter(|l| !l.contains("192.168.4.52"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+    });
+    let c = run(&shipped("ha"), &ev);
+    let i = get(&c, "ipvs/director1");
+    assert_eq!(i.verdict, Verdict::Pass, "{i:#?}");
+    assert!(i.message.contains("1 of 2 real servers in the pool"), "{i:#?}");
+    assert!(
+        i.evidence
+            .iter()
+            .any(|e| e.contains("web1 (192.168.4.52:80) is out of -t 192.168.4.253:80: keepalived removed it"))
+    );
+
+    // A weight keepalived would never set.
+    let mut ev = base.clone();
+    edit(&mut ev, false, "director2", "ipvs-save", |o| {
+        o.out = o
+            .out
+            .replace("-r 192.168.4.53:80 -g -w 1", "-r 192.168.4.53:80 -g -w 3");
+    });
+    let c = run(&shipped("ha"), &ev);
+    assert_eq!(failed(&c), set(&["ipvs/director2"]));
+    assert!(
+        get(&c, "ipvs/director2")
+            .message
+            .contains("is -g -w 3 (keepalived configures -g -w 1)")
+    );
+
+    // The sorry server in the table: only when no real server is left.
+    let mut ev = base;
+    edit(&mut ev, false, "director1", "ipvs-save", |o| {
+        o.out = "-A -t 192.168.4.253:80 -s rr -p 50\n-a -t 192.168.4.253:80 -r 192.168.4.51:80 -g -w 1\n".into();
+    });
+    let c = run(&shipped("ha"), &ev);
+    assert!(
+        get(&c, "ipvs/director1")
+            .evidence
+            .iter()
+            .any(|e| e.contains("sorry server 192.168.4.51:80 is in -t 192.168.4.253:80"))
+    );
+}
+
+#[test]
+fn secrets_never_reach_evidence() {
+    let mut ev = evidence("ha-fresh");
+    edit(&mut ev, false, "director1", "vrrp-data", |o| {
+        o.out.push_str("   Password = 1111\n")
+    });
+    ev.mask(&["1111"]);
+    let json = serde_json::to_string(&ev).unwrap();
+    assert!(!json.contains("1111"));
+    assert!(json.contains("Password = ********"));
+}

@@ -65,6 +65,10 @@ scenario() {
   local host want
   for pair in $expect; do
     host=${pair%%=*}; want=${pair#*=}
+    if [ "$host" = one ]; then # persistence: all 60 from one real server
+      check "$name: one real server answers all 60 (persistence)" test "$(echo "$got" | awk '$2 == 60' | wc -l)" -eq 1
+      continue
+    fi
     check "$name: $host answers $want of 60 (±6)" within "$(echo "$got" | awk -v h="$host" '$1 == h {print $2}' | grep . || echo 0)" "$want" 6
   done
   "$@"
@@ -169,6 +173,53 @@ tun_extra() {
     stop_web topologies/tun.yaml web2
 }
 
+vip_holders() { # lab vip director...: the directors holding the VIP
+  local lab=$1 vip=$2 d; shift 2
+  for d in "$@"; do
+    ip netns exec "lvslab-$lab-$d" ip -o -4 addr | grep -q " $vip/" && echo "$d"
+  done
+}
+
+# failover_checks NAME FILE: `verify --failover` passes, its measured gaps are
+# under 5 s, and the lab is whole again afterwards.
+failover_checks() {
+  local name=$1 file=$2 out rc
+  out=$("$L" verify "$file" --failover 2>&1); rc=$?
+  FAILOVER_OUT=$out
+  check "$name: verify --failover exits 0" test "$rc" -eq 0
+  [ "$rc" -eq 0 ] || echo "$out" | grep -vE '^      proves' | sed 's/^/     /'
+  echo "$out" | grep -E '^(PASS|FAIL)  (failover|healthcheck|sorry)/' -A1 | grep -v '^--' | sed 's/^/     /'
+  local g
+  for g in $(echo "$out" | grep -A1 '^PASS  failover/' | grep -oE 'gap [0-9.]+ s' | awk '{print $2}'); do
+    check "$name: failover gap $g s is below 5 s" awk -v g="$g" 'BEGIN { exit !(g < 5) }'
+  done
+  check "$name: every instance failed over" test "$(echo "$out" | grep -c '^PASS  failover/')" -eq "$(grep -c 'virtual_router_id' "$file")"
+}
+
+ha_extra() {
+  check "ha: exactly one director holds the VIP" test "$(vip_holders ha 192.168.4.253 director1 director2 | wc -l)" -eq 1
+  check "ha: the MASTER (director1) holds it" test "$(vip_holders ha 192.168.4.253 director1 director2)" = director1
+  check "ha: keepalived built the IPVS table on both directors" \
+    bash -c "for d in director1 director2; do ip netns exec lvslab-ha-\$d ipvsadm -Sn | grep -q -- '-A -t 192.168.4.253:80 -s rr -p 50' || exit 1; done"
+  failover_checks ha topologies/ha.yaml
+  check "ha: a stopped real server leaves the pool and returns (healthcheck/http)" grep -q '^PASS  healthcheck/http' <<<"$FAILOVER_OUT"
+  check "ha: with every real server down the sorry server answers (sorry/http)" grep -q '^PASS  sorry/http' <<<"$FAILOVER_OUT"
+  check "ha: after the disruptive checks the VIP is back on director1" test "$(vip_holders ha 192.168.4.253 director1 director2)" = director1
+}
+
+dual_extra() {
+  check "dual: director-a holds .111, director-b holds .112" \
+    test "$(vip_holders dual 192.168.4.111 director-a director-b)/$(vip_holders dual 192.168.4.112 director-a director-b)" = director-a/director-b
+  local got; got=$(shares lvslab-dual-client http://192.168.4.112/ 60)
+  echo "     shares of .112: $(echo $got)"
+  check "dual: .112 (wrr 1:2) gives web1 20 of 60 (±6)" within "$(echo "$got" | awk '$1 == "web1" {print $2}' | grep . || echo 0)" 20 6
+  failover_checks dual topologies/dual-master.yaml
+  check "dual: health checks remove and return a real server in both services" \
+    test "$(grep -c '^PASS  healthcheck/' <<<"$FAILOVER_OUT")" -eq 2
+  check "dual: both VIPs are back on their masters" \
+    test "$(vip_holders dual 192.168.4.111 director-a director-b)/$(vip_holders dual 192.168.4.112 director-a director-b)" = director-a/director-b
+}
+
 side_by_side() {
   echo "== two labs side by side (nat and dr share 192.168.4.0/24, each in its own namespaces)"
   local start=$SECONDS
@@ -183,7 +234,7 @@ side_by_side() {
   echo "     side by side took $((SECONDS - start)) s"
 }
 
-want=${*:-nat dr tun side nat-ssh}
+want=${*:-nat dr tun ha dual side nat-ssh}
 suite_start=$SECONDS
 for s in $want; do
   case $s in
@@ -197,6 +248,8 @@ for s in $want; do
       { cat topologies/nat.yaml; echo "mgmt: { cidr: 10.250.0.0/24 }"; } > /var/tmp/lvslab-e2e/nat.yaml
       UPARGS="--via ssh" scenario nat-ssh /var/tmp/lvslab-e2e/nat.yaml client http://192.168.4.5/ director 192.168.4.5:80 "web1=20 web2=40" nat_ssh_extra ;;
     tun) scenario tun topologies/tun.yaml client http://192.168.4.253/ director 192.168.4.253:80 "web1=30 web2=30" tun_extra ;;
+    ha) scenario ha topologies/ha.yaml client http://192.168.4.253/ director1 192.168.4.253:80 "one=60" ha_extra ;;
+    dual) scenario dual topologies/dual-master.yaml client http://192.168.4.111/ director-a 192.168.4.111:80 "web1=30 web2=30" dual_extra ;;
     *) bad "unknown scenario $s" ;;
   esac
 done

@@ -1,0 +1,605 @@
+//! `verify --failover`: the disruptive HA checks. Each breaks something on
+//! purpose, measures how the lab copes, and puts it back with the plan's own
+//! commands:
+//!
+//! - `failover/INSTANCE`: the client requests the VIP every 100 ms while
+//!   keepalived is stopped on the director holding it; the VIP must move to
+//!   another member and requests succeed again. Reports the longest time
+//!   without a successful answer (the gap), failed requests, how long the VIP
+//!   took to move, and whether it came back when keepalived was restarted.
+//! - `healthcheck/SERVICE`: one real server's web server is stopped; keepalived
+//!   must take it out of the pool (or to weight 0), no request may reach it,
+//!   and it must return once restarted. Reports both times.
+//! - `sorry/SERVICE`: every real server's web server is stopped; the sorry
+//!   server must enter the table and answer the client.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::gather::{parse_traffic, traffic_script, url};
+use super::{Check, Verdict, parse};
+use crate::exec::transport::Transport;
+use crate::model::{HostId, Service, Topology, VrrpInstance};
+use crate::plan::{Plan, Resource};
+
+type Conns = BTreeMap<String, Arc<dyn Transport>>;
+
+struct Cx<'a> {
+    t: &'a Topology,
+    plan: &'a Plan,
+    conns: &'a Conns,
+}
+
+fn check(id: String, kind: &'static str, title: String, proves: &str) -> Check {
+    Check {
+        id,
+        kind,
+        title,
+        proves: proves.to_string(),
+        verdict: Verdict::Pass,
+        message: String::new(),
+        evidence: Vec::new(),
+        shares: Vec::new(),
+    }
+}
+
+fn settle(mut c: Check, problems: Vec<String>, ok: String) -> Check {
+    if problems.is_empty() {
+        c.message = ok;
+    } else {
+        c.verdict = Verdict::Fail;
+        c.message = problems.join("; ");
+    }
+    c
+}
+
+fn skip(mut c: Check, why: &str) -> Check {
+    c.verdict = Verdict::Skip;
+    c.message = why.to_string();
+    c
+}
+
+/// One client request: when (seconds on the client's clock) and whether it was answered.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Probe {
+    pub at: f64,
+    pub ok: bool,
+}
+
+/// The client's request loop: a request every `interval_ms` for `seconds`,
+/// one line per request: `UPTIME HTTP_CODE`.
+pub fn probe_loop_script(url: &str, seconds: u32, interval_ms: u32) -> String {
+    format!(
+        "set +e\nread s _ < /proc/uptime; s=${{s%.*}}; end=$((s + {seconds}))\n\
+         while :; do\n  read t _ < /proc/uptime\n  [ \"${{t%.*}}\" -ge \"$end\" ] && break\n  \
+         c=$(curl -s --connect-timeout 1 -m 1 -o /dev/null -w '%{{http_code}}' {u})\n  echo \"$t ${{c:-000}}\"\n  sleep {secs}\ndone",
+        u = crate::shell::quote(url),
+        secs = f64::from(interval_ms) / 1000.0
+    )
+}
+
+pub fn parse_probes(out: &str) -> Vec<Probe> {
+    out.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let at = w.next()?.parse().ok()?;
+            Some(Probe {
+                at,
+                ok: w.next()? == "200",
+            })
+        })
+        .collect()
+}
+
+/// What a failover looked like from the client.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Gap {
+    /// The longest time between two consecutive answered requests, in seconds.
+    pub longest: f64,
+    pub failed: usize,
+    pub sent: usize,
+    /// Requests were answered again after the last failure.
+    pub recovered: bool,
+}
+
+pub fn gap(probes: &[Probe]) -> Gap {
+    let mut longest: f64 = 0.0;
+    let mut last_ok: Option<f64> = None;
+    for p in probes.iter().filter(|p| p.ok) {
+        if let Some(l) = last_ok {
+            longest = longest.max(p.at - l);
+        }
+        last_ok = Some(p.at);
+    }
+    let last_fail = probes.iter().rposition(|p| !p.ok);
+    let recovered = match last_fail {
+        None => true,
+        Some(i) => probes[i + 1..].iter().any(|p| p.ok),
+    };
+    Gap {
+        longest,
+        failed: probes.iter().filter(|p| !p.ok).count(),
+        sent: probes.len(),
+        recovered,
+    }
+}
+
+impl Cx<'_> {
+    fn conn(&self, host: &str) -> Result<&Arc<dyn Transport>, String> {
+        self.conns.get(host).ok_or_else(|| format!("{host} is not reachable"))
+    }
+
+    async fn run(&self, host: &str, script: &str) -> Result<crate::exec::transport::CmdOutput, String> {
+        self.conn(host)?.run(script).await.map_err(|e| e.to_string())
+    }
+
+    /// The plan's commands to stop (`revert`) and start (`apply`) a service on a host.
+    fn service_cmds(&self, host: &str, pred: impl Fn(&str) -> bool) -> Option<(String, String)> {
+        self.plan
+            .phases
+            .iter()
+            .flat_map(|p| &p.hosts)
+            .filter(|h| h.host == host)
+            .flat_map(|h| &h.steps)
+            .find(|s| matches!(&s.resource, Resource::Service { name, .. } if pred(name)))
+            .map(|s| (s.revert.join("\n"), s.apply.join("\n")))
+    }
+
+    async fn holder(&self, inst: &VrrpInstance) -> Option<HostId> {
+        let vip = *inst.vips.first()?;
+        for m in &inst.members {
+            let name = &self.t.host(m.host).name;
+            if let Ok(o) = self.run(name, "ip -o -4 addr").await
+                && parse::addresses(&o.stdout).iter().any(|(_, a, _)| *a == vip)
+            {
+                return Some(m.host);
+            }
+        }
+        None
+    }
+
+    /// Poll `script` on `host` every half second until `pred` holds; the time it took.
+    async fn wait_for(
+        &self,
+        host: &str,
+        script: &str,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Option<Duration> {
+        let start = Instant::now();
+        loop {
+            if let Ok(o) = self.run(host, script).await
+                && pred(&o.stdout)
+            {
+                return Some(start.elapsed());
+            }
+            if start.elapsed() >= timeout {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// The director that holds a service's VIP (the first director if none does).
+    async fn active_director(&self, s: &Service) -> String {
+        for d in &s.directors {
+            let name = &self.t.host(*d).name;
+            if let Ok(o) = self.run(name, "ip -o -4 addr").await
+                && parse::addresses(&o.stdout).iter().any(|(_, a, _)| *a == s.vip)
+            {
+                return name.clone();
+            }
+        }
+        s.directors
+            .first()
+            .map(|d| self.t.host(*d).name.clone())
+            .unwrap_or_default()
+    }
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}
+
+/// Run every disruptive check the topology allows.
+pub async fn run(t: &Topology, plan: &Plan, conns: &Conns) -> Vec<Check> {
+    let cx = Cx { t, plan, conns };
+    let mut out = Vec::new();
+    if let Some(ha) = &t.ha {
+        for inst in &ha.instances {
+            out.push(failover(&cx, inst).await);
+        }
+    }
+    for s in t.services.iter().filter(|s| s.keepalived) {
+        if s.health_check.is_some() {
+            out.push(health_check(&cx, s).await);
+        }
+        if s.sorry_server.is_some() {
+            out.push(sorry(&cx, s).await);
+        }
+    }
+    out
+}
+
+async fn failover(cx: &Cx<'_>, inst: &VrrpInstance) -> Check {
+    let c = check(
+        format!("failover/{}", inst.name),
+        "failover",
+        format!("Failover of VRRP instance {}", inst.name),
+        "when the director holding the VIP fails, another takes it over and clients are answered again within a few adverts",
+    );
+    let Some(client) = cx.t.verify.client.map(|c| cx.t.host(c).name.clone()) else {
+        return skip(c, "not checked: the lab has no client host");
+    };
+    let Some(s) =
+        cx.t.services
+            .iter()
+            .find(|s| inst.vips.contains(&s.vip) && url(s).is_some())
+    else {
+        return skip(c, "not checked: no TCP service uses this instance's VIPs");
+    };
+    let Some(u) = url(s) else {
+        return skip(c, "not checked: no TCP service uses this instance's VIPs");
+    };
+    let mut c = c;
+    let mut problems = Vec::new();
+    let Some(master) = cx.holder(inst).await else {
+        return settle(c, vec!["no member holds the VIP before the test".into()], String::new());
+    };
+    let master_name = cx.t.host(master).name.clone();
+    let Some((stop, start)) = cx.service_cmds(&master_name, |n| n == "keepalived") else {
+        return settle(
+            c,
+            vec![format!("{master_name} has no keepalived step in the plan")],
+            String::new(),
+        );
+    };
+    let advert = inst.advert_int.max(1);
+    let limit = f64::from(3 * advert + 2);
+    let window = 2 + 3 * advert + 8;
+    // The client starts asking; two seconds later keepalived stops on the master.
+    let client_conn = match cx.conn(&client) {
+        Ok(cc) => Arc::clone(cc),
+        Err(e) => return settle(c, vec![e], String::new()),
+    };
+    let script = probe_loop_script(&u, window, 100);
+    let probes = tokio::spawn(async move { client_conn.run(&script).await });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stopped_at = Instant::now();
+    if let Err(e) = cx.run(&master_name, &stop).await {
+        problems.push(format!("stopping keepalived on {master_name}: {e}"));
+    }
+    c.evidence
+        .push(format!("stopped keepalived on {master_name}, which held {}", s.vip));
+    // Where did the VIP go?
+    let mut moved: Option<(String, Duration)> = None;
+    while stopped_at.elapsed() < Duration::from_secs(u64::from(window)) {
+        if let Some(h) = cx.holder(inst).await
+            && h != master
+        {
+            moved = Some((cx.t.host(h).name.clone(), stopped_at.elapsed()));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    match &moved {
+        Some((h, d)) => c.evidence.push(format!("{h} took over {} after {}", s.vip, secs(*d))),
+        None => problems.push(format!("no other member took over {} within {window} s", s.vip)),
+    }
+    let log = match probes.await {
+        Ok(Ok(o)) => o.stdout,
+        Ok(Err(e)) => {
+            problems.push(format!("the client's requests: {e}"));
+            String::new()
+        }
+        Err(e) => {
+            problems.push(format!("the client's requests: {e}"));
+            String::new()
+        }
+    };
+    let g = gap(&parse_probes(&log));
+    c.evidence.push(format!(
+        "client: {} requests to {u} about every 100 ms, {} failed, longest time without an answer {:.2} s",
+        g.sent, g.failed, g.longest
+    ));
+    if g.sent == 0 {
+        problems.push("the client sent no request".into());
+    } else if !g.recovered {
+        problems.push("requests were still failing at the end of the test".into());
+    } else if g.longest > limit {
+        problems.push(format!(
+            "clients went {:.2} s without an answer (want at most {limit:.0} s: 3 adverts of {advert} s plus 2 s)",
+            g.longest
+        ));
+    }
+    // Put keepalived back, and see whether the VIP returns.
+    if let Err(e) = cx.run(&master_name, &start).await {
+        problems.push(format!("restarting keepalived on {master_name}: {e}"));
+    }
+    let back_within = Duration::from_secs(u64::from(3 * advert + 8 + inst.preempt_delay.unwrap_or(0)));
+    let restarted = Instant::now();
+    let mut back: Option<Duration> = None;
+    while restarted.elapsed() < back_within {
+        if cx.holder(inst).await == Some(master) {
+            back = Some(restarted.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let preempts = !inst.nopreempt;
+    let after = match (back, preempts) {
+        (Some(d), true) => format!(
+            "keepalived restarted on {master_name}: it preempted the VIP back after {}",
+            secs(d)
+        ),
+        (None, false) => format!("keepalived restarted on {master_name}: the VIP stayed put (nopreempt)"),
+        (Some(d), false) => {
+            problems.push(format!(
+                "{master_name} took the VIP back after {} despite nopreempt",
+                secs(d)
+            ));
+            String::new()
+        }
+        (None, true) => {
+            problems.push(format!(
+                "{master_name} did not take the VIP back within {} after keepalived restarted",
+                secs(back_within)
+            ));
+            String::new()
+        }
+    };
+    if !after.is_empty() {
+        c.evidence.push(after);
+    }
+    let ok = format!(
+        "{} took over; gap {:.2} s, {} of {} requests failed",
+        moved.as_ref().map_or("?", |(h, _)| h.as_str()),
+        g.longest,
+        g.failed,
+        g.sent
+    );
+    settle(c, problems, ok)
+}
+
+/// Real servers of `s` in `ipvsadm -Sn` output that are in the pool (weight > 0).
+fn in_pool(save: &str, s: &Service) -> Vec<String> {
+    let target = s.ipvsadm_target();
+    crate::plan::ipvs::parse_save(save)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|l| l.target == target)
+        .flat_map(|l| l.dests)
+        .filter(|d| d.weight > 0)
+        .map(|d| d.address)
+        .collect()
+}
+
+fn web_service(name: &str) -> bool {
+    name.starts_with("web-")
+}
+
+async fn health_check(cx: &Cx<'_>, s: &Service) -> Check {
+    let c = check(
+        format!("healthcheck/{}", s.name),
+        "healthcheck",
+        format!("Health checks of {}", s.name),
+        "keepalived takes a failed real server out of the pool (no request reaches it) and puts it back when it recovers",
+    );
+    let Some(hc) = &s.health_check else {
+        return skip(c, "not checked: no health check");
+    };
+    let Some(victim) = s.real_servers.iter().find(|r| r.weight > 0) else {
+        return skip(c, "not checked: no real server with weight > 0");
+    };
+    let vname = cx.t.host(victim.host).name.clone();
+    let vaddr = format!("{}:{}", victim.address, victim.port);
+    let Some((stop, start)) = cx.service_cmds(&vname, web_service) else {
+        return skip(c, "not checked: the victim's web server is not a plan step");
+    };
+    let mut c = c;
+    let mut problems = Vec::new();
+    let director = cx.active_director(s).await;
+    // delay_loop, then each try waits for its connect timeout and the delay before the next.
+    let expected = s.delay_loop + hc.retry.max(1) * (hc.connect_timeout + hc.delay_before_retry);
+    let timeout = Duration::from_secs(u64::from(expected + 10));
+    if let Err(e) = cx.run(&vname, &stop).await {
+        problems.push(format!("stopping {vname}'s web server: {e}"));
+    }
+    c.evidence
+        .push(format!("stopped {vname}'s web server; watching {director}'s table"));
+    let gone = cx
+        .wait_for(&director, "ipvsadm -Sn", timeout, |o| !in_pool(o, s).contains(&vaddr))
+        .await;
+    match gone {
+        Some(d) => c.evidence.push(format!(
+            "{vname} left the pool after {} (expected within about {expected} s: delay_loop {} + {} × (connect_timeout {} + delay_before_retry {}))",
+            secs(d),
+            s.delay_loop,
+            hc.retry.max(1),
+            hc.connect_timeout,
+            hc.delay_before_retry
+        )),
+        None => problems.push(format!("{vname} was still in the pool after {}", secs(timeout))),
+    }
+    // Requests now must not reach it.
+    if let (Some(client), Some(u)) = (cx.t.verify.client.map(|c| cx.t.host(c).name.clone()), url(s)) {
+        match cx.run(&client, &traffic_script(&u, 10)).await {
+            Ok(o) => {
+                let tr = parse_traffic(&u, 10, &o.stdout);
+                let vpage = cx.t.host(victim.host).page.clone().unwrap_or_default();
+                let to_victim = tr.answers.get(vpage.trim_end()).copied().unwrap_or(0);
+                let answered: u32 = tr.answers.values().sum();
+                c.evidence.push(format!(
+                    "10 requests meanwhile: {answered} answered, none by {vname}: {}",
+                    to_victim == 0
+                ));
+                if answered < 10 {
+                    problems.push(format!("{} of 10 requests failed while {vname} was out", 10 - answered));
+                }
+            }
+            Err(e) => problems.push(format!("the client's requests: {e}")),
+        }
+    }
+    if let Err(e) = cx.run(&vname, &start).await {
+        problems.push(format!("restarting {vname}'s web server: {e}"));
+    }
+    let back = cx
+        .wait_for(&director, "ipvsadm -Sn", timeout, |o| in_pool(o, s).contains(&vaddr))
+        .await;
+    match back {
+        Some(d) => c.evidence.push(format!(
+            "{vname} returned to the pool {} after its web server restarted",
+            secs(d)
+        )),
+        None => problems.push(format!("{vname} did not return to the pool within {}", secs(timeout))),
+    }
+    let ok = format!(
+        "{vname} left the pool after {} and returned after {}",
+        gone.map_or("?".into(), secs),
+        back.map_or("?".into(), secs)
+    );
+    settle(c, problems, ok)
+}
+
+async fn sorry(cx: &Cx<'_>, s: &Service) -> Check {
+    let c = check(
+        format!("sorry/{}", s.name),
+        "sorry",
+        format!("Sorry server of {}", s.name),
+        "when every real server fails its health check, the sorry server answers instead",
+    );
+    let Some((saddr, sport)) = s.sorry_server else {
+        return skip(c, "not checked: no sorry server");
+    };
+    let Some(u) = url(s) else {
+        return skip(c, "not checked: verify sends no UDP traffic yet");
+    };
+    let Some(client) = cx.t.verify.client.map(|c| cx.t.host(c).name.clone()) else {
+        return skip(c, "not checked: the lab has no client host");
+    };
+    let mut c = c;
+    let mut problems = Vec::new();
+    let director = cx.active_director(s).await;
+    let victims: Vec<(String, String, String)> = s
+        .real_servers
+        .iter()
+        .filter_map(|r| {
+            let name = cx.t.host(r.host).name.clone();
+            cx.service_cmds(&name, web_service)
+                .map(|(stop, start)| (name, stop, start))
+        })
+        .collect();
+    for (name, stop, _) in &victims {
+        if let Err(e) = cx.run(name, stop).await {
+            problems.push(format!("stopping {name}'s web server: {e}"));
+        }
+    }
+    c.evidence.push(format!(
+        "stopped the web server of {}",
+        victims.iter().map(|v| v.0.as_str()).collect::<Vec<_>>().join(", ")
+    ));
+    let sorry_addr = format!("{saddr}:{sport}");
+    let timeout = Duration::from_secs(60);
+    let entered = cx
+        .wait_for(&director, "ipvsadm -Sn", timeout, |o| {
+            crate::plan::ipvs::parse_save(o)
+                .unwrap_or_default()
+                .iter()
+                .filter(|l| l.target == s.ipvsadm_target())
+                .flat_map(|l| &l.dests)
+                .any(|d| d.address == sorry_addr)
+        })
+        .await;
+    match entered {
+        Some(d) => c.evidence.push(format!(
+            "the sorry server {sorry_addr} entered the table after {}",
+            secs(d)
+        )),
+        None => problems.push(format!(
+            "the sorry server {sorry_addr} was not in the table after {}",
+            secs(timeout)
+        )),
+    }
+    match cx.run(&client, &traffic_script(&u, 3)).await {
+        Ok(o) => {
+            let tr = parse_traffic(&u, 3, &o.stdout);
+            let sorry_page = cx.t.hosts.iter().find(|h| h.has_address(saddr)).map(|h| {
+                h.page
+                    .clone()
+                    .unwrap_or_else(|| crate::compile::context::sorry_page(&cx.t.lab, &h.name))
+            });
+            let answered_sorry = sorry_page
+                .as_deref()
+                .and_then(|p| tr.answers.get(p.trim_end()))
+                .copied()
+                .unwrap_or(0);
+            c.evidence
+                .push(format!("3 requests: {answered_sorry} answered by the sorry server"));
+            if answered_sorry != 3 {
+                problems.push(format!("only {answered_sorry} of 3 requests got the sorry page"));
+            }
+        }
+        Err(e) => problems.push(format!("the client's requests: {e}")),
+    }
+    for (name, _, start) in &victims {
+        if let Err(e) = cx.run(name, start).await {
+            problems.push(format!("restarting {name}'s web server: {e}"));
+        }
+    }
+    let all = s.real_servers.iter().filter(|r| r.weight > 0).count();
+    let back = cx
+        .wait_for(&director, "ipvsadm -Sn", timeout, |o| {
+            in_pool(o, s).len() >= all && !in_pool(o, s).contains(&sorry_addr)
+        })
+        .await;
+    match back {
+        Some(d) => c.evidence.push(format!(
+            "the real servers returned (sorry server gone) after {}",
+            secs(d)
+        )),
+        None => problems.push(format!("the real servers did not all return within {}", secs(timeout))),
+    }
+    let ok = format!("the sorry server answered after {}", entered.map_or("?".into(), secs));
+    settle(c, problems, ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(at: f64, ok: bool) -> Probe {
+        Probe { at, ok }
+    }
+
+    #[test]
+    fn gaps() {
+        let g = gap(&[
+            p(1.0, true),
+            p(1.1, true),
+            p(1.2, false),
+            p(2.0, false),
+            p(4.6, true),
+            p(4.7, true),
+        ]);
+        assert!((g.longest - 3.5).abs() < 1e-9, "{g:?}");
+        assert_eq!((g.failed, g.sent, g.recovered), (2, 6, true));
+        let g = gap(&[p(1.0, true), p(1.1, false)]);
+        assert!(!g.recovered);
+        let g = gap(&[p(1.0, true), p(1.1, true), p(1.25, true)]);
+        assert!((g.longest - 0.15).abs() < 1e-9 && g.failed == 0);
+    }
+
+    #[test]
+    fn the_probe_loop_runs_and_parses() {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(probe_loop_script("http://127.0.0.1:9/", 1, 100))
+            .output()
+            .unwrap();
+        let probes = parse_probes(&String::from_utf8_lossy(&out.stdout));
+        assert!(!probes.is_empty(), "{out:?}");
+        assert!(probes.iter().all(|p| !p.ok));
+        assert!(probes.windows(2).all(|w| w[1].at >= w[0].at));
+    }
+}
