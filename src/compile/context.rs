@@ -119,6 +119,8 @@ pub struct VrrpCtx {
     pub preempt_delay: Option<u32>,
     pub unicast_src: Option<Ipv4Addr>,
     pub unicast_peers: Vec<Ipv4Addr>,
+    /// `vrrp_script` tracked by this instance (named `chk_<instance>`).
+    pub track_script: Option<crate::model::TrackScript>,
 }
 
 #[derive(Debug, Serialize)]
@@ -364,6 +366,7 @@ fn keepalived(topo: &Topology, host: &Host) -> Option<KeepalivedCtx> {
             } else {
                 Vec::new()
             },
+            track_script: inst.track_script.clone(),
         });
     }
     if instances.is_empty() {
@@ -443,9 +446,9 @@ fn keepalived(topo: &Topology, host: &Host) -> Option<KeepalivedCtx> {
                 .collect(),
         });
     }
-    let needs_script_security = topo
-        .services_of_director(host.id)
-        .any(|s| s.keepalived && s.health_check.as_ref().is_some_and(|c| c.kind == CheckKind::Misc));
+    // Scripts keepalived runs (the notify script always, track scripts and
+    // MISC_CHECKs when declared) run as root under script security.
+    let needs_script_security = true;
     Some(KeepalivedCtx {
         router_id: host.name.clone(),
         instances,

@@ -1106,6 +1106,38 @@ fn build_ha(
                 .and_then(|p| cx.range(p, 0, 1000, "preempt_delay", "seconds"))
                 .map(|p| p as u32),
             unicast: inst.unicast.unwrap_or(false),
+            track_script: inst.track_script.as_ref().and_then(|ts| {
+                let ts = &ts.value;
+                let script = TrackScript {
+                    run: ts.run.value.clone(),
+                    interval: cx.range_or(ts.interval.as_ref(), (1, 3600), "interval", "seconds between runs", 2)
+                        as u32,
+                    weight: cx.range_or(
+                        ts.weight.as_ref(),
+                        (-253, 253),
+                        "weight",
+                        "priority change while it fails",
+                        -20,
+                    ) as i32,
+                    fall: cx.range_or(ts.fall.as_ref(), (1, 100), "fall", "failures before it counts", 2) as u32,
+                    rise: cx.range_or(
+                        ts.rise.as_ref(),
+                        (1, 100),
+                        "rise",
+                        "successes before it counts again",
+                        2,
+                    ) as u32,
+                };
+                if ts.run.value.trim().is_empty() || ts.run.value.contains('"') || ts.run.value.contains('\n') {
+                    cx.error(
+                        ts.run.span,
+                        "a track_script command must be one line without double quotes",
+                        "keepalived quotes it as `script \"...\"`; e.g. `run: pidof -s busybox`",
+                    );
+                    return None;
+                }
+                Some(script)
+            }),
             members,
         });
     }

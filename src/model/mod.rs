@@ -204,7 +204,19 @@ pub struct VrrpInstance {
     pub nopreempt: bool,
     pub preempt_delay: Option<u32>,
     pub unicast: bool,
+    pub track_script: Option<TrackScript>,
     pub members: Vec<VrrpMember>,
+}
+
+/// keepalived's `vrrp_script`, tracked by one instance.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrackScript {
+    pub run: String,
+    pub interval: u32,
+    /// Priority change while the script fails (negative); 0: go to FAULT.
+    pub weight: i32,
+    pub fall: u32,
+    pub rise: u32,
 }
 
 #[derive(Debug, Clone, Serialize)]

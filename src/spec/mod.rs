@@ -453,7 +453,25 @@ pub struct VrrpInstanceSpec {
     /// Send adverts to the peers' addresses instead of multicast 224.0.0.18.
     #[serde(default)]
     pub unicast: Option<bool>,
+    /// A command keepalived runs every `interval` s (`vrrp_script`); while it
+    /// fails, the member's priority drops by `weight` (or it goes to FAULT).
+    #[serde(default)]
+    pub track_script: Option<Spanned<TrackScriptSpec>>,
     pub members: Vec<Spanned<VrrpMemberSpec>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename = "track_script")]
+pub struct TrackScriptSpec {
+    pub run: Spanned<String>,
+    #[serde(default)]
+    pub interval: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub weight: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub fall: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub rise: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -352,6 +352,24 @@ async fn failover(cx: &Cx<'_>, inst: &VrrpInstance) -> Check {
     if !after.is_empty() {
         c.evidence.push(after);
     }
+    // What keepalived's notify script logged on each member meanwhile.
+    for m in &inst.members {
+        let name = &cx.t.host(m.host).name;
+        if let Ok(o) = cx
+            .run(
+                name,
+                &format!(
+                    "grep -F ' {} ' /var/log/lvslab-vrrp.log 2>/dev/null | tail -n 3",
+                    inst.name
+                ),
+            )
+            .await
+        {
+            for l in o.stdout.lines() {
+                c.evidence.push(format!("{name} log: {l}"));
+            }
+        }
+    }
     let ok = format!(
         "{} took over; gap {:.2} s, {} of {} requests failed",
         moved.as_ref().map_or("?", |(h, _)| h.as_str()),
