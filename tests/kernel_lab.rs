@@ -26,7 +26,7 @@ fn nat_dr_tun_on_a_real_kernel() {
     let _ = std::fs::write(format!("{repo}/target/kernel-lab.log"), format!("{stdout}\n{stderr}"));
     assert!(out.status.success(), "kernel-lab scenarios failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
-    for name in ["nat", "dr", "tun", "ha", "dual"] {
+    for name in ["nat", "dr", "tun", "ha", "dual", "hanat"] {
         assert!(
             stdout.contains(&format!("ok   {name}: down leaves nothing")),
             "{name} did not complete:\n{stdout}"

@@ -101,6 +101,8 @@ pub struct Gap {
     pub sent: usize,
     /// Requests were answered again after the last failure.
     pub recovered: bool,
+    /// The mean time between requests actually achieved, in seconds.
+    pub every: f64,
 }
 
 pub fn gap(probes: &[Probe]) -> Gap {
@@ -117,11 +119,16 @@ pub fn gap(probes: &[Probe]) -> Gap {
         None => true,
         Some(i) => probes[i + 1..].iter().any(|p| p.ok),
     };
+    let every = match (probes.first(), probes.last()) {
+        (Some(a), Some(b)) if probes.len() > 1 => (b.at - a.at) / (probes.len() - 1) as f64,
+        _ => 0.0,
+    };
     Gap {
         longest,
         failed: probes.iter().filter(|p| !p.ok).count(),
         sent: probes.len(),
         recovered,
+        every,
     }
 }
 
@@ -232,12 +239,22 @@ async fn failover(cx: &Cx<'_>, inst: &VrrpInstance) -> Check {
     let Some(client) = cx.t.verify.client.map(|c| cx.t.host(c).name.clone()) else {
         return skip(c, "not checked: the lab has no client host");
     };
+    let peers = sync_peers(cx.t, inst);
     let Some(s) =
         cx.t.services
             .iter()
             .find(|s| inst.vips.contains(&s.vip) && url(s).is_some())
     else {
-        return skip(c, "not checked: no TCP service uses this instance's VIPs");
+        return match peers.first() {
+            Some(p) => skip(
+                c,
+                &format!(
+                    "not checked alone: it is in a sync group and moves with {} (see failover/{})",
+                    p.name, p.name
+                ),
+            ),
+            None => skip(c, "not checked: no TCP service uses this instance's VIPs"),
+        };
     };
     let Some(u) = url(s) else {
         return skip(c, "not checked: no TCP service uses this instance's VIPs");
@@ -287,6 +304,23 @@ async fn failover(cx: &Cx<'_>, inst: &VrrpInstance) -> Check {
         Some((h, d)) => c.evidence.push(format!("{h} took over {} after {}", s.vip, secs(*d))),
         None => problems.push(format!("no other member took over {} within {window} s", s.vip)),
     }
+    // A sync group moves together: the real servers' gateway follows the VIP.
+    for p in &peers {
+        let holder = cx.holder(p).await.map(|h| cx.t.host(h).name.clone());
+        match (&moved, holder) {
+            (Some((h, _)), Some(ph)) if *h == ph => c.evidence.push(format!(
+                "{} ({}) moved with it to {ph} (vrrp_sync_group)",
+                p.name,
+                p.vips.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ")
+            )),
+            (Some((h, _)), ph) => problems.push(format!(
+                "{} of the same sync group is on {}, not with the VIP on {h}",
+                p.name,
+                ph.as_deref().unwrap_or("no director")
+            )),
+            (None, _) => {}
+        }
+    }
     let log = match probes.await {
         Ok(Ok(o)) => o.stdout,
         Ok(Err(e)) => {
@@ -300,8 +334,8 @@ async fn failover(cx: &Cx<'_>, inst: &VrrpInstance) -> Check {
     };
     let g = gap(&parse_probes(&log));
     c.evidence.push(format!(
-        "client: {} requests to {u} about every 100 ms, {} failed, longest time without an answer {:.2} s",
-        g.sent, g.failed, g.longest
+        "client: {} requests to {u} (asked for every 100 ms; one every {:.2} s), {} failed, longest time without an answer {:.2} s",
+        g.sent, g.every, g.failed, g.longest
     ));
     if g.sent == 0 {
         problems.push("the client sent no request".into());
@@ -378,6 +412,28 @@ async fn failover(cx: &Cx<'_>, inst: &VrrpInstance) -> Check {
         g.sent
     );
     settle(c, problems, ok)
+}
+
+/// The other instances of `inst`'s `vrrp_sync_group` (NAT through keepalived:
+/// instances with the same members on other networks; see compile::context).
+fn sync_peers<'a>(t: &'a Topology, inst: &VrrpInstance) -> Vec<&'a VrrpInstance> {
+    let Some(ha) = &t.ha else { return Vec::new() };
+    let nat = t
+        .services
+        .iter()
+        .any(|s| s.keepalived && s.mode == crate::model::Mode::Nat);
+    let members = |i: &VrrpInstance| {
+        let mut m: Vec<HostId> = i.members.iter().map(|m| m.host).collect();
+        m.sort();
+        m
+    };
+    if !nat {
+        return Vec::new();
+    }
+    ha.instances
+        .iter()
+        .filter(|i| i.name != inst.name && i.network != inst.network && members(i) == members(inst))
+        .collect()
 }
 
 /// Real servers of `s` in `ipvsadm -Sn` output that are in the pool (weight > 0).
@@ -602,6 +658,7 @@ mod tests {
         ]);
         assert!((g.longest - 3.5).abs() < 1e-9, "{g:?}");
         assert_eq!((g.failed, g.sent, g.recovered), (2, 6, true));
+        assert!((g.every - 0.74).abs() < 1e-9, "{g:?}");
         let g = gap(&[p(1.0, true), p(1.1, false)]);
         assert!(!g.recovered);
         let g = gap(&[p(1.0, true), p(1.1, true), p(1.25, true)]);
