@@ -208,17 +208,19 @@ pub fn build(topo: &Topology, host: &Host) -> Context {
     let mut dr_vips = Vec::new();
     let mut tun_vips = Vec::new();
     let mut web_ports = Vec::new();
-    for s in topo.services_of_real_server(id) {
+    // DR and TUN: the VIP must be local (lo or tunl0) wherever packets for it are forwarded.
+    let add_vip = |s: &crate::model::Service, dr: &mut Vec<Ipv4Addr>, tun: &mut Vec<Ipv4Addr>| {
         let list = match s.mode {
-            Mode::Dr => Some(&mut dr_vips),
-            Mode::Tun => Some(&mut tun_vips),
-            Mode::Nat => None,
+            Mode::Dr => dr,
+            Mode::Tun => tun,
+            Mode::Nat => return,
         };
-        if let Some(list) = list
-            && !list.contains(&s.vip)
-        {
+        if !list.contains(&s.vip) {
             list.push(s.vip);
         }
+    };
+    for s in topo.services_of_real_server(id) {
+        add_vip(s, &mut dr_vips, &mut tun_vips);
         let ports: Vec<u16> = match s.key {
             ServiceKey::Tcp(_) => s.real_servers.iter().filter(|r| r.host == id).map(|r| r.port).collect(),
             ServiceKey::Fwmark(_) if s.mark_protocol == Protocol::Tcp => s.mark_ports.clone(),
@@ -242,16 +244,7 @@ pub fn build(topo: &Topology, host: &Host) -> Context {
         if !host.has_address(addr) {
             continue;
         }
-        let list = match s.mode {
-            Mode::Dr => Some(&mut dr_vips),
-            Mode::Tun => Some(&mut tun_vips),
-            Mode::Nat => None,
-        };
-        if let Some(list) = list
-            && !list.contains(&s.vip)
-        {
-            list.push(s.vip);
-        }
+        add_vip(s, &mut dr_vips, &mut tun_vips);
         if !web_ports.contains(&port) {
             web_ports.push(port);
         }

@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 
 use super::gather::{arp_prober, real_port, url};
 use super::parse::{self, Counters};
-use super::{Check, Evidence, Out, Share, Verdict};
+use super::{Check, Evidence, Out, Share};
 use crate::model::{Host, Mode, Role, Scheduler, Service, ServiceKey, Topology, UserCheck};
 use crate::plan::{Plan, Resource, ipvs};
 
@@ -173,36 +173,7 @@ pub fn stats_key(s: &Service) -> String {
 }
 
 fn check(id: String, kind: &'static str, title: String, proves: &str) -> Check {
-    Check {
-        id,
-        kind,
-        title,
-        proves: proves.to_string(),
-        verdict: Verdict::Pass,
-        message: String::new(),
-        evidence: Vec::new(),
-        shares: Vec::new(),
-    }
-}
-
-impl Check {
-    /// Settle the verdict: failed if there are problems (the message lists
-    /// them), else passed with `ok`.
-    fn settle(mut self, problems: Vec<String>, ok: String) -> Check {
-        if problems.is_empty() {
-            self.verdict = Verdict::Pass;
-            self.message = ok;
-        } else {
-            self.verdict = Verdict::Fail;
-            self.message = problems.join("; ");
-        }
-        self
-    }
-    fn skip(mut self, why: impl Into<String>) -> Check {
-        self.verdict = Verdict::Skip;
-        self.message = why.into();
-        self
-    }
+    Check::new(id, kind, title, proves)
 }
 
 fn first_line(s: &str) -> &str {

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::gather::{parse_traffic, traffic_script, url};
-use super::{Check, Verdict, parse};
+use super::{Check, parse};
 use crate::exec::transport::Transport;
 use crate::model::{HostId, Service, Topology, VrrpInstance};
 use crate::plan::{Plan, Resource};
@@ -32,32 +32,15 @@ struct Cx<'a> {
 }
 
 fn check(id: String, kind: &'static str, title: String, proves: &str) -> Check {
-    Check {
-        id,
-        kind,
-        title,
-        proves: proves.to_string(),
-        verdict: Verdict::Pass,
-        message: String::new(),
-        evidence: Vec::new(),
-        shares: Vec::new(),
-    }
+    Check::new(id, kind, title, proves)
 }
 
-fn settle(mut c: Check, problems: Vec<String>, ok: String) -> Check {
-    if problems.is_empty() {
-        c.message = ok;
-    } else {
-        c.verdict = Verdict::Fail;
-        c.message = problems.join("; ");
-    }
-    c
+fn settle(c: Check, problems: Vec<String>, ok: String) -> Check {
+    c.settle(problems, ok)
 }
 
-fn skip(mut c: Check, why: &str) -> Check {
-    c.verdict = Verdict::Skip;
-    c.message = why.to_string();
-    c
+fn skip(c: Check, why: &str) -> Check {
+    c.skip(why)
 }
 
 /// One client request: when (seconds on the client's clock) and whether it was answered.

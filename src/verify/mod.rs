@@ -132,6 +132,42 @@ pub struct Check {
     pub shares: Vec<Share>,
 }
 
+impl Check {
+    /// A check that passes until settled otherwise.
+    pub fn new(id: String, kind: &'static str, title: String, proves: &str) -> Check {
+        Check {
+            id,
+            kind,
+            title,
+            proves: proves.to_string(),
+            verdict: Verdict::Pass,
+            message: String::new(),
+            evidence: Vec::new(),
+            shares: Vec::new(),
+        }
+    }
+
+    /// Settle the verdict: failed if there are problems (the message lists
+    /// them), else passed with `ok`.
+    pub fn settle(mut self, problems: Vec<String>, ok: String) -> Check {
+        if problems.is_empty() {
+            self.verdict = Verdict::Pass;
+            self.message = ok;
+        } else {
+            self.verdict = Verdict::Fail;
+            self.message = problems.join("; ");
+        }
+        self
+    }
+
+    /// Not checked, and why.
+    pub fn skip(mut self, why: impl Into<String>) -> Check {
+        self.verdict = Verdict::Skip;
+        self.message = why.into();
+        self
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub schema: &'static str,
