@@ -91,3 +91,70 @@ fn a_broken_config_is_refused_by_keepalived_t() {
         .expect("keepalived runs");
     assert!(!out.status.success());
 }
+
+/// An install that keepalived -t refuses stops that host with keepalived's own
+/// message, and the running configuration stays as it was.
+#[tokio::test]
+async fn a_config_keepalived_refuses_is_never_installed() {
+    use std::sync::Arc;
+
+    use lvslab::exec::runner::{self, HostConn, Options, Silent};
+    use lvslab::exec::state::LabState;
+    use lvslab::exec::transport::{LocalTransport, Transport};
+    use lvslab::plan::{HostPlan, Phase, Plan, SCHEMA, Step};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keepalived.conf").display().to_string();
+    std::fs::write(&path, "global_defs {\n    router_id old\n}\n").unwrap();
+    let step = Step::new(
+        Resource::File {
+            path: path.clone(),
+            content: "vrrp_instance VI_1 {\n    state SIDEWAYS\n    virtual_router_id 999\n}\n".into(),
+            mode: "0640".into(),
+            validate: Some("keepalived -t -f %s".into()),
+            sha256: String::new(),
+        },
+        "test".into(),
+    );
+    let plan = Arc::new(Plan {
+        schema: SCHEMA,
+        lab: "k".into(),
+        mode: lvslab::model::Mode::Dr,
+        phases: vec![Phase {
+            name: "balancer".into(),
+            hosts: vec![HostPlan {
+                host: "director".into(),
+                steps: vec![step],
+            }],
+        }],
+        secrets: Default::default(),
+    });
+    let conns = vec![HostConn {
+        host: "director".into(),
+        transport: Ok(Arc::new(LocalTransport::new("director")) as Arc<dyn Transport>),
+    }];
+    let (outcome, _) = runner::up(
+        plan,
+        conns,
+        LabState::default(),
+        Arc::new(|_: &LabState| Ok(())),
+        Options { check: false, forks: 1 },
+        Arc::new(Silent),
+    )
+    .await;
+    assert!(outcome.failed);
+    let details = outcome
+        .results
+        .iter()
+        .flat_map(|r| r.details.clone())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        details.contains("unknown state 'SIDEWAYS'") && details.contains("VRID '999' not valid"),
+        "keepalived's own message is shown: {details}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "global_defs {\n    router_id old\n}\n"
+    );
+}
