@@ -689,11 +689,13 @@ fn build_checks(
                 "give a shell command, e.g. `test -f /srv/www/upload.txt`",
             );
         }
-        let status = c
-            .status
-            .as_ref()
-            .and_then(|s| cx.range(s, 0, 255, "exit status", "an exit status is 0..=255"))
-            .unwrap_or(0) as i32;
+        let status = cx.range_or(
+            c.status.as_ref(),
+            (0, 255),
+            "exit status",
+            "an exit status is 0..=255",
+            0,
+        ) as i32;
         let output = c.output.as_ref().and_then(|o| match regex::Regex::new(&o.value) {
             Ok(r) => Some(r),
             Err(e) => {
@@ -946,11 +948,13 @@ fn build_ha(
                 "each VRRP instance needs its own virtual_router_id",
             );
         }
-        let advert_int = inst
-            .advert_int
-            .as_ref()
-            .and_then(|a| cx.range(a, 1, 255, "advert_int", "seconds between adverts"))
-            .unwrap_or(1) as u32;
+        let advert_int = cx.range_or(
+            inst.advert_int.as_ref(),
+            (1, 255),
+            "advert_int",
+            "seconds between adverts",
+            1,
+        ) as u32;
         let auth_pass = inst.auth_pass.as_ref().map(|p| {
             if p.value.is_empty()
                 || !p
