@@ -9,6 +9,7 @@ use std::net::Ipv4Addr;
 use serde::Serialize;
 
 use crate::model::{CheckKind, Host, Mode, Protocol, Role, ServiceKey, Topology, VrrpState, WebServer};
+use crate::plan::ipvs::KeepalivedService;
 use crate::plan::{IpvsDest, IpvsService, secret_placeholder};
 
 #[derive(Debug, Serialize)]
@@ -483,6 +484,23 @@ pub fn ipvs_table(topo: &Topology, host: &Host) -> Vec<IpvsService> {
     topo.services_of_director(host.id)
         .filter(|s| !s.keepalived)
         .map(ipvs_service)
+        .collect()
+}
+
+/// The services keepalived owns on one director, as its configuration declares them.
+pub fn keepalived_table(topo: &Topology, host: &Host) -> Vec<KeepalivedService> {
+    topo.services_of_director(host.id)
+        .filter(|s| s.keepalived)
+        .map(|s| KeepalivedService {
+            service: ipvs_service(s),
+            sorry: s.sorry_server.map(|(a, p)| format!("{a}:{p}")),
+            inhibit_on_failure: s.inhibit_on_failure,
+            names: s
+                .real_servers
+                .iter()
+                .map(|r| (format!("{}:{}", r.address, r.port), topo.host(r.host).name.clone()))
+                .collect(),
+        })
         .collect()
 }
 

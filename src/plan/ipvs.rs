@@ -1,6 +1,7 @@
 //! The desired IPVS table of one director, and its rendering as `ipvsadm`
 //! commands and as `ipvsadm -Sn` lines (the grammar in ../shared/lvs-facts.md).
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use serde::Serialize;
@@ -311,9 +312,105 @@ impl LiveDest {
     }
 }
 
+/// `TCP 192.168.4.5:80`, `UDP …`, `SCTP …`, `FWM 8`, `FWM 8 (IPv6)`: a
+/// `-Sn` target the way `ipvsadm -Ln` names it.
+pub fn describe(target: &str) -> String {
+    match target.split_once(' ') {
+        Some(("-t", a)) => format!("TCP {a}"),
+        Some(("-u", a)) => format!("UDP {a}"),
+        Some(("--sctp-service", a)) => format!("SCTP {a}"),
+        Some(("-f", m)) => match m.strip_suffix(" -6") {
+            Some(m) => format!("FWM {m} (IPv6)"),
+            None => format!("FWM {m}"),
+        },
+        _ => target.to_string(),
+    }
+}
+
+fn method_name(flag: &str) -> &str {
+    match flag {
+        "-g" => "dr (-g)",
+        "-m" => "nat (-m)",
+        "-i" => "tun (-i)",
+        other => other,
+    }
+}
+
+fn or_none(v: Option<String>) -> String {
+    v.unwrap_or_else(|| "none".into())
+}
+
+/// The service options that differ, one phrase per field.
+pub fn option_diffs(have: &LiveService, want: &LiveService) -> Vec<String> {
+    let mut d = Vec::new();
+    if have.scheduler != want.scheduler {
+        d.push(format!("scheduler {} (want {})", have.scheduler, want.scheduler));
+    }
+    let secs = |p: Option<u32>| or_none(p.map(|p| format!("{p} s")));
+    if have.persistence != want.persistence {
+        d.push(format!("persistence {} (want {})", secs(have.persistence), secs(want.persistence)));
+    }
+    let mask = |s: &LiveService| {
+        s.persistence
+            .and(s.netmask.clone())
+            .filter(|m| m != "255.255.255.255" && m != "128")
+    };
+    if have.persistence.is_some() && want.persistence.is_some() && mask(have) != mask(want) {
+        d.push(format!(
+            "persistence netmask {} (want {})",
+            or_none(mask(have)),
+            or_none(mask(want))
+        ));
+    }
+    if have.pe != want.pe {
+        d.push(format!(
+            "persistence engine {} (want {})",
+            or_none(have.pe.clone()),
+            or_none(want.pe.clone())
+        ));
+    }
+    if have.one_packet != want.one_packet {
+        let on = |b: bool| if b { "on" } else { "off" };
+        d.push(format!(
+            "one-packet scheduling {} (want {})",
+            on(have.one_packet),
+            on(want.one_packet)
+        ));
+    }
+    let flags = |s: &LiveService| {
+        let mut f = s.flags.clone();
+        f.sort();
+        (!f.is_empty()).then(|| f.join(","))
+    };
+    if flags(have) != flags(want) {
+        d.push(format!("scheduler flags {} (want {})", or_none(flags(have)), or_none(flags(want))));
+    }
+    d
+}
+
+/// The real-server fields that differ, one phrase per field.
+pub fn dest_diffs(have: &LiveDest, want: &LiveDest) -> Vec<String> {
+    let mut d = Vec::new();
+    if have.method != want.method {
+        d.push(format!(
+            "forwarding {} (want {})",
+            method_name(&have.method),
+            method_name(&want.method)
+        ));
+    }
+    if have.weight != want.weight {
+        d.push(format!("weight {} (want {})", have.weight, want.weight));
+    }
+    if have.extra != want.extra {
+        let x = |v: &[String]| if v.is_empty() { "none".to_string() } else { v.join(" ") };
+        d.push(format!("options {} (want {})", x(&have.extra), x(&want.extra)));
+    }
+    d
+}
+
 /// One difference between the desired and the live table, with the ipvsadm
 /// arguments that repair it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct IpvsChange {
     pub description: String,
     pub args: String,
@@ -327,24 +424,25 @@ pub fn diff(desired: &[IpvsService], live: &[LiveService]) -> Vec<IpvsChange> {
     let desired = parse_save(&save_lines(desired).join("\n")).unwrap_or_default();
     let mut out = Vec::new();
     for want in &desired {
-        let proto = want.target.clone();
+        let svc = describe(&want.target);
         match live.iter().find(|l| l.target == want.target) {
             None => {
                 out.push(IpvsChange {
-                    description: format!("service {proto} missing (want {})", want.options()),
+                    description: format!("service {svc} missing (want {})", want.options()),
                     args: format!("-A {} {}", want.target, want.options()),
                 });
                 for d in &want.dests {
                     out.push(IpvsChange {
-                        description: format!("real server {} missing from {proto}", d.address),
+                        description: format!("real server {} missing from {svc}", d.address),
                         args: format!("-a {} {}", want.target, d.options()),
                     });
                 }
             }
             Some(have) => {
-                if have.options() != want.options() {
+                let fields = option_diffs(have, want);
+                if !fields.is_empty() {
                     out.push(IpvsChange {
-                        description: format!("service {proto} has `{}` (want `{}`)", have.options(), want.options()),
+                        description: format!("service {svc}: {}", fields.join(", ")),
                         args: format!("-E {} {}", want.target, want.options()),
                     });
                 }
@@ -352,15 +450,16 @@ pub fn diff(desired: &[IpvsService], live: &[LiveService]) -> Vec<IpvsChange> {
                     match have.dests.iter().find(|h| h.address == d.address) {
                         None => out.push(IpvsChange {
                             description: format!(
-                                "real server {} missing from {proto} (want {} -w {})",
+                                "real server {} missing from {svc} (want {} -w {})",
                                 d.address, d.method, d.weight
                             ),
                             args: format!("-a {} {}", want.target, d.options()),
                         }),
                         Some(h) if h != d => out.push(IpvsChange {
                             description: format!(
-                                "real server {} in {proto} is {} -w {} (want {} -w {})",
-                                d.address, h.method, h.weight, d.method, d.weight
+                                "real server {} in {svc}: {}",
+                                d.address,
+                                dest_diffs(h, d).join(", ")
                             ),
                             args: format!("-e {} {}", want.target, d.options()),
                         }),
@@ -374,7 +473,7 @@ pub fn diff(desired: &[IpvsService], live: &[LiveService]) -> Vec<IpvsChange> {
                 {
                     out.push(IpvsChange {
                         description: format!(
-                            "undeclared real server {} in {proto} ({} -w {})",
+                            "undeclared real server {} in {svc} ({} -w {})",
                             h.address, h.method, h.weight
                         ),
                         args: format!("-d {} -r {}", want.target, h.address),
@@ -384,6 +483,126 @@ pub fn diff(desired: &[IpvsService], live: &[LiveService]) -> Vec<IpvsChange> {
         }
     }
     out
+}
+
+/// A service keepalived owns, as its configuration declares it.
+#[derive(Debug, Clone)]
+pub struct KeepalivedService {
+    pub service: IpvsService,
+    /// `192.168.4.51:80`
+    pub sorry: Option<String>,
+    pub inhibit_on_failure: bool,
+    /// Real servers' names by `address:port`, for the notes.
+    pub names: BTreeMap<String, String>,
+}
+
+/// A director's whole live table judged against what it should hold.
+#[derive(Debug, Clone, Default)]
+pub struct TableAudit {
+    /// Differences in the services the plan manages with ipvsadm (its IPVS step repairs them).
+    pub owned: Vec<IpvsChange>,
+    /// Differences in keepalived's services that keepalived's rules do not allow,
+    /// each with the ipvsadm arguments that put keepalived's configuration back.
+    pub keepalived: Vec<IpvsChange>,
+    /// Services nobody declared, described (`TCP 10.0.0.1:22 (-s rr)`): never removed.
+    pub undeclared: Vec<String>,
+    /// States keepalived's rules allow, said: a real server out of the pool
+    /// while its check fails, the sorry server in when none is healthy.
+    pub notes: Vec<String>,
+    /// keepalived real servers in the pool, and declared.
+    pub in_pool: usize,
+    pub total: usize,
+}
+
+/// Judge a director's live table: the services the plan owns (`ipvs::diff`),
+/// keepalived's services by keepalived's rules (a real server may be missing,
+/// or at weight 0 with inhibit_on_failure, while its check fails; the sorry
+/// server only when none is left), and anything else (undeclared).
+pub fn audit(owned: &[IpvsService], keepalived: &[KeepalivedService], live: &[LiveService]) -> TableAudit {
+    let mut a = TableAudit {
+        owned: diff(owned, live),
+        ..TableAudit::default()
+    };
+    let mut declared: Vec<String> = owned.iter().map(|s| s.target()).collect();
+    for k in keepalived {
+        declared.push(k.service.target());
+        let Ok(want) = parse_save(&save_lines(std::slice::from_ref(&k.service)).join("\n")) else {
+            continue;
+        };
+        let Some(want) = want.first() else { continue };
+        let svc = describe(&want.target);
+        let Some(have) = live.iter().find(|l| l.target == want.target) else {
+            a.total += want.dests.len();
+            a.keepalived.push(IpvsChange {
+                description: format!("keepalived's service {svc} is not in the table (is keepalived running?)"),
+                args: format!("-A {} {}", want.target, want.options()),
+            });
+            a.keepalived.extend(want.dests.iter().map(|d| IpvsChange {
+                description: format!("real server {} missing from keepalived's {svc}", d.address),
+                args: format!("-a {} {}", want.target, d.options()),
+            }));
+            continue;
+        };
+        let fields = option_diffs(have, want);
+        if !fields.is_empty() {
+            a.keepalived.push(IpvsChange {
+                description: format!("keepalived's service {svc}: {}", fields.join(", ")),
+                args: format!("-E {} {}", want.target, want.options()),
+            });
+        }
+        for w in &want.dests {
+            a.total += 1;
+            let name = k.names.get(&w.address).map_or(w.address.as_str(), String::as_str);
+            let who = if name == w.address {
+                w.address.clone()
+            } else {
+                format!("{name} ({})", w.address)
+            };
+            match have.dests.iter().find(|h| h.address == w.address) {
+                Some(h) if h == w => a.in_pool += 1,
+                None => a.notes.push(format!(
+                    "{who} is out of {svc}: keepalived removed it (its health check fails)"
+                )),
+                Some(h) if h.weight == 0 && k.inhibit_on_failure => a.notes.push(format!(
+                    "{who} has weight 0 in {svc}: its health check fails (inhibit_on_failure)"
+                )),
+                Some(h) => a.keepalived.push(IpvsChange {
+                    description: format!(
+                        "real server {} in keepalived's {svc}: {}",
+                        w.address,
+                        dest_diffs(h, w).join(", ")
+                    ),
+                    args: format!("-e {} {}", want.target, w.options()),
+                }),
+            }
+        }
+        for h in have
+            .dests
+            .iter()
+            .filter(|h| !want.dests.iter().any(|w| w.address == h.address))
+        {
+            if k.sorry.as_deref() == Some(h.address.as_str()) {
+                a.notes.push(format!(
+                    "sorry server {} is in {svc}: no real server is healthy",
+                    h.address
+                ));
+            } else {
+                a.keepalived.push(IpvsChange {
+                    description: format!(
+                        "undeclared real server {} in keepalived's {svc} ({} -w {})",
+                        h.address, h.method, h.weight
+                    ),
+                    args: format!("-d {} -r {}", want.target, h.address),
+                });
+            }
+        }
+    }
+    a.undeclared = live
+        .iter()
+        .filter(|l| !declared.contains(&l.target))
+        .map(|l| format!("{} ({})", describe(&l.target), l.options()))
+        .collect();
+    a
 }
 
 #[cfg(test)]
@@ -479,7 +698,157 @@ mod parse_tests {
         );
         assert_eq!(
             changes[2].description,
-            "real server 192.168.2.200:80 missing from -t 192.168.4.5:80 (want -m -w 2)"
+            "real server 192.168.2.200:80 missing from TCP 192.168.4.5:80 (want -m -w 2)"
+        );
+    }
+}
+
+#[cfg(test)]
+mod audit_tests {
+    use super::*;
+
+    fn svc(key: ServiceKey, sched: &str, dests: &[(u8, u32)]) -> IpvsService {
+        IpvsService {
+            key,
+            vip: Ipv4Addr::new(192, 168, 4, 253),
+            scheduler: sched.into(),
+            flags: vec![],
+            persistence: None,
+            netmask: None,
+            one_packet: false,
+            real_servers: dests
+                .iter()
+                .map(|(h, w)| IpvsDest {
+                    address: Ipv4Addr::new(192, 168, 4, *h),
+                    port: 80,
+                    method: Mode::Dr,
+                    weight: *w,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn describes_targets_like_ipvsadm_ln() {
+        assert_eq!(describe("-t 192.168.4.5:80"), "TCP 192.168.4.5:80");
+        assert_eq!(describe("-u [2001:db8::1]:53"), "UDP [2001:db8::1]:53");
+        assert_eq!(describe("-f 8"), "FWM 8");
+        assert_eq!(describe("-f 9 -6"), "FWM 9 (IPv6)");
+        assert_eq!(describe("--sctp-service 10.0.0.1:9"), "SCTP 10.0.0.1:9");
+    }
+
+    #[test]
+    fn parses_more_forms() {
+        // IPv6 fwmark with a prefix-length netmask, sched flags without
+        // persistence, a dest with a tunnel checksum flag and an IPv6 real server.
+        let s = parse_save(
+            "-A -f 1 -6 -s sh -p 300 -M 64 -b sh-port\n-a -f 1 -6 -r [2001:db8::9]:0 -i -w 3 --tun-type gre --tun-nocsum\n-A -t 10.1.1.1:443 -s mh -b mh-fallback,mh-port\n-a -t 10.1.1.1:443 -r 10.1.2.1:8443 -m -w 0\n",
+        )
+        .unwrap();
+        assert_eq!(s[0].target, "-f 1 -6");
+        assert_eq!(s[0].netmask.as_deref(), Some("64"));
+        assert_eq!(s[0].dests[0].address, "[2001:db8::9]:0");
+        assert_eq!(s[0].dests[0].extra, ["--tun-type", "gre", "--tun-nocsum"]);
+        assert_eq!(s[1].flags, ["mh-fallback", "mh-port"]);
+        assert_eq!(s[1].dests[0].weight, 0);
+        assert_eq!(s[1].options(), "-s mh -b mh-fallback,mh-port");
+        for bad in [
+            "-A -t 1.2.3.4:80 -s",
+            "-A -t 1.2.3.4:80 -s rr -p x",
+            "-A -t 1.2.3.4:80 -s rr -Z",
+            "-A -t 1.2.3.4:80 -s rr\n-a -t 1.2.3.4:80 -m -w 1",
+            "-A -t 1.2.3.4:80 -s rr\n-a -t 1.2.3.4:80 -r 5.6.7.8:80 -m -w heavy",
+            "-A",
+        ] {
+            assert!(parse_save(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse_save("-A -t 1.2.3.4:80 -s rr\n-A -t 1.2.3.4:80 -s rr -p x").unwrap_err().line,
+            2
+        );
+    }
+
+    #[test]
+    fn field_by_field() {
+        let want = parse_save("-A -t 1.2.3.4:80 -s wrr -p 600 -M 255.255.255.0").unwrap();
+        let have = parse_save("-A -t 1.2.3.4:80 -s wlc -p 300 -o -b sh-port").unwrap();
+        assert_eq!(
+            option_diffs(&have[0], &want[0]),
+            [
+                "scheduler wlc (want wrr)",
+                "persistence 300 s (want 600 s)",
+                "persistence netmask none (want 255.255.255.0)",
+                "one-packet scheduling on (want off)",
+                "scheduler flags sh-port (want none)"
+            ]
+        );
+        let a = parse_save("-A -t 1.2.3.4:80 -s rr\n-a -t 1.2.3.4:80 -r 5.6.7.8:80 -g -w 1").unwrap();
+        let b = parse_save("-A -t 1.2.3.4:80 -s rr\n-a -t 1.2.3.4:80 -r 5.6.7.8:80 -i -w 2 --tun-type gue").unwrap();
+        assert_eq!(
+            dest_diffs(&b[0].dests[0], &a[0].dests[0]),
+            [
+                "forwarding tun (-i) (want dr (-g))",
+                "weight 2 (want 1)",
+                "options --tun-type gue (want none)"
+            ]
+        );
+        // The same flags in another order are the same flags.
+        let x = parse_save("-A -t 1.2.3.4:80 -s sh -b sh-port,sh-fallback").unwrap();
+        let y = parse_save("-A -t 1.2.3.4:80 -s sh -b sh-fallback,sh-port").unwrap();
+        assert!(option_diffs(&x[0], &y[0]).is_empty());
+    }
+
+    #[test]
+    fn audit_owned_keepalived_and_undeclared() {
+        let owned = vec![svc(ServiceKey::Tcp(80), "rr", &[(52, 1), (53, 1)])];
+        let mut ka_svc = svc(ServiceKey::Tcp(443), "wrr", &[(52, 1), (53, 2)]);
+        ka_svc.vip = Ipv4Addr::new(192, 168, 4, 254);
+        let ka = vec![KeepalivedService {
+            service: ka_svc,
+            sorry: Some("192.168.4.51:80".into()),
+            inhibit_on_failure: false,
+            names: [("192.168.4.52:80".to_string(), "web1".to_string())].into(),
+        }];
+        let live = parse_save(
+            "-A -t 192.168.4.253:80 -s rr\n-a -t 192.168.4.253:80 -r 192.168.4.52:80 -g -w 1\n\
+             -A -t 192.168.4.254:443 -s wrr\n-a -t 192.168.4.254:443 -r 192.168.4.53:80 -g -w 7\n-a -t 192.168.4.254:443 -r 192.168.4.60:80 -g -w 1\n\
+             -A -u 10.0.0.1:53 -s rr\n",
+        )
+        .unwrap();
+        let a = audit(&owned, &ka, &live);
+        assert_eq!(
+            a.owned.iter().map(|c| c.description.as_str()).collect::<Vec<_>>(),
+            ["real server 192.168.4.53:80 missing from TCP 192.168.4.253:80 (want -g -w 1)"]
+        );
+        assert_eq!(
+            a.keepalived.iter().map(|c| (c.description.as_str(), c.args.as_str())).collect::<Vec<_>>(),
+            [
+                (
+                    "real server 192.168.4.53:80 in keepalived's TCP 192.168.4.254:443: weight 7 (want 2)",
+                    "-e -t 192.168.4.254:443 -r 192.168.4.53:80 -g -w 2"
+                ),
+                (
+                    "undeclared real server 192.168.4.60:80 in keepalived's TCP 192.168.4.254:443 (-g -w 1)",
+                    "-d -t 192.168.4.254:443 -r 192.168.4.60:80"
+                ),
+            ]
+        );
+        assert_eq!(
+            a.notes,
+            ["web1 (192.168.4.52:80) is out of TCP 192.168.4.254:443: keepalived removed it (its health check fails)"]
+        );
+        assert_eq!(a.undeclared, ["UDP 10.0.0.1:53 (-s rr)"]);
+        assert_eq!((a.in_pool, a.total), (0, 2));
+
+        // keepalived's service gone entirely: put back whole.
+        let a = audit(&[], &ka, &[]);
+        assert_eq!(
+            a.keepalived.iter().map(|c| c.args.as_str()).collect::<Vec<_>>(),
+            [
+                "-A -t 192.168.4.254:443 -s wrr",
+                "-a -t 192.168.4.254:443 -r 192.168.4.52:80 -g -w 1",
+                "-a -t 192.168.4.254:443 -r 192.168.4.53:80 -g -w 2"
+            ]
         );
     }
 }

@@ -275,26 +275,20 @@ fn ipvs_table(cx: &Ctx, d: &Host) -> Check {
         Ok(l) => l,
         Err(e) => return c.settle(vec![format!("cannot parse `ipvsadm -Sn`: {e}")], String::new()),
     };
+    let ka: Vec<&Service> = cx.t.services_of_director(d.id).filter(|s| s.keepalived).collect();
+    let a = ipvs::audit(&desired, &crate::compile::context::keepalived_table(cx.t, d), &live);
     let mut problems: Vec<String> = Vec::new();
-    for ch in ipvs::diff(&desired, &live) {
-        problems.push(ch.description);
+    for ch in a.owned.iter().chain(&a.keepalived) {
+        problems.push(ch.description.clone());
         c.evidence.push(format!("repair: ipvsadm {}", ch.args));
     }
-    // Services nobody declared (keepalived's own are declared too).
-    let declared: BTreeSet<String> =
-        cx.t.services_of_director(d.id)
-            .map(|s| s.ipvsadm_target())
-            .chain(desired.iter().map(|s| s.target()))
-            .collect();
-    for l in live.iter().filter(|l| !declared.contains(&l.target)) {
-        problems.push(format!("undeclared service {} ({})", l.target, l.options()));
-    }
+    problems.extend(a.undeclared.iter().map(|u| format!("undeclared service {u}")));
+    c.evidence.extend(a.notes);
     let n = desired.len();
     let rs: usize = desired.iter().map(|s| s.real_servers.len()).sum();
     let mut ok = format!("{n} service(s) and {rs} real server(s) exactly as planned");
-    let ka: Vec<&Service> = cx.t.services_of_director(d.id).filter(|s| s.keepalived).collect();
     if !ka.is_empty() {
-        let (in_pool, total) = keepalived_services(cx, &ka, &live, &mut problems, &mut c.evidence);
+        let (in_pool, total) = (a.in_pool, a.total);
         ok = if n == 0 {
             format!(
                 "{} keepalived service(s) as configured, {in_pool} of {total} real servers in the pool",
@@ -308,81 +302,6 @@ fn ipvs_table(cx: &Ctx, d: &Host) -> Check {
         };
     }
     c.settle(problems, ok)
-}
-
-/// keepalived's services, by its rules: each service as configured; a real
-/// server either as configured, or missing / at weight 0 (with
-/// inhibit_on_failure) while its health check fails; the sorry server only
-/// when no real server is left. Returns (real servers in the pool, declared).
-fn keepalived_services(
-    cx: &Ctx,
-    services: &[&Service],
-    live: &[ipvs::LiveService],
-    problems: &mut Vec<String>,
-    evidence: &mut Vec<String>,
-) -> (usize, usize) {
-    let (mut in_pool, mut total) = (0, 0);
-    for s in services {
-        let want_svc = crate::compile::context::ipvs_service(s);
-        let Ok(want) = ipvs::parse_save(&ipvs::save_lines(std::slice::from_ref(&want_svc)).join("\n")) else {
-            continue;
-        };
-        let Some(want) = want.first() else { continue };
-        let Some(have) = live.iter().find(|l| l.target == want.target) else {
-            problems.push(format!(
-                "keepalived's service {} is not in the table (is keepalived running?)",
-                want.target
-            ));
-            continue;
-        };
-        if have.options() != want.options() {
-            problems.push(format!(
-                "keepalived's service {} has `{}` (want `{}`)",
-                want.target,
-                have.options(),
-                want.options()
-            ));
-        }
-        let sorry = s.sorry_server.map(|(a, p)| format!("{a}:{p}"));
-        for w in &want.dests {
-            total += 1;
-            let name = s
-                .real_servers
-                .iter()
-                .find(|r| format!("{}:{}", r.address, r.port) == w.address)
-                .map_or(w.address.as_str(), |r| cx.name(r.host));
-            match have.dests.iter().find(|h| h.address == w.address) {
-                Some(h) if h == w => in_pool += 1,
-                None => evidence.push(format!(
-                    "{name} ({}) is out of {}: keepalived removed it (its health check fails)",
-                    w.address, want.target
-                )),
-                Some(h) if h.weight == 0 && s.inhibit_on_failure => evidence.push(format!(
-                    "{name} ({}) has weight 0 in {}: its health check fails (inhibit_on_failure)",
-                    w.address, want.target
-                )),
-                Some(h) => problems.push(format!(
-                    "real server {} in {} is {} -w {} (keepalived configures {} -w {})",
-                    w.address, want.target, h.method, h.weight, w.method, w.weight
-                )),
-            }
-        }
-        for h in have
-            .dests
-            .iter()
-            .filter(|h| !want.dests.iter().any(|w| w.address == h.address))
-        {
-            if sorry.as_deref() == Some(h.address.as_str()) {
-                evidence.push(format!(
-                    "sorry server {} is in {}: no real server is healthy",
-                    h.address, want.target
-                ));
-            } else {
-                problems.push(format!("undeclared real server {} in {}", h.address, want.target));
-            }
-        }
-    }
-    (in_pool, total)
 }
 
 fn vrrp(cx: &Ctx, inst: &crate::model::VrrpInstance) -> Check {

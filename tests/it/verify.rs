@@ -102,7 +102,7 @@ fn each_recorded_breakage_fails_the_checks_that_catch_it() {
             "nat",
             "nat-weight",
             &["ipvs/director", "distribution/http"],
-            "real server 192.168.2.100:80 in -t 192.168.4.5:80 is -m -w 5 (want -m -w 1)",
+            "real server 192.168.2.100:80 in TCP 192.168.4.5:80: weight 5 (want 1)",
         ),
         (
             "nat",
@@ -127,7 +127,7 @@ fn each_recorded_breakage_fails_the_checks_that_catch_it() {
             "tun",
             "tun-weight-0",
             &["ipvs/director", "distribution/http"],
-            "real server 192.168.6.100:80 in -t 192.168.4.253:80 is -i -w 0 (want -i -w 1)",
+            "real server 192.168.6.100:80 in TCP 192.168.4.253:80: weight 0 (want 1)",
         ),
         (
             "tun",
@@ -372,7 +372,7 @@ fn ipvs_table_and_reachability_rules() {
     assert!(
         get(&c, "ipvs/director")
             .message
-            .contains("undeclared service -t 10.0.0.1:80 (-s rr)")
+            .contains("undeclared service TCP 10.0.0.1:80 (-s rr)")
     );
 
     let mut ev = evidence("nat-fresh");
@@ -625,7 +625,7 @@ fn ha_labs_by_keepalived_rules() {
     assert!(
         i.evidence
             .iter()
-            .any(|e| e.contains("web1 (192.168.4.52:80) is out of -t 192.168.4.253:80: keepalived removed it"))
+            .any(|e| e.contains("web1 (192.168.4.52:80) is out of TCP 192.168.4.253:80: keepalived removed it"))
     );
 
     // A weight keepalived would never set.
@@ -640,7 +640,9 @@ fn ha_labs_by_keepalived_rules() {
     assert!(
         get(&c, "ipvs/director2")
             .message
-            .contains("is -g -w 3 (keepalived configures -g -w 1)")
+            .contains("real server 192.168.4.53:80 in keepalived's TCP 192.168.4.253:80: weight 3 (want 1)"),
+        "{:#?}",
+        get(&c, "ipvs/director2")
     );
 
     // The sorry server in the table: only when no real server is left.
@@ -653,7 +655,7 @@ fn ha_labs_by_keepalived_rules() {
         get(&c, "ipvs/director1")
             .evidence
             .iter()
-            .any(|e| e.contains("sorry server 192.168.4.51:80 is in -t 192.168.4.253:80"))
+            .any(|e| e.contains("sorry server 192.168.4.51:80 is in TCP 192.168.4.253:80"))
     );
 }
 

@@ -126,7 +126,7 @@ nat_extra() {
   check "nat: the JUnit report has a passing testcase per check" \
     bash -c "grep -c '<testcase ' '$j' | grep -qx 7 && ! grep -q '<failure' '$j'"
   breaks nat-weight topologies/nat.yaml "ipvs/director distribution/http" \
-    'real server 192.168.2.100:80 in -t 192.168.4.5:80 is -m -w 5 \(want -m -w 1\)' \
+    'real server 192.168.2.100:80 in TCP 192.168.4.5:80: weight 5 \(want 1\)' \
     ip netns exec lvslab-nat-director ipvsadm -e -t 192.168.4.5:80 -r 192.168.2.100:80 -m -w 5
   breaks nat-route topologies/nat.yaml "path/http" \
     'web1 has no route back to the client' \
@@ -166,7 +166,7 @@ tun_extra() {
   check "tun: web2 (behind the router) holds the VIP on tunl0" \
     bash -c "ip netns exec lvslab-tun-web2 ip -o addr show dev tunl0 | grep -q 192.168.4.253/32"
   breaks tun-weight-0 topologies/tun.yaml "ipvs/director distribution/http" \
-    'real server 192.168.6.100:80 in -t 192.168.4.253:80 is -i -w 0 \(want -i -w 1\)' \
+    'real server 192.168.6.100:80 in TCP 192.168.4.253:80: weight 0 \(want 1\)' \
     ip netns exec lvslab-tun-director ipvsadm -e -t 192.168.4.253:80 -r 192.168.6.100:80 -i -w 0
   breaks tun-web-stopped topologies/tun.yaml "distribution/http health/http" \
     'IPVS sent web2 [0-9]+ connection\(s\) but only 0 got its page' \
