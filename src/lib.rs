@@ -8,6 +8,7 @@
 pub mod assets;
 pub mod compile;
 pub mod diag;
+pub mod drift;
 pub mod exec;
 pub mod model;
 pub mod plan;

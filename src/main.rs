@@ -86,6 +86,41 @@ enum Command {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// What no longer matches the topology (changed by hand), host by host,
+    /// field by field; with --fix, put back only that.
+    ///
+    /// One read-only round trip per host observes every step of the plan and
+    /// each director's whole IPVS table (services nobody declared included).
+    ///
+    /// Exit status: 0 no drift, 2 drift found (with --fix: drift left after
+    /// fixing), 1 some host could not be checked (its drift is unknown).
+    Drift {
+        file: PathBuf,
+        /// Only these hosts (comma-separated, or repeated).
+        #[arg(long, value_delimiter = ',')]
+        host: Vec<String>,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        format: Output,
+        /// Re-apply only the drifted steps (as `up` would: the difference
+        /// only, originals recorded for `down`), put keepalived's own IPVS
+        /// entries back with ipvsadm, then observe again and report what was
+        /// fixed. IPVS services nobody declared are never removed.
+        #[arg(long)]
+        fix: bool,
+        /// How many hosts to work on at once.
+        #[arg(long, default_value_t = 50)]
+        forks: usize,
+        /// Where the lab runs; overrides the topology's `provider`.
+        #[arg(long, value_enum)]
+        provider: Option<ProviderArg>,
+        /// Record unknown SSH host keys in known_hosts (a changed key is still refused).
+        #[arg(long)]
+        accept_new_host_keys: bool,
+        /// netns labs: reach the hosts by entering their namespaces (default)
+        /// or over SSH on the topology's management network.
+        #[arg(long, value_enum, default_value_t = Via::Ns)]
+        via: Via,
+    },
     /// Revert everything `up` changed, in reverse order, restoring what was there before.
     ///
     /// Takes the topology file, or the lab's name when the file is gone.
@@ -224,6 +259,27 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             },
             &run,
         )),
+        Command::Drift {
+            file,
+            host,
+            format,
+            fix,
+            forks,
+            provider,
+            accept_new_host_keys,
+            via,
+        } => {
+            let run = RunArgs {
+                limit: host,
+                forks,
+                provider,
+                accept_new_host_keys,
+                output: Output::Text,
+                verbose: false,
+                via,
+            };
+            runtime()?.block_on(drift(&file, format, fix, &run))
+        }
         Command::Down { lab, all, run } => runtime()?.block_on(async {
             if all {
                 let mut code = ExitCode::SUCCESS;
@@ -680,6 +736,144 @@ async fn verify_cmd(file: &Path, args: &VerifyArgs, run: &RunArgs) -> anyhow::Re
     } else {
         ExitCode::from(1)
     })
+}
+
+/// `drift`: observe, judge, and with `fix` repair and observe again.
+async fn drift(file: &Path, format: Output, fix: bool, run: &RunArgs) -> anyhow::Result<ExitCode> {
+    use lvslab::drift;
+    let Some(loaded) = load_reported(file) else {
+        return Ok(ExitCode::from(1));
+    };
+    let topo = &loaded.topology;
+    let provider = choose_provider(topo, run)?;
+    let plan = compile::compile(topo)?;
+    let dir = state::LabDir::new(&topo.lab);
+    let lab_state = dir.load()?.unwrap_or_default();
+    if provider == Chosen::Netns && lab_state.infra.is_empty() {
+        anyhow::bail!("lab {} is not up (run `lvslab up {}` first)", topo.lab, file.display());
+    }
+    let mut hosts = drift::hosts(topo, &plan);
+    for h in &run.limit {
+        if topo.host_by_name(h).is_none() {
+            anyhow::bail!("--host: no host `{h}` in {}", file.display());
+        }
+    }
+    if !run.limit.is_empty() {
+        hosts.retain(|h| run.limit.contains(h));
+    }
+    let start = std::time::Instant::now();
+    let conns = connections(topo, file, provider, run, &lab_state, &hosts, Some(&plan)).await?;
+    let copy = |conns: &[runner::HostConn]| -> Vec<runner::HostConn> {
+        conns
+            .iter()
+            .map(|c| runner::HostConn {
+                host: c.host.clone(),
+                transport: c.transport.clone(),
+            })
+            .collect()
+    };
+    let observed = drift::observe(topo, &plan, copy(&conns)).await;
+    let mut report = drift::decide(topo, &plan, &observed, start.elapsed().as_secs_f64());
+    let fixable = report.hosts.iter().flat_map(|h| &h.findings).any(|f| f.fixable());
+    if fix && fixable {
+        let before = report.clone();
+        eprintln!("{}", before.summary());
+        // 1. The drifted steps, by the runner (it re-observes, applies only
+        // what differs, records originals for `down`).
+        let step_hosts: Vec<String> = before
+            .hosts
+            .iter()
+            .filter(|h| h.findings.iter().any(|f| matches!(f.fix, drift::Fix::Step { .. })))
+            .map(|h| h.host.clone())
+            .collect();
+        let mut failed = false;
+        if !step_hosts.is_empty() {
+            let _lock = dir.lock()?;
+            let mut fix_plan = plan.clone();
+            for p in &mut fix_plan.phases {
+                p.hosts.retain(|h| step_hosts.contains(&h.host));
+            }
+            let fix_conns: Vec<runner::HostConn> = copy(&conns)
+                .into_iter()
+                .filter(|c| step_hosts.contains(&c.host))
+                .collect();
+            let lab_state = dir.load()?.unwrap_or_default();
+            let save_dir = state::LabDir::new(&topo.lab);
+            let save: runner::SaveFn = Arc::new(move |s: &state::LabState| save_dir.save(s).map_err(|e| e.to_string()));
+            let opts = runner::Options {
+                check: false,
+                forks: run.forks,
+            };
+            let (outcome, lab_state) = runner::up(
+                Arc::new(fix_plan),
+                fix_conns,
+                lab_state,
+                save,
+                opts,
+                reporter(run, &step_hosts),
+            )
+            .await;
+            dir.save(&lab_state)?;
+            failed = outcome.failed;
+            eprint!("{}", report::recap_text(&outcome, "FIX RECAP", "changed"));
+        }
+        // 2. keepalived's own table entries, by keepalived's configuration,
+        // once the steps (keepalived itself among them) are right.
+        let observed = drift::observe(topo, &plan, copy(&conns)).await;
+        let now = drift::decide(topo, &plan, &observed, 0.0);
+        for h in &now.hosts {
+            let args: Vec<String> = h
+                .findings
+                .iter()
+                .filter_map(|f| match &f.fix {
+                    drift::Fix::Ipvsadm { args } => Some(args.clone()),
+                    _ => None,
+                })
+                .flatten()
+                .collect();
+            let Some(Ok(t)) = conns.iter().find(|c| c.host == h.host).map(|c| &c.transport) else {
+                continue;
+            };
+            if args.is_empty() {
+                continue;
+            }
+            let script: String = args.iter().map(|a| format!("ipvsadm {a}\n")).collect();
+            eprintln!("{}: ipvsadm {}", h.host, args.join("; ipvsadm "));
+            match t.run(&format!("set -e\n{script}")).await {
+                Ok(o) if o.status == 0 => {}
+                Ok(o) => {
+                    failed = true;
+                    eprintln!(
+                        "{}: ipvsadm failed (exit {}): {}{}",
+                        h.host,
+                        o.status,
+                        o.stdout.trim(),
+                        o.stderr.trim()
+                    );
+                }
+                Err(e) => {
+                    failed = true;
+                    eprintln!("{}: {e}", h.host);
+                }
+            }
+        }
+        // 3. Look again: what is left is what --fix could not fix.
+        let observed = drift::observe(topo, &plan, copy(&conns)).await;
+        report = drift::decide(topo, &plan, &observed, start.elapsed().as_secs_f64());
+        report.fixed = drift::fixed(&before, &report);
+        if failed {
+            eprintln!("--fix: some repairs failed (above); what is left is reported below");
+        }
+    }
+    let mut stdout = std::io::stdout().lock();
+    match format {
+        Output::Text => stdout.write_all(report::drift_text(&report).as_bytes())?,
+        Output::Json => {
+            stdout.write_all(report::drift_json(&report)?.as_bytes())?;
+            eprintln!("{}", report.summary());
+        }
+    }
+    Ok(ExitCode::from(report.exit_code()))
 }
 
 async fn down(lab: &str, run: &RunArgs) -> anyhow::Result<ExitCode> {

@@ -236,6 +236,34 @@ pub async fn up(
     )
 }
 
+/// Assess each step (secrets resolved) against its observation. A service
+/// whose own state holds still differs when a file it runs with is about to be
+/// rewritten (the file's apply deletes the service's recorded hash: see
+/// `invalidations`), as `restart: FILE changes`. The same steps may span phases.
+pub fn assess_all(desired: &[Resource], obs: &[Observed]) -> Vec<Assessment> {
+    let mut assessed: Vec<Assessment> = desired.iter().zip(obs).map(|(r, o)| r.assess(o)).collect();
+    let rewritten: Vec<&str> = desired
+        .iter()
+        .zip(&assessed)
+        .filter(|(_, a)| !a.is_ok())
+        .filter_map(|(r, _)| match r {
+            Resource::File { path, .. } => Some(path.as_str()),
+            _ => None,
+        })
+        .collect();
+    for (r, a) in desired.iter().zip(assessed.iter_mut()) {
+        if let (Resource::Service { restart_on, .. }, Assessment::Ok) = (r, &a)
+            && let Some(p) = restart_on.iter().find(|p| rewritten.contains(&p.as_str()))
+        {
+            *a = Assessment::Differs(vec![format!("{RESTART_PREFIX}{p} changes")]);
+        }
+    }
+    assessed
+}
+
+/// How [`assess_all`] marks a service that restarts because a file changes.
+pub const RESTART_PREFIX: &str = "restart: ";
+
 fn result(host: &str, phase: &str, s: &Step, status: Status, details: Vec<String>) -> StepResult {
     StepResult {
         host: host.to_string(),
@@ -249,7 +277,7 @@ fn result(host: &str, phase: &str, s: &Step, status: Status, details: Vec<String
 }
 
 /// A copy of the resource with secrets filled in (never printed, never saved).
-fn resolved(plan: &Plan, r: &Resource) -> Resource {
+pub fn resolved(plan: &Plan, r: &Resource) -> Resource {
     match r {
         Resource::File {
             path,
@@ -339,7 +367,8 @@ fn mask(text: &str, plan: &Plan) -> String {
     out
 }
 
-fn file_diff(plan: &Plan, desired: &Resource, obs: &Observed) -> Option<String> {
+/// A file step's unified diff, now → planned, secrets masked.
+pub fn file_diff(plan: &Plan, desired: &Resource, obs: &Observed) -> Option<String> {
     let Resource::File { path, content, .. } = desired else {
         return None;
     };
@@ -409,25 +438,7 @@ async fn host_phase(
     };
 
     // 2. Compare locally.
-    let mut assessed: Vec<Assessment> = desired.iter().zip(&obs).map(|(r, o)| r.assess(o)).collect();
-    // A service restarts when a file it runs with is rewritten (the file's
-    // apply also deletes the service's recorded hash: see `invalidations`).
-    let rewritten: Vec<&str> = desired
-        .iter()
-        .zip(&assessed)
-        .filter(|(_, a)| !a.is_ok())
-        .filter_map(|(r, _)| match r {
-            Resource::File { path, .. } => Some(path.as_str()),
-            _ => None,
-        })
-        .collect();
-    for (r, a) in desired.iter().zip(assessed.iter_mut()) {
-        if let (Resource::Service { restart_on, .. }, Assessment::Ok) = (r, &a)
-            && let Some(p) = restart_on.iter().find(|p| rewritten.contains(&p.as_str()))
-        {
-            *a = Assessment::Differs(vec![format!("restart: {p} changes")]);
-        }
-    }
+    let assessed = assess_all(&desired, &obs);
 
     if shared.opts.check {
         let mut rs = Vec::new();

@@ -128,7 +128,7 @@ impl Resource {
                     differs(format!("{address} missing on {dev}"))
                 }
             }
-            Resource::Route { to, via, dev } => {
+            Resource::Route { via, dev, .. } => {
                 let first = out.lines().next().unwrap_or("");
                 let t: Vec<&str> = first.split_whitespace().collect();
                 let via_ok = t.windows(2).any(|w| w[0] == "via" && w[1] == via);
@@ -138,7 +138,7 @@ impl Resource {
                 if via_ok && dev_ok {
                     Assessment::Ok
                 } else if first.is_empty() {
-                    differs(format!("no route {to}"))
+                    differs(format!("missing (want via {via})"))
                 } else {
                     differs(format!("is `{first}` (want via {via})"))
                 }

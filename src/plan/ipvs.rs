@@ -348,7 +348,11 @@ pub fn option_diffs(have: &LiveService, want: &LiveService) -> Vec<String> {
     }
     let secs = |p: Option<u32>| or_none(p.map(|p| format!("{p} s")));
     if have.persistence != want.persistence {
-        d.push(format!("persistence {} (want {})", secs(have.persistence), secs(want.persistence)));
+        d.push(format!(
+            "persistence {} (want {})",
+            secs(have.persistence),
+            secs(want.persistence)
+        ));
     }
     let mask = |s: &LiveService| {
         s.persistence
@@ -383,7 +387,11 @@ pub fn option_diffs(have: &LiveService, want: &LiveService) -> Vec<String> {
         (!f.is_empty()).then(|| f.join(","))
     };
     if flags(have) != flags(want) {
-        d.push(format!("scheduler flags {} (want {})", or_none(flags(have)), or_none(flags(want))));
+        d.push(format!(
+            "scheduler flags {} (want {})",
+            or_none(flags(have)),
+            or_none(flags(want))
+        ));
     }
     d
 }
@@ -456,11 +464,7 @@ pub fn diff(desired: &[IpvsService], live: &[LiveService]) -> Vec<IpvsChange> {
                             args: format!("-a {} {}", want.target, d.options()),
                         }),
                         Some(h) if h != d => out.push(IpvsChange {
-                            description: format!(
-                                "real server {} in {svc}: {}",
-                                d.address,
-                                dest_diffs(h, d).join(", ")
-                            ),
+                            description: format!("real server {} in {svc}: {}", d.address, dest_diffs(h, d).join(", ")),
                             args: format!("-e {} {}", want.target, d.options()),
                         }),
                         Some(_) => {}
@@ -763,7 +767,9 @@ mod audit_tests {
             assert!(parse_save(bad).is_err(), "{bad}");
         }
         assert_eq!(
-            parse_save("-A -t 1.2.3.4:80 -s rr\n-A -t 1.2.3.4:80 -s rr -p x").unwrap_err().line,
+            parse_save("-A -t 1.2.3.4:80 -s rr\n-A -t 1.2.3.4:80 -s rr -p x")
+                .unwrap_err()
+                .line,
             2
         );
     }
@@ -821,7 +827,10 @@ mod audit_tests {
             ["real server 192.168.4.53:80 missing from TCP 192.168.4.253:80 (want -g -w 1)"]
         );
         assert_eq!(
-            a.keepalived.iter().map(|c| (c.description.as_str(), c.args.as_str())).collect::<Vec<_>>(),
+            a.keepalived
+                .iter()
+                .map(|c| (c.description.as_str(), c.args.as_str()))
+                .collect::<Vec<_>>(),
             [
                 (
                     "real server 192.168.4.53:80 in keepalived's TCP 192.168.4.254:443: weight 7 (want 2)",

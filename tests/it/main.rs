@@ -5,6 +5,7 @@
 
 mod cli;
 mod compile;
+mod drift;
 mod injection;
 mod invalid;
 mod keepalived;

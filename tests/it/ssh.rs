@@ -35,7 +35,7 @@ fn keygen(path: &Path, kind: &str) {
     assert!(st.success());
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -135,7 +135,7 @@ impl NoAgent for Lvslab {
 }
 
 /// Alive and not a zombie (this sandbox's init may not reap orphans at once).
-fn running(pid: u32) -> bool {
+pub fn running(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')))
 }
@@ -160,7 +160,7 @@ pub fn recap(out: &Output, host: &str) -> (usize, usize, usize, usize) {
     (n[0], n[1], n[2], n[3])
 }
 
-fn box_steps(work: &str) -> String {
+pub fn box_steps(work: &str) -> String {
     format!(
         r#"  box1:
     role: client

@@ -11,9 +11,14 @@ shift
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$repo"
 export LVSLAB_STATE_DIR=/tmp/lvslab-state CI=true
-pass=0 fail=0
+pass=0 fail=0 digest=""
 ok()   { echo "ok   $*"; pass=$((pass+1)); }
-bad()  { echo "FAIL $*"; fail=$((fail+1)); }
+bad()  { echo "FAIL $*"; fail=$((fail+1)); digest+="FAIL $*"$'\n'; }
+# The failing checks of a verify report (on stdin), with their evidence, kept
+# for the digest printed at the end (a long log's middle may be cut).
+note_fails() {
+  digest+=$(awk '/^(PASS|FAIL|SKIP)  / {show = ($1 == "FAIL")} show && !/^      proves/' | sed 's/^/     /')$'\n'
+}
 check() { local d=$1; shift; if "$@"; then ok "$d"; else bad "$d"; fi; }
 ns() { local n=$1; shift; ip netns exec "$n" "$@"; }
 
@@ -57,6 +62,7 @@ scenario() {
   local lab; lab=$(awk '/^lab:/ {print $2; exit}' "$file")
   check "$name: up exits 0" test "$rc" -eq 0
   check "$name: up ends with a verify that passes" grep -q "^VERIFY $lab PASSED" <<<"$out"
+  note_fails <<<"$out"
   [ "$rc" -eq 0 ] || echo "$out" | sed 's/^/     /' | tail -40
   echo "     $(grep "^VERIFY $lab" <<<"$out" | tail -1)"
   local got; got=$(shares "lvslab-$lab-$client" "$url" 60)
@@ -103,6 +109,34 @@ breaks() {
   [ "$rc" -eq 0 ] || echo "$out" | tail -40 | sed 's/^/     /'
 }
 
+no_drift() { # file: `lvslab drift` exits 0 (its report is shown when not)
+  local out rc
+  out=$("$L" drift "$1" 2>&1); rc=$?
+  [ "$rc" -eq 0 ] || echo "$out" | sed 's/^/     /'
+  return "$rc"
+}
+
+# drifts NAME FILE FINDING CMD...: a change by hand; `lvslab drift` must exit
+# 2 with exactly the line FINDING, `drift --fix` exit 0 reporting it fixed,
+# a second drift exit 0, and the lab verify again.
+drifts() {
+  local name=$1 file=$2 finding=$3 out rc
+  shift 3
+  "$@" >/dev/null 2>&1 || { bad "$name: the change itself failed: $*"; return; }
+  out=$("$L" drift "$file" 2>&1); rc=$?
+  check "$name: drift exits 2" test "$rc" -eq 2
+  check "$name: drift says \"$finding\"" grep -qxF -- "$finding" <<<"$out"
+  [ "$rc" -eq 2 ] && grep -qxF -- "$finding" <<<"$out" || echo "$out" | sed 's/^/     /'
+  out=$("$L" drift "$file" --fix 2>&1); rc=$?
+  check "$name: drift --fix exits 0 and says it fixed that" \
+    bash -c '[ "$1" -eq 0 ] && grep -qxF -- "fixed: $2" <<<"$3"' _ "$rc" "$finding" "$out"
+  [ "$rc" -eq 0 ] || echo "$out" | tail -30 | sed 's/^/     /'
+  check "$name: drift exits 0 after the fix" no_drift "$file"
+  out=$("$L" verify "$file" --requests 12 2>&1); rc=$?
+  check "$name: the lab verifies again" test "$rc" -eq 0
+  [ "$rc" -eq 0 ] || note_fails <<<"$out"
+}
+
 stop_web() { # file host: stop that real server's web server (by its pid file)
   "$L" exec "$1" "$2" -- sh -c 'kill "$(cat /run/lvslab/web-80.pid)"'
 }
@@ -125,6 +159,26 @@ nat_extra() {
     xmllint --noout --schema tests/junit/junit.xsd "$j"
   check "nat: the JUnit report has a passing testcase per check" \
     bash -c "grep -c '<testcase ' '$j' | grep -qx 7 && ! grep -q '<failure' '$j'"
+  check "nat: drift on the fresh lab exits 0" no_drift topologies/nat.yaml
+  local d=(ip netns exec lvslab-nat-director ipvsadm)
+  drifts nat-drift-rs-deleted topologies/nat.yaml \
+    'director: ipvs: real server 192.168.2.200:80 missing from TCP 192.168.4.5:80 (want -m -w 2)' \
+    "${d[@]}" -d -t 192.168.4.5:80 -r 192.168.2.200:80
+  drifts nat-drift-weight topologies/nat.yaml \
+    'director: ipvs: real server 192.168.2.100:80 in TCP 192.168.4.5:80: weight 3 (want 1)' \
+    "${d[@]}" -e -t 192.168.4.5:80 -r 192.168.2.100:80 -m -w 3
+  drifts nat-drift-scheduler topologies/nat.yaml \
+    'director: ipvs: service TCP 192.168.4.5:80: scheduler lc (want wrr)' \
+    "${d[@]}" -E -t 192.168.4.5:80 -s lc
+  drifts nat-drift-extra-rs topologies/nat.yaml \
+    'director: ipvs: undeclared real server 192.168.2.99:80 in TCP 192.168.4.5:80 (-m -w 1)' \
+    "${d[@]}" -a -t 192.168.4.5:80 -r 192.168.2.99:80 -m -w 1
+  drifts nat-drift-page topologies/nat.yaml \
+    'web1: file /var/www/html/index.html differs' \
+    "$L" exec topologies/nat.yaml web1 -- sh -c 'echo edited by hand > /var/www/html/index.html'
+  drifts nat-drift-route topologies/nat.yaml \
+    'web2: route default missing (want via 192.168.2.5)' \
+    ip netns exec lvslab-nat-web2 ip route del default
   breaks nat-weight topologies/nat.yaml "ipvs/director distribution/http" \
     'real server 192.168.2.100:80 in TCP 192.168.4.5:80: weight 5 \(want 1\)' \
     ip netns exec lvslab-nat-director ipvsadm -e -t 192.168.4.5:80 -r 192.168.2.100:80 -m -w 5
@@ -152,6 +206,26 @@ dr_extra() {
   check "dr: the client's neighbour entry for the VIP is the director's MAC ($mac)" test "$neigh" = "$mac"
   check "dr: the director's OutPkts stay 0 (replies bypass it)" test "$(outpkts dr-director 192.168.4.253:80)" = 0
   check "dr: ipvsadm uses -g" bash -c "ip netns exec lvslab-dr-director ipvsadm -Sn | grep -q -- '-g -w 1'"
+  check "dr: drift on the fresh lab exits 0" no_drift topologies/dr.yaml
+  drifts dr-drift-arp topologies/dr.yaml \
+    'web1: sysctl net.ipv4.conf.all.arp_ignore = 0 (want 1)' \
+    ip netns exec lvslab-dr-web1 sysctl -qw net.ipv4.conf.all.arp_ignore=0
+  drifts dr-drift-vip topologies/dr.yaml \
+    'web2: address 192.168.4.253/32 missing on lo' \
+    ip netns exec lvslab-dr-web2 ip addr del 192.168.4.253/32 dev lo
+  drifts dr-drift-web-stopped topologies/dr.yaml \
+    'web1: service web-80 not running' \
+    stop_web topologies/dr.yaml web1
+  # A service nobody declared is reported, and --fix leaves it alone.
+  ip netns exec lvslab-dr-director ipvsadm -A -t 192.168.4.253:22 -s rr
+  local out rc
+  out=$("$L" drift topologies/dr.yaml --fix 2>&1); rc=$?
+  check "dr-drift-undeclared: drift --fix exits 2 (what it may not remove is still there)" test "$rc" -eq 2
+  check "dr-drift-undeclared: it names the service" \
+    grep -qxF 'director: ipvs: undeclared service TCP 192.168.4.253:22 (-s rr)' <<<"$out"
+  check "dr-drift-undeclared: the service is still in the table" \
+    bash -c "ip netns exec lvslab-dr-director ipvsadm -Sn | grep -qxF -- '-A -t 192.168.4.253:22 -s rr'"
+  ip netns exec lvslab-dr-director ipvsadm -D -t 192.168.4.253:22
   breaks dr-arp topologies/dr.yaml "arp/http audit/web1" \
     'web1 eth0 \([0-9a-f:]+\) answers ARP for the VIP' \
     ip netns exec lvslab-dr-web1 sysctl -qw net.ipv4.conf.all.arp_ignore=0 net.ipv4.conf.lo.arp_ignore=0
@@ -187,6 +261,7 @@ failover_checks() {
   out=$("$L" verify "$file" --failover 2>&1); rc=$?
   FAILOVER_OUT=$out
   check "$name: verify --failover exits 0" test "$rc" -eq 0
+  note_fails <<<"$out"
   [ "$rc" -eq 0 ] || echo "$out" | grep -vE '^      proves' | sed 's/^/     /'
   # The disruptive checks in full (what they measured), for the CI log.
   echo "$out" | awk '/^(PASS|FAIL|SKIP)  / {show = ($2 ~ /^(failover|healthcheck|sorry)\//)} show && !/^      proves/' | sed 's/^/     /'
@@ -203,6 +278,7 @@ ha_extra() {
   check "ha: the MASTER (director1) holds it" test "$(vip_holders ha 192.168.4.253 director1 director2)" = director1
   check "ha: keepalived built the IPVS table on both directors" \
     bash -c "for d in director1 director2; do ip netns exec lvslab-ha-\$d ipvsadm -Sn | grep -q -- '-A -t 192.168.4.253:80 -s rr -p 50' || exit 1; done"
+  check "ha: drift on the fresh lab exits 0 (keepalived's table by its rules)" no_drift topologies/ha.yaml
   failover_checks ha topologies/ha.yaml
   check "ha: a stopped real server leaves the pool and returns (healthcheck/http)" grep -q '^PASS  healthcheck/http' <<<"$FAILOVER_OUT"
   check "ha: with every real server down the sorry server answers (sorry/http)" grep -q '^PASS  sorry/http' <<<"$FAILOVER_OUT"
@@ -266,5 +342,6 @@ for s in $want; do
   esac
 done
 echo "suite took $((SECONDS - suite_start)) s"
+[ -z "$digest" ] || printf '== failures again, with the failing verify checks\n%s' "$digest"
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
