@@ -107,19 +107,8 @@ enum Command {
         /// fixed. IPVS services nobody declared are never removed.
         #[arg(long)]
         fix: bool,
-        /// How many hosts to work on at once.
-        #[arg(long, default_value_t = 50)]
-        forks: usize,
-        /// Where the lab runs; overrides the topology's `provider`.
-        #[arg(long, value_enum)]
-        provider: Option<ProviderArg>,
-        /// Record unknown SSH host keys in known_hosts (a changed key is still refused).
-        #[arg(long)]
-        accept_new_host_keys: bool,
-        /// netns labs: reach the hosts by entering their namespaces (default)
-        /// or over SSH on the topology's management network.
-        #[arg(long, value_enum, default_value_t = Via::Ns)]
-        via: Via,
+        #[command(flatten)]
+        conn: ConnArgs,
     },
     /// Revert everything `up` changed, in reverse order, restoring what was there before.
     ///
@@ -154,6 +143,19 @@ struct RunArgs {
     /// Only these hosts (comma-separated).
     #[arg(long, value_delimiter = ',')]
     limit: Vec<String>,
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// Progress and results as text (default) or JSON lines on stdout.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    /// Also list steps that were already in the desired state.
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+/// How to reach the lab's hosts.
+#[derive(clap::Args)]
+struct ConnArgs {
     /// How many hosts to work on at once.
     #[arg(long, default_value_t = 50)]
     forks: usize,
@@ -163,12 +165,6 @@ struct RunArgs {
     /// Record unknown SSH host keys in known_hosts (a changed key is still refused).
     #[arg(long)]
     accept_new_host_keys: bool,
-    /// Progress and results as text (default) or JSON lines on stdout.
-    #[arg(long, value_enum, default_value_t = Output::Text)]
-    output: Output,
-    /// Also list steps that were already in the desired state.
-    #[arg(short, long)]
-    verbose: bool,
     /// netns labs: reach the hosts by entering their namespaces (default) or
     /// over SSH on the topology's management network.
     #[arg(long, value_enum, default_value_t = Via::Ns)]
@@ -264,19 +260,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             host,
             format,
             fix,
-            forks,
-            provider,
-            accept_new_host_keys,
-            via,
+            conn,
         } => {
             let run = RunArgs {
                 limit: host,
-                forks,
-                provider,
-                accept_new_host_keys,
+                conn,
                 output: Output::Text,
                 verbose: false,
-                via,
             };
             runtime()?.block_on(drift(&file, format, fix, &run))
         }
@@ -433,7 +423,7 @@ fn choose_provider(topo: &lvslab::model::Topology, run: &RunArgs) -> anyhow::Res
             "ssh" => Some(Provider::Ssh),
             _ => None,
         });
-    match (run.provider, topo.provider.or(recorded)) {
+    match (run.conn.provider, topo.provider.or(recorded)) {
         (Some(ProviderArg::Ssh), _) | (None, Some(Provider::Ssh)) => Ok(Chosen::Ssh),
         (Some(ProviderArg::Netns), _) | (None, Some(Provider::Netns)) => Ok(Chosen::Netns),
         (Some(ProviderArg::Vm), _) | (None, Some(Provider::Vm)) => {
@@ -563,7 +553,7 @@ async fn up(file: &Path, check: bool, no_verify: bool, run: &RunArgs) -> anyhow:
     };
     let opts = runner::Options {
         check,
-        forks: run.forks,
+        forks: run.conn.forks,
     };
     let (outcome, lab_state) = runner::up(Arc::clone(&plan), conns, lab_state, save, opts, reporter).await;
     if !check {
@@ -614,7 +604,7 @@ async fn connections(
     plan: Option<&plan::Plan>,
 ) -> anyhow::Result<Vec<runner::HostConn>> {
     let over_ssh = |reach: std::collections::BTreeMap<String, connect::Reach>, accept: bool| async move {
-        let conns = connect::connect_all(hosts, &reach, accept, run.forks).await;
+        let conns = connect::connect_all(hosts, &reach, accept, run.conn.forks).await;
         match plan {
             Some(p) => connect::check_facts(conns, p).await,
             None => conns,
@@ -623,14 +613,14 @@ async fn connections(
     Ok(match provider {
         Chosen::Ssh => {
             let topo_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
-            over_ssh(connect::reach(topo, &topo_dir), run.accept_new_host_keys).await
+            over_ssh(connect::reach(topo, &topo_dir), run.conn.accept_new_host_keys).await
         }
         Chosen::Netns => {
             let nsp = netns::Netns {
                 topo,
                 ssh_dir: state::LabDir::new(&topo.lab).path.join("ssh"),
             };
-            match run.via {
+            match run.conn.via {
                 Via::Ns => nsp.connections(lab_state, hosts),
                 Via::Ssh => {
                     let reach = nsp.mgmt_reach().ok_or_else(|| {
@@ -802,7 +792,7 @@ async fn drift(file: &Path, format: Output, fix: bool, run: &RunArgs) -> anyhow:
             let save: runner::SaveFn = Arc::new(move |s: &state::LabState| save_dir.save(s).map_err(|e| e.to_string()));
             let opts = runner::Options {
                 check: false,
-                forks: run.forks,
+                forks: run.conn.forks,
             };
             let (outcome, lab_state) = runner::up(
                 Arc::new(fix_plan),
@@ -915,7 +905,7 @@ async fn down(lab: &str, run: &RunArgs) -> anyhow::Result<ExitCode> {
     let conns = if is_netns {
         netns::connections_from_state(&lab_state)
     } else {
-        connect::connect_all(&hosts, &reach_all, run.accept_new_host_keys, run.forks).await
+        connect::connect_all(&hosts, &reach_all, run.conn.accept_new_host_keys, run.conn.forks).await
     };
     let plan = plan.unwrap_or_else(|| plan::Plan {
         schema: plan::SCHEMA,
@@ -926,7 +916,7 @@ async fn down(lab: &str, run: &RunArgs) -> anyhow::Result<ExitCode> {
     });
     let opts = runner::Options {
         check: false,
-        forks: run.forks,
+        forks: run.conn.forks,
     };
     let infra = lab_state.infra.clone();
     let (mut outcome, left) = runner::down(Arc::new(plan), conns, lab_state, opts, reporter).await;
@@ -977,12 +967,14 @@ async fn exec(file: &Path, host: &str, command: &[String], provider: Option<Prov
     }
     let run = RunArgs {
         limit: Vec::new(),
-        forks: 1,
-        provider,
-        accept_new_host_keys: false,
+        conn: ConnArgs {
+            forks: 1,
+            provider,
+            accept_new_host_keys: false,
+            via: Via::Ns,
+        },
         output: Output::Text,
         verbose: false,
-        via: Via::Ns,
     };
     let lab_state = state::LabDir::new(&topo.lab).load()?.unwrap_or_default();
     match choose_provider(topo, &run)? {

@@ -87,14 +87,20 @@ pub struct Observations {
     pub ipvs: Option<Observed>,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Fixed {
+    pub host: String,
+    pub message: String,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub schema: &'static str,
     pub lab: String,
     pub hosts: Vec<HostDrift>,
-    /// `--fix`: what was found before and is gone now (host, message).
+    /// `--fix`: what was found before and is gone now.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub fixed: Vec<(String, String)>,
+    pub fixed: Vec<Fixed>,
     pub seconds: f64,
 }
 
@@ -348,7 +354,7 @@ pub fn message(r: &Resource, detail: &str) -> String {
 }
 
 /// `--fix`: which findings of `before` are gone in `after`.
-pub fn fixed(before: &Report, after: &Report) -> Vec<(String, String)> {
+pub fn fixed(before: &Report, after: &Report) -> Vec<Fixed> {
     let now: BTreeMap<&str, Vec<&str>> = after
         .hosts
         .iter()
@@ -361,6 +367,9 @@ pub fn fixed(before: &Report, after: &Report) -> Vec<(String, String)> {
         .filter(|h| now.contains_key(h.host.as_str()))
         .flat_map(|h| h.findings.iter().map(move |f| (h.host.as_str(), f.message.as_str())))
         .filter(|(h, m)| !now.get(h).is_some_and(|v| v.contains(m)))
-        .map(|(h, m)| (h.to_string(), m.to_string()))
+        .map(|(h, m)| Fixed {
+            host: h.to_string(),
+            message: m.to_string(),
+        })
         .collect()
 }

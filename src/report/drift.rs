@@ -37,8 +37,8 @@ pub fn drift_text(r: &Report) -> String {
     }
     if !r.fixed.is_empty() {
         s.push('\n');
-        for (h, m) in &r.fixed {
-            s.push_str(&format!("fixed: {h}: {m}\n"));
+        for f in &r.fixed {
+            s.push_str(&format!("fixed: {}: {}\n", f.host, f.message));
         }
     }
     s.push('\n');
