@@ -61,6 +61,8 @@ pub struct HostCtx {
     pub tun_vips: Vec<Ipv4Addr>,
     /// Real server: TCP ports its web server listens on.
     pub web_ports: Vec<u16>,
+    /// Real server: UDP responders (each answers every datagram with the host's name).
+    pub udp_responders: Vec<UdpCtx>,
     pub page: Option<String>,
     /// Real server: mounts the shared storage.
     pub mounts_storage: bool,
@@ -84,6 +86,15 @@ pub struct RouteCtx {
 pub struct VipCtx {
     pub address: Ipv4Addr,
     pub dev: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct UdpCtx {
+    /// `53` or `53-192-168-4-214`: part of the service's name.
+    pub name: String,
+    pub port: u16,
+    /// DR/TUN: the VIP (replies must come from it); NAT: none (the director rewrites them).
+    pub bind: Option<Ipv4Addr>,
 }
 
 #[derive(Debug, Serialize)]
@@ -209,6 +220,7 @@ pub fn build(topo: &Topology, host: &Host) -> Context {
     let mut dr_vips = Vec::new();
     let mut tun_vips = Vec::new();
     let mut web_ports = Vec::new();
+    let mut udp_responders: Vec<UdpCtx> = Vec::new();
     // DR and TUN: the VIP must be local (lo or tunl0) wherever packets for it are forwarded.
     let add_vip = |s: &crate::model::Service, dr: &mut Vec<Ipv4Addr>, tun: &mut Vec<Ipv4Addr>| {
         let list = match s.mode {
@@ -230,6 +242,19 @@ pub fn build(topo: &Topology, host: &Host) -> Context {
         for p in ports.into_iter().filter(|p| *p != 0) {
             if !web_ports.contains(&p) {
                 web_ports.push(p);
+            }
+        }
+        if let ServiceKey::Udp(sp) = s.key {
+            let bind = (s.mode != Mode::Nat).then_some(s.vip);
+            for r in s.real_servers.iter().filter(|r| r.host == id) {
+                let port = if r.port == 0 { sp } else { r.port };
+                let name = match bind {
+                    Some(v) => format!("{port}-{}", v.to_string().replace('.', "-")),
+                    None => port.to_string(),
+                };
+                if !udp_responders.iter().any(|u| u.name == name) {
+                    udp_responders.push(UdpCtx { name, port, bind });
+                }
             }
         }
     }
@@ -312,6 +337,7 @@ pub fn build(topo: &Topology, host: &Host) -> Context {
             dr_vips,
             tun_vips,
             web_ports,
+            udp_responders,
             page,
             mounts_storage: host.role == Role::RealServer && topo.storage.is_some(),
         },

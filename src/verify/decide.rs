@@ -37,10 +37,13 @@ pub fn expect(s: &Service) -> Expect {
     if s.persistence.is_some() {
         return Expect::Sticky;
     }
+    let port_hashed = s.sched_flags.iter().any(|f| f == "sh-port" || f == "mh-port");
     match s.scheduler {
         Rr => Expect::Equal,
         Wrr => Expect::Weighted,
         Lc | Wlc => Expect::Spread,
+        // The source port is hashed too: each new connection may land elsewhere.
+        Sh | Mh if port_hashed => Expect::Spread,
         Sh | Dh | Lblc | Lblcr | Mh => Expect::Sticky,
         Sed | Nq | Fo | Ovf => Expect::Single,
     }
@@ -51,6 +54,9 @@ fn expect_words(s: &Service) -> String {
     match expect(s) {
         Expect::Equal => format!("{sched}: equal shares among real servers with weight > 0"),
         Expect::Weighted => format!("{sched}: shares proportional to the weights"),
+        Expect::Spread if matches!(s.scheduler, Scheduler::Sh | Scheduler::Mh) => format!(
+            "{sched} with the source port hashed: every real server with weight > 0 answers (which one is the hash's choice: shown, not judged)"
+        ),
         Expect::Spread => format!(
             "{sched}: every real server with weight > 0 answers (shares follow connection counts, which earlier traffic changes: shown, not judged)"
         ),
@@ -558,8 +564,8 @@ fn health(cx: &Ctx, s: &Service) -> Check {
         format!("Real servers of {} answer on their own addresses", s.name),
         "each real server's web server answers the director directly, which is what health checks see",
     );
-    if url(s).is_none() {
-        return c.skip("not checked: verify sends no UDP traffic yet");
+    if super::gather::http(s).is_none() {
+        return c.skip("not checked: UDP real servers are seen through the VIP only (distribution)");
     }
     let mut c = c;
     let mut problems = Vec::new();
@@ -608,7 +614,7 @@ fn distribution(cx: &Ctx, s: &Service) -> Check {
         return c.skip("not checked: the lab has no client host");
     }
     let Some(u) = url(s) else {
-        return c.skip("not checked: verify sends no UDP traffic yet");
+        return c.skip("not checked: verify sends no traffic to a non-TCP firewall-mark service");
     };
     let Some(tr) = cx.ev.traffic.get(&s.name) else {
         let client = cx.name(cx.t.verify.client.unwrap_or(crate::model::HostId(0)));
@@ -633,11 +639,11 @@ fn distribution(cx: &Ctx, s: &Service) -> Check {
     let mut per_host: BTreeMap<&str, u32> = BTreeMap::new();
     let mut unknown = 0;
     for (body, n) in &tr.answers {
-        let owner = s
-            .real_servers
-            .iter()
-            .map(|r| cx.t.host(r.host))
-            .find(|h| h.page.as_deref().map(str::trim_end) == Some(body.as_str()));
+        let owner = s.real_servers.iter().map(|r| cx.t.host(r.host)).find(|h| match s.key {
+            // The UDP responders answer with their host's name.
+            ServiceKey::Udp(_) => h.name == *body,
+            _ => h.page.as_deref().map(str::trim_end) == Some(body.as_str()),
+        });
         match owner {
             Some(h) => *per_host.entry(h.name.as_str()).or_default() += n,
             None => {

@@ -34,7 +34,7 @@ grep -E '^ *(VRRP Instance|State|Master router|Master priority|Last transition) 
 pub fn url(s: &Service) -> Option<String> {
     let (port, https) = match s.key {
         ServiceKey::Tcp(p) => (if p == 0 { 80 } else { p }, p == 443),
-        ServiceKey::Udp(_) => return None,
+        ServiceKey::Udp(p) => return Some(format!("udp://{}:{p}", s.vip)),
         ServiceKey::Fwmark(_) => {
             if s.mark_protocol != crate::model::Protocol::Tcp {
                 return None;
@@ -49,6 +49,11 @@ pub fn url(s: &Service) -> Option<String> {
         (true, p) => format!("https://{}:{p}/", s.vip),
         (false, p) => format!("http://{}:{p}/", s.vip),
     })
+}
+
+/// The URL of an HTTP(S) service (not UDP): what curl can ask.
+pub fn http(s: &Service) -> Option<String> {
+    url(s).filter(|u| !u.starts_with("udp://"))
 }
 
 /// The port a real server's web server listens on for a service.
@@ -120,7 +125,7 @@ pub fn before_probes(t: &Topology) -> BTreeMap<String, Vec<(String, String)>> {
         if h.role == Role::Director && t.services_of_director(h.id).next().is_some() {
             p.push(("ipvs-save".into(), "ipvsadm -Sn".into()));
             p.push(("ipvs-stats".into(), "ipvsadm -Ln --stats --exact".into()));
-            for s in t.services_of_director(h.id).filter(|s| url(s).is_some()) {
+            for s in t.services_of_director(h.id).filter(|s| http(s).is_some()) {
                 for rs in &s.real_servers {
                     let port = real_port(s, rs.port);
                     let u = format!("http://{}:{port}/", rs.address);
@@ -163,7 +168,18 @@ const RESULT: &str = "@@lvslab-response";
 /// requests, each on a new connection (`Connection: close`), each body
 /// followed by a line `@@lvslab-response HTTP_CODE CURL_EXIT`. One process
 /// instead of `n` keeps this fast on slow machines (and under emulation).
+///
+/// UDP (`udp://VIP:PORT`): `n` datagrams, each from a new socket (a new source
+/// port, so a new IPVS connection), each reply followed by the same result
+/// line (`200 0` answered, `000 28` no reply within a second).
 pub fn traffic_script(url: &str, n: u32) -> String {
+    if let Some(target) = url.strip_prefix("udp://") {
+        return format!(
+            "set +e\ni=0\nwhile [ $i -lt {n} ]; do i=$((i+1)); r=$(echo lvslab | socat -T 1 - UDP4:{t} 2>/dev/null); \
+             if [ -n \"$r\" ]; then printf '%s\\n{RESULT} 200 0\\n' \"$r\"; else echo '{RESULT} 000 28'; fi; done",
+            t = quote(target),
+        );
+    }
     format!(
         "set +e\nf=$(mktemp) || exit 1\ni=0\nwhile [ $i -lt {n} ]; do i=$((i+1)); echo {line}; done > \"$f\"\n{curl} -H 'Connection: close' -w '\\n{RESULT} %{{http_code}} %{{exitcode}}\\n' -K \"$f\"\nrm -f \"$f\"",
         line = quote(&format!("url = \"{url}\"")),

@@ -387,13 +387,89 @@ fn ipvs_table_and_reachability_rules() {
 }
 
 #[test]
-fn udp_services_are_skipped_not_passed() {
+fn udp_services_are_judged_by_their_replies() {
+    // The DR lab's service as UDP 53: the responders answer with host names.
     let udp = shipped("dr").replace("    port: 80\n", "    port: 53\n    protocol: udp\n");
-    let c = run(&udp, &evidence("dr-fresh"));
-    for id in ["distribution/http", "health/http", "path/http"] {
-        assert_eq!(get(&c, id).verdict, Verdict::Skip, "{id}");
-        assert!(get(&c, id).message.starts_with("not checked"), "{id}");
+    let mut ev = evidence("dr-fresh");
+    for after in [false, true] {
+        for probe in ["ipvs-stats", "ipvs-save"] {
+            if !after || probe == "ipvs-stats" {
+                edit(&mut ev, after, "director", probe, |o| {
+                    o.out = o
+                        .out
+                        .replace("TCP  192.168.4.253:80 ", "UDP  192.168.4.253:53 ")
+                        .replace("-t 192.168.4.253:80", "-u 192.168.4.253:53")
+                        .replace(":80 ", ":53 ")
+                        .replace(":80\n", ":53\n");
+                });
+            }
+        }
     }
+    let tr = ev.traffic.get_mut("http").unwrap();
+    tr.url = "udp://192.168.4.253:53".into();
+    tr.answers = [("web1".to_string(), 30), ("web2".to_string(), 30)].into();
+    let c = run(&udp, &ev);
+    let d = get(&c, "distribution/http");
+    assert_eq!(d.verdict, Verdict::Pass, "{d:#?}");
+    assert!(
+        d.evidence
+            .iter()
+            .any(|e| e.contains("60 requests to udp://192.168.4.253:53")),
+        "{d:#?}"
+    );
+    assert_eq!(get(&c, "ipvs/director").verdict, Verdict::Pass);
+    let h = get(&c, "health/http");
+    assert_eq!(h.verdict, Verdict::Skip, "UDP health is not claimed");
+    assert!(h.message.starts_with("not checked"));
+
+    // One real server silent: rr's shares fail, and it is named.
+    ev.traffic.get_mut("http").unwrap().answers = [("web1".to_string(), 60)].into();
+    let c = run(&udp, &ev);
+    let d = get(&c, "distribution/http");
+    assert_eq!(d.verdict, Verdict::Fail);
+    assert!(d.message.contains("web2 (weight 1) answered no request"), "{d:#?}");
+
+    // A reply that is no real server's name.
+    ev.traffic.get_mut("http").unwrap().answers = [("web1".to_string(), 30), ("intruder".to_string(), 30)].into();
+    let d = get(&run(&udp, &ev), "distribution/http").clone();
+    assert!(
+        d.message.contains("30 answer(s) were not a real server's page"),
+        "{d:#?}"
+    );
+}
+
+#[test]
+fn udp_traffic_script_sends_one_datagram_per_new_socket() {
+    let s = lvslab::verify::gather::traffic_script("udp://192.168.4.214:5353", 3);
+    assert!(s.contains("socat -T 1 - UDP4:192.168.4.214:5353"), "{s}");
+    crate::assert_sh_parses("udp traffic", &s);
+    // Run it against a real responder on loopback.
+    let port = crate::ssh::free_port();
+    let mut responder = std::process::Command::new("socat")
+        .arg(format!("UDP4-RECVFROM:{port},bind=127.0.0.1,fork"))
+        .arg("SYSTEM:read -r line; echo web9")
+        .spawn()
+        .expect("socat is installed (.ci/run installs it)");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let script = lvslab::verify::gather::traffic_script(&format!("udp://127.0.0.1:{port}"), 3);
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    let _ = responder.kill();
+    let _ = responder.wait();
+    let t = lvslab::verify::gather::parse_traffic("udp://x", 3, &String::from_utf8_lossy(&out.stdout));
+    assert_eq!(t.answers.get("web9"), Some(&3), "{t:?}");
+    // Nobody listening: three failures, none answered.
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    let t = lvslab::verify::gather::parse_traffic("udp://x", 3, &String::from_utf8_lossy(&out.stdout));
+    assert!(t.answers.is_empty(), "{t:?}");
+    assert_eq!(t.failures.values().sum::<u32>(), 3, "{t:?}");
 }
 
 const WITH_CHECKS: &str = "

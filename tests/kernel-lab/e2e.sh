@@ -43,7 +43,7 @@ nothing_left() {
   left+=$(ip -o link show | grep -E ': (lvb|lvv|lvp)[0-9a-f]{8}' | grep -v lvb00000000 || true)
   left+=$(grep "lvslab-" /proc/mounts || true)
   left+=$(ls "$LVSLAB_STATE_DIR/$lab/state.json" 2>/dev/null || true)
-  left+=$(pgrep -af 'busybox httpd -f|sleep infinity|keepalived --dont-fork|lvslab-ssh' || true)
+  left+=$(pgrep -af 'busybox httpd -f|sleep infinity|keepalived --dont-fork|lvslab-ssh|socat UDP4-RECVFROM' || true)
   [ -z "$left" ] || { echo "     left behind: $left"; return 1; }
 }
 
@@ -310,6 +310,50 @@ hanat_extra() {
   check "hanat: the gateway moved with the VIP (vrrp_sync_group)" grep -q 'VI_PRIVATE (192.168.2.254) moved with it to director2 (vrrp_sync_group)' <<<"$FAILOVER_OUT"
 }
 
+# Every scheduler on one director (topologies/schedulers.yaml): up's verify
+# judges each service by its scheduler; here plain curl checks what each
+# scheduler promises, and ipvsadm that the kernel runs all thirteen.
+schedulers() {
+  echo "== schedulers (topologies/schedulers.yaml)"
+  local start=$SECONDS out rc
+  out=$("$L" up topologies/schedulers.yaml --provider netns 2>&1); rc=$?
+  check "sched: up exits 0" test "$rc" -eq 0
+  check "sched: up ends with a verify that passes (13 distribution checks)" grep -q "^VERIFY sched PASSED" <<<"$out"
+  note_fails <<<"$out"
+  [ "$rc" -eq 0 ] || echo "$out" | sed 's/^/     /' | tail -40
+  echo "     $(grep "^VERIFY sched" <<<"$out" | tail -1)"
+  local live; live=$(ns lvslab-sched-director ipvsadm -Sn)
+  check "sched: the kernel runs all thirteen schedulers" \
+    test "$(grep -oE -- '-s [a-z]+' <<<"$live" | sort -u | wc -l)" -eq 13
+  check "sched: sh runs with sh-fallback,sh-port and mh with mh-fallback" \
+    bash -c "grep -q -- '-s sh -b sh-fallback,sh-port' <<<\"\$1\" && grep -q -- '-s mh -b mh-fallback' <<<\"\$1\"" _ "$live"
+  local i=0 sched got n
+  for sched in rr wrr lc wlc lblc lblcr dh sh sed nq fo ovf mh; do
+    got=$(shares lvslab-sched-client "http://192.168.4.$((201 + i))/" 12)
+    i=$((i + 1))
+    n() { echo "$got" | awk -v h="$1" '$1 == h {print $2}' | grep . || echo 0; }
+    echo "     $sched: $(echo $got)"
+    case $sched in
+      rr)  check "sched rr: 4/4/4 of 12" test "$(n web1)/$(n web2)/$(n web3)" = 4/4/4 ;;
+      wrr) check "sched wrr: 2/4/6 of 12 (weights 1:2:3)" test "$(n web1)/$(n web2)/$(n web3)" = 2/4/6 ;;
+      lc|wlc|sh) check "sched $sched: every real server answers" test "$(echo "$got" | grep -c '^web')" -eq 3 ;;
+      sed|fo|ovf) check "sched $sched: web3 (the heaviest) takes all 12 one at a time" test "$(n web3)" -eq 12 ;;
+      nq|dh|lblc|lblcr|mh) check "sched $sched: one real server takes all 12" test "$(echo "$got" | awk '$2 == 12' | grep -c '^web')" -eq 1 ;;
+    esac
+  done
+  # UDP with one-packet scheduling: every datagram (each from a new socket)
+  # is scheduled on its own, rr over three responders.
+  got=$(for i in $(seq 12); do echo hi | ns lvslab-sched-client socat -T 1 - UDP4:192.168.4.214:5353 || echo no-reply; done | sort | uniq -c | awk '{print $2, $1}')
+  echo "     udp: $(echo $got)"
+  check "sched udp (rr, -o): 4/4/4 of 12 datagrams" test "$(n web1)/$(n web2)/$(n web3)" = 4/4/4
+  check "sched udp: ipvsadm shows the one-packet UDP service" \
+    bash -c "grep -qxF -- '-A -u 192.168.4.214:5353 -s rr -o' <<<\"\$1\"" _ "$live"
+  out=$("$L" down topologies/schedulers.yaml 2>&1); rc=$?
+  check "sched: down exits 0" test "$rc" -eq 0
+  check "sched: down leaves nothing" nothing_left sched
+  echo "     schedulers took $((SECONDS - start)) s"
+}
+
 side_by_side() {
   echo "== two labs side by side (nat and dr share 192.168.4.0/24, each in its own namespaces)"
   local start=$SECONDS
@@ -324,13 +368,14 @@ side_by_side() {
   echo "     side by side took $((SECONDS - start)) s"
 }
 
-want=${*:-nat dr tun ha dual hanat side nat-ssh}
+want=${*:-nat dr tun ha dual hanat sched side nat-ssh}
 suite_start=$SECONDS
 for s in $want; do
   case $s in
     nat) scenario nat topologies/nat.yaml client http://192.168.4.5/ director 192.168.4.5:80 "web1=20 web2=40" nat_extra ;;
     dr)  scenario dr topologies/dr.yaml client http://192.168.4.253/ director 192.168.4.253:80 "web1=30 web2=30" dr_extra ;;
     side) side_by_side ;;
+    sched) schedulers ;;
     nat-ssh)
       # The NAT lab once more, driven through the SSH transport: every host
       # runs its own sshd on a management network in the root namespace.
