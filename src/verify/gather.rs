@@ -32,23 +32,22 @@ grep -E '^ *(VRRP Instance|State|Master router|Master priority|Last transition) 
 
 /// The URL the client requests for a service, if verify can send it traffic.
 pub fn url(s: &Service) -> Option<String> {
-    let (port, https) = match s.key {
-        ServiceKey::Tcp(p) => (if p == 0 { 80 } else { p }, p == 443),
-        ServiceKey::Udp(p) => return Some(format!("udp://{}:{p}", s.vip)),
-        ServiceKey::Fwmark(_) => {
-            if s.mark_protocol != crate::model::Protocol::Tcp {
-                return None;
-            }
-            let p = *s.mark_ports.first()?;
-            (p, p == 443)
-        }
+    let web = |port: u16| match port {
+        // Port 443 is HTTPS (the lab's self-signed certificate); its page by name.
+        443 => format!("https://{}/index.html", s.vip),
+        80 => format!("http://{}/", s.vip),
+        p => format!("http://{}:{p}/", s.vip),
     };
-    Some(match (https, port) {
-        (true, 443) => format!("https://{}/", s.vip),
-        (false, 80) => format!("http://{}/", s.vip),
-        (true, p) => format!("https://{}:{p}/", s.vip),
-        (false, p) => format!("http://{}:{p}/", s.vip),
-    })
+    match s.key {
+        ServiceKey::Tcp(p) => Some(web(if p == 0 { 80 } else { p })),
+        ServiceKey::Udp(p) => Some(format!("udp://{}:{p}", s.vip)),
+        // Every port the mark binds, in turn: one client must stay on one
+        // real server across all of them (that is what the mark is for).
+        ServiceKey::Fwmark(_) if s.mark_protocol == crate::model::Protocol::Tcp && !s.mark_ports.is_empty() => {
+            Some(s.mark_ports.iter().map(|p| web(*p)).collect::<Vec<_>>().join(" "))
+        }
+        ServiceKey::Fwmark(_) => None,
+    }
 }
 
 /// The URL of an HTTP(S) service (not UDP): what curl can ask.
@@ -88,7 +87,7 @@ pub fn arp_prober(t: &Topology, s: &Service) -> Option<(HostId, String)> {
 
 /// curl with the options every probe uses (self-signed lab certificates accepted).
 fn curl_cmd(url: &str) -> String {
-    let k = if url.starts_with("https") { " -k" } else { "" };
+    let k = if url.contains("https://") { " -k" } else { "" };
     format!("curl -s{k} --connect-timeout 2 -m 3")
 }
 
@@ -128,7 +127,10 @@ pub fn before_probes(t: &Topology) -> BTreeMap<String, Vec<(String, String)>> {
             for s in t.services_of_director(h.id).filter(|s| http(s).is_some()) {
                 for rs in &s.real_servers {
                     let port = real_port(s, rs.port);
-                    let u = format!("http://{}:{port}/", rs.address);
+                    let u = match port {
+                        443 => format!("https://{}/index.html", rs.address),
+                        p => format!("http://{}:{p}/", rs.address),
+                    };
                     p.push((
                         health_key(s, &t.host(rs.host).name),
                         format!("{} {}", curl_cmd(&u), quote(&u)),
@@ -165,7 +167,8 @@ pub fn before_probes(t: &Topology) -> BTreeMap<String, Vec<(String, String)>> {
 const RESULT: &str = "@@lvslab-response";
 
 /// The client's traffic script for one service: one curl process making `n`
-/// requests, each on a new connection (`Connection: close`), each body
+/// requests (to the service's URLs in turn when it has several: a
+/// firewall mark over 80 and 443), each on a new connection (`Connection: close`), each body
 /// followed by a line `@@lvslab-response HTTP_CODE CURL_EXIT`. One process
 /// instead of `n` keeps this fast on slow machines (and under emulation).
 ///
@@ -181,8 +184,8 @@ pub fn traffic_script(url: &str, n: u32) -> String {
         );
     }
     format!(
-        "set +e\nf=$(mktemp) || exit 1\ni=0\nwhile [ $i -lt {n} ]; do i=$((i+1)); echo {line}; done > \"$f\"\n{curl} -H 'Connection: close' -w '\\n{RESULT} %{{http_code}} %{{exitcode}}\\n' -K \"$f\"\nrm -f \"$f\"",
-        line = quote(&format!("url = \"{url}\"")),
+        "set +e\nf=$(mktemp) || exit 1\ni=0\nwhile [ $i -lt {n} ]; do for u in {urls}; do [ $i -lt {n} ] || break; i=$((i+1)); printf 'url = \"%s\"\\n' \"$u\"; done; done > \"$f\"\n{curl} -H 'Connection: close' -w '\\n{RESULT} %{{http_code}} %{{exitcode}}\\n' -K \"$f\"\nrm -f \"$f\"",
+        urls = url.split_whitespace().map(quote).collect::<Vec<_>>().join(" "),
         curl = curl_cmd(url),
     )
 }

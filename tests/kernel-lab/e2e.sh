@@ -43,7 +43,7 @@ nothing_left() {
   left+=$(ip -o link show | grep -E ': (lvb|lvv|lvp)[0-9a-f]{8}' | grep -v lvb00000000 || true)
   left+=$(grep "lvslab-" /proc/mounts || true)
   left+=$(ls "$LVSLAB_STATE_DIR/$lab/state.json" 2>/dev/null || true)
-  left+=$(pgrep -af 'busybox httpd -f|sleep infinity|keepalived --dont-fork|lvslab-ssh|socat UDP4-RECVFROM' || true)
+  left+=$(pgrep -af 'busybox httpd -f|sleep infinity|keepalived --dont-fork|lvslab-ssh|socat UDP4-RECVFROM|openssl s_server' || true)
   [ -z "$left" ] || { echo "     left behind: $left"; return 1; }
 }
 
@@ -354,6 +354,46 @@ schedulers() {
   echo "     schedulers took $((SECONDS - start)) s"
 }
 
+# Persistence (topologies/persistence.yaml): a firewall mark binds 80 and 443
+# (HTTPS with the lab's self-signed certificate) into one persistent service,
+# and a port-0 service (PCC) sends every port of a client to one real server.
+persistence_lab() {
+  echo "== persistence (topologies/persistence.yaml)"
+  local start=$SECONDS out rc
+  out=$("$L" up topologies/persistence.yaml --provider netns 2>&1); rc=$?
+  check "persist: up exits 0" test "$rc" -eq 0
+  check "persist: up ends with a verify that passes" grep -q "^VERIFY persist PASSED" <<<"$out"
+  note_fails <<<"$out"
+  [ "$rc" -eq 0 ] || echo "$out" | sed 's/^/     /' | tail -40
+  echo "     $(grep "^VERIFY persist" <<<"$out" | tail -1)"
+  local live; live=$(ns lvslab-persist-director ipvsadm -Sn)
+  check "persist: ipvsadm has the mark service with persistence" grep -qxF -- '-A -f 8 -s rr -p 600' <<<"$live"
+  check "persist: ipvsadm has the PCC service (port 0, -p 600 -M 255.255.255.0)" \
+    grep -qxF -- '-A -t 192.168.4.252:0 -s rr -p 600 -M 255.255.255.0' <<<"$live"
+  check "persist: the director marks 80 and 443 for the VIP (iptables mangle PREROUTING)" \
+    bash -c "ip netns exec lvslab-persist-director iptables -t mangle -S PREROUTING | grep -- '-d 192.168.4.253/32' | grep -- '--dports 80,443' | grep -q 'MARK --set-xmark 0x8'"
+  local got
+  got=$(for i in 1 2 3; do
+          ns lvslab-persist-client curl -s -m 3 http://192.168.4.253/; echo
+          ns lvslab-persist-client curl -sk -m 3 https://192.168.4.253/index.html; echo
+        done | grep -v '^$' | sed -E 's/.*<h1>([a-z0-9-]+)[ <].*/\1/' | sort | uniq -c | awk '{print $2, $1}')
+  echo "     80+443 alternating: $(echo $got)"
+  check "persist: 6 requests alternating http:80 and https:443 all reach one real server" \
+    test "$(echo "$got" | awk '$2 == 6 && $1 ~ /^web/' | wc -l)" -eq 1
+  got=$(for p in 80 443 80 443; do
+          if [ $p = 443 ]; then ns lvslab-persist-client curl -sk -m 3 https://192.168.4.252/index.html
+          else ns lvslab-persist-client curl -s -m 3 http://192.168.4.252/; fi; echo
+        done | grep -v '^$' | sed -E 's/.*<h1>([a-z0-9-]+)[ <].*/\1/' | sort | uniq -c | awk '{print $2, $1}')
+  echo "     PCC 80+443: $(echo $got)"
+  check "persist: PCC sends both ports of one client to one real server" \
+    test "$(echo "$got" | awk '$2 == 4 && $1 ~ /^web/' | wc -l)" -eq 1
+  check "persist: drift exits 0 on the fresh lab" no_drift topologies/persistence.yaml
+  out=$("$L" down topologies/persistence.yaml 2>&1); rc=$?
+  check "persist: down exits 0" test "$rc" -eq 0
+  check "persist: down leaves nothing" nothing_left persist
+  echo "     persistence took $((SECONDS - start)) s"
+}
+
 side_by_side() {
   echo "== two labs side by side (nat and dr share 192.168.4.0/24, each in its own namespaces)"
   local start=$SECONDS
@@ -368,7 +408,7 @@ side_by_side() {
   echo "     side by side took $((SECONDS - start)) s"
 }
 
-want=${*:-nat dr tun ha dual hanat sched side nat-ssh}
+want=${*:-nat dr tun ha dual hanat sched persist side nat-ssh}
 suite_start=$SECONDS
 for s in $want; do
   case $s in
@@ -376,6 +416,7 @@ for s in $want; do
     dr)  scenario dr topologies/dr.yaml client http://192.168.4.253/ director 192.168.4.253:80 "web1=30 web2=30" dr_extra ;;
     side) side_by_side ;;
     sched) schedulers ;;
+    persist) persistence_lab ;;
     nat-ssh)
       # The NAT lab once more, driven through the SSH transport: every host
       # runs its own sshd on a management network in the root namespace.
