@@ -236,10 +236,65 @@ pub fn decide(t: &Topology, plan: &Plan, ev: &Evidence) -> Vec<Check> {
             out.push(arp(&cx, s));
         }
     }
+    if t.storage.is_some() {
+        out.push(storage(&cx));
+    }
     for c in &t.checks {
         out.push(user_check(&cx, c));
     }
     out
+}
+
+/// Shared storage: the file the first real server wrote through its mount is
+/// what every real server serves.
+fn storage(cx: &Ctx) -> Check {
+    use super::gather::{STORAGE_FILE, STORAGE_WRITE, storage_read_key, storage_readers};
+    let host = cx.t.storage.as_ref().map_or("?", |st| cx.name(st.host));
+    let mut c = check(
+        format!("storage/{host}"),
+        "storage",
+        format!("Shared storage from {host}"),
+        "a file written on one real server through the shared mount is served by every real server (they serve one directory, not copies)",
+    );
+    let readers = storage_readers(cx.t);
+    let Some(writer) = readers.first() else {
+        return c.skip("not checked: no real server mounts the share");
+    };
+    let wrote = match cx.before(&writer.name, STORAGE_WRITE) {
+        Err(e) => return c.settle(vec![e], String::new()),
+        Ok(o) if o.rc != 0 => {
+            return c.settle(
+                vec![format!(
+                    "{} could not write {STORAGE_FILE} into the share: {}",
+                    writer.name,
+                    first_line(&o.out)
+                )],
+                String::new(),
+            );
+        }
+        Ok(o) => o.out.trim_end().to_string(),
+    };
+    c.evidence
+        .push(format!("{} wrote {STORAGE_FILE}: {wrote}", writer.name));
+    let mut problems = Vec::new();
+    for rs in &readers {
+        let key = storage_read_key(&rs.name);
+        let read = cx.ev.after.iter().find_map(|(_, probes)| probes.get(&key));
+        match read {
+            None => problems.push(format!("{}: no result for probe `{key}`", rs.name)),
+            Some(o) if o.rc == 0 && o.out.trim_end() == wrote => {
+                c.evidence.push(format!("{} serves it", rs.name));
+            }
+            Some(o) => {
+                c.evidence.push(format!("{} gave: {}", rs.name, short(&o.out, 60)));
+                problems.push(format!("{} does not serve the file {} wrote", rs.name, writer.name));
+            }
+        }
+    }
+    c.settle(
+        problems,
+        format!("{} real server(s) serve the file {} wrote", readers.len(), writer.name),
+    )
 }
 
 fn ipvs_table(cx: &Ctx, d: &Host) -> Check {

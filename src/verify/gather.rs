@@ -244,8 +244,75 @@ pub fn curl_error(rc: &str) -> String {
     format!("curl exit {rc} ({what})")
 }
 
+/// Probe key of the shared-storage write (before) and reads (after).
+pub const STORAGE_WRITE: &str = "storage-write";
+pub fn storage_read_key(rs: &str) -> String {
+    format!("storage-read:{rs}")
+}
+
+/// The file verify writes into the shared directory.
+pub const STORAGE_FILE: &str = "lvslab-verify.txt";
+
+fn nonce() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{t:x}")
+}
+
+/// The real servers that mount the shared directory, in order.
+pub fn storage_readers(t: &Topology) -> Vec<&crate::model::Host> {
+    if t.storage.is_none() {
+        return Vec::new();
+    }
+    t.hosts.iter().filter(|h| h.role == Role::RealServer).collect()
+}
+
+/// The first real server writes a file with a fresh token into the share
+/// (through its NFS mount); it prints what it wrote.
+fn storage_write(t: &Topology, token: &str) -> Option<(String, String)> {
+    let st = t.storage.as_ref()?;
+    let writer = storage_readers(t).first()?.name.clone();
+    let file = quote(&format!("{}/{STORAGE_FILE}", st.mount));
+    let line = quote(&format!("written by {writer} through the share, token {token}"));
+    Some((writer, format!("printf '%s\\n' {line} > {file} && cat {file}")))
+}
+
+/// Each real server's copy of the file: over HTTP from a director when the
+/// share is under the document root (what clients would get), else read on
+/// the real server itself.
+fn storage_reads(t: &Topology, out: &mut BTreeMap<String, Vec<(String, String)>>) {
+    let Some(st) = t.storage.as_ref() else { return };
+    let docroot = t.web.docroot.trim_end_matches('/');
+    let director = t.hosts.iter().find(|h| h.role == Role::Director);
+    for rs in storage_readers(t) {
+        let rel = st.mount.strip_prefix(docroot).filter(|r| r.starts_with('/'));
+        // Where the director reaches this real server's web server.
+        let reach = t
+            .services
+            .iter()
+            .filter(|s| http(s).is_some())
+            .find_map(|s| s.real_servers.iter().find(|r| r.host == rs.id).map(|r| (s, r)))
+            .map(|(s, r)| (r.address, real_port(s, r.port)))
+            .filter(|(_, port)| *port != 443);
+        let (host, cmd) = match (rel, director, reach) {
+            (Some(rel), Some(d), Some((addr, port))) => {
+                let u = format!("http://{addr}:{port}{rel}/{STORAGE_FILE}");
+                (d.name.clone(), format!("{} {}", curl_cmd(&u), quote(&u)))
+            }
+            _ => (
+                rs.name.clone(),
+                format!("cat {}", quote(&format!("{}/{STORAGE_FILE}", st.mount))),
+            ),
+        };
+        out.entry(host).or_default().push((storage_read_key(&rs.name), cmd));
+    }
+}
+
 fn after_probes(t: &Topology) -> BTreeMap<String, Vec<(String, String)>> {
     let mut out: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    storage_reads(t, &mut out);
     for h in t.hosts.iter().filter(|h| h.role == Role::Director) {
         if t.services_of_director(h.id).next().is_some() {
             // The kernel folds its per-CPU counters into what ipvsadm reads
@@ -344,7 +411,11 @@ pub async fn gather(
     let start = Instant::now();
     let mut unreachable = failed;
     let vrrp_wait = settle_vrrp(t, conns).await;
-    let before = round(conns, before_probes(t), &mut unreachable).await;
+    let mut probes = before_probes(t);
+    if let Some((writer, cmd)) = storage_write(t, &nonce()) {
+        probes.entry(writer).or_default().push((STORAGE_WRITE.into(), cmd));
+    }
+    let before = round(conns, probes, &mut unreachable).await;
 
     // Traffic: one script per service, all from the client, one after another
     // (so that one service's requests do not disturb another's scheduling).

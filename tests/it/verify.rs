@@ -783,3 +783,63 @@ fn ipvs_counts_may_fall_slightly_short_of_answers() {
         "{c:#?}"
     );
 }
+
+#[test]
+fn shared_storage_rule() {
+    let topo = shipped("storage");
+    let mut ev = evidence("dr-fresh");
+    let wrote = "written by web1 through the share, token 1f";
+    ev.before.entry("web1".into()).or_default().insert(
+        "storage-write".into(),
+        Out {
+            out: format!("{wrote}\n"),
+            rc: 0,
+        },
+    );
+    let reads = |ev: &mut Evidence, web2: &str| {
+        let d = ev.after.entry("director".into()).or_default();
+        d.insert(
+            "storage-read:web1".into(),
+            Out {
+                out: format!("{wrote}\n"),
+                rc: 0,
+            },
+        );
+        d.insert(
+            "storage-read:web2".into(),
+            Out {
+                out: web2.into(),
+                rc: 0,
+            },
+        );
+    };
+    reads(&mut ev, &format!("{wrote}\n"));
+    let c = run(&topo, &ev);
+    let s = get(&c, "storage/nfs");
+    assert_eq!(s.verdict, Verdict::Pass, "{s:#?}");
+    assert!(
+        s.message.contains("2 real server(s) serve the file web1 wrote"),
+        "{s:#?}"
+    );
+
+    // web2 serves its own copy, not the share: caught.
+    reads(&mut ev, "an old local file\n");
+    let s = get(&run(&topo, &ev), "storage/nfs").clone();
+    assert_eq!(s.verdict, Verdict::Fail);
+    assert!(s.message.contains("web2 does not serve the file web1 wrote"), "{s:#?}");
+
+    // The write itself failed (the mount is read-only, say).
+    ev.before.get_mut("web1").unwrap().insert(
+        "storage-write".into(),
+        Out {
+            out: "sh: can't create /var/www/html/shared/lvslab-verify.txt: Read-only file system\n".into(),
+            rc: 2,
+        },
+    );
+    let s = get(&run(&topo, &ev), "storage/nfs").clone();
+    assert!(
+        s.message
+            .contains("web1 could not write lvslab-verify.txt into the share"),
+        "{s:#?}"
+    );
+}

@@ -43,7 +43,7 @@ nothing_left() {
   left+=$(ip -o link show | grep -E ': (lvb|lvv|lvp)[0-9a-f]{8}' | grep -v lvb00000000 || true)
   left+=$(grep "lvslab-" /proc/mounts || true)
   left+=$(ls "$LVSLAB_STATE_DIR/$lab/state.json" 2>/dev/null || true)
-  left+=$(pgrep -af 'busybox httpd -f|sleep infinity|keepalived --dont-fork|lvslab-ssh|socat UDP4-RECVFROM|openssl s_server' || true)
+  left+=$(pgrep -af 'busybox httpd -f|sleep infinity|keepalived --dont-fork|lvslab-ssh|socat UDP4-RECVFROM|openssl s_server|rpc.mountd|rpcbind' || true)
   [ -z "$left" ] || { echo "     left behind: $left"; return 1; }
 }
 
@@ -394,6 +394,30 @@ persistence_lab() {
   echo "     persistence took $((SECONDS - start)) s"
 }
 
+# Shared storage (topologies/storage.yaml): the storage host exports a tmpfs
+# over kernel NFS; both real servers mount it under their web root.
+storage_lab() {
+  echo "== storage (topologies/storage.yaml)"
+  local start=$SECONDS out rc
+  out=$("$L" up topologies/storage.yaml --provider netns 2>&1); rc=$?
+  check "storage: up exits 0" test "$rc" -eq 0
+  check "storage: up ends with a verify that passes (storage/nfs included)" grep -q "^VERIFY storage PASSED" <<<"$out"
+  check "storage: verify checked the share" grep -q "^PASS  storage/nfs " <<<"$out"
+  note_fails <<<"$out"
+  [ "$rc" -eq 0 ] || echo "$out" | sed 's/^/     /' | tail -40
+  "$L" exec topologies/storage.yaml web2 -- sh -c 'echo uploaded-through-web2 > /var/www/html/shared/upload.txt'
+  check "storage: web1 serves the file written on web2 (plain curl from the client)" \
+    bash -c "ip netns exec lvslab-storage-client curl -s -m 3 http://\$(ip netns exec lvslab-storage-web1 ip -o -4 addr show dev eth0 | awk '{print \$4}' | cut -d/ -f1)/shared/upload.txt | grep -qx uploaded-through-web2"
+  check "storage: the real servers have an NFS mount" \
+    bash -c "'$L' exec topologies/storage.yaml web1 -- grep -q ' /var/www/html/shared nfs' /proc/mounts"
+  check "storage: drift exits 0 on the fresh lab" no_drift topologies/storage.yaml
+  out=$("$L" down topologies/storage.yaml 2>&1); rc=$?
+  check "storage: down exits 0" test "$rc" -eq 0
+  [ "$rc" -eq 0 ] || echo "$out" | sed 's/^/     /' | tail -20
+  check "storage: down leaves nothing" nothing_left storage
+  echo "     storage took $((SECONDS - start)) s"
+}
+
 side_by_side() {
   echo "== two labs side by side (nat and dr share 192.168.4.0/24, each in its own namespaces)"
   local start=$SECONDS
@@ -408,7 +432,7 @@ side_by_side() {
   echo "     side by side took $((SECONDS - start)) s"
 }
 
-want=${*:-nat dr tun ha dual hanat sched persist side nat-ssh}
+want=${*:-nat dr tun ha dual hanat sched persist storage side nat-ssh}
 suite_start=$SECONDS
 for s in $want; do
   case $s in
@@ -417,6 +441,7 @@ for s in $want; do
     side) side_by_side ;;
     sched) schedulers ;;
     persist) persistence_lab ;;
+    storage) storage_lab ;;
     nat-ssh)
       # The NAT lab once more, driven through the SSH transport: every host
       # runs its own sshd on a management network in the root namespace.
