@@ -128,6 +128,8 @@ enum Params {
         path: String,
         #[serde(default = "dir_mode")]
         mode: String,
+        #[serde(default)]
+        purge: bool,
     },
     File {
         path: String,
@@ -457,10 +459,10 @@ fn resource(env: &Environment, topo: &Topology, host: &Host, p: Params, ctx: &Va
             check(is_interface_name(&name), "interface", &name)?;
             Resource::Link { name, up }
         }
-        Params::Directory { path, mode } => {
+        Params::Directory { path, mode, purge } => {
             check(is_safe_path(&path), "path", &path)?;
             check(is_mode(&mode), "mode", &mode)?;
-            Resource::Directory { path, mode }
+            Resource::Directory { path, mode, purge }
         }
         Params::File {
             path,

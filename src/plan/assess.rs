@@ -237,7 +237,7 @@ impl Resource {
             Resource::Mount { source, .. } => {
                 if out.split_whitespace().next() == Some(source.as_str()) {
                     Assessment::Ok
-                } else if out.is_empty() {
+                } else if out.is_empty() || out == super::NO_MOUNT_POINT {
                     differs("not mounted".into())
                 } else {
                     differs(format!(
@@ -308,6 +308,8 @@ impl Resource {
             },
             Resource::Service { .. } => value(out.lines().next().unwrap_or("inactive").trim()),
             Resource::IpvsTable { .. } if obs.rc == 0 => value(&obs.output),
+            // Whether the mount point existed: down removes it only if lvslab made it.
+            Resource::Mount { .. } if out != super::NO_MOUNT_POINT => value("mount point existed"),
             _ => Original::Absent,
         }
     }
@@ -324,6 +326,13 @@ impl Resource {
                 vec![format!("ip route replace {}", args.join(" "))]
             }
             (Resource::Link { .. }, Original::Value { value }) if value == "same" => Vec::new(),
+            (Resource::Mount { target, .. }, Original::Absent) => vec![format!(
+                "! mountpoint -q {t} || umount {t}; [ ! -d {t} ] || rmdir {t}",
+                t = quote(target)
+            )],
+            (Resource::Directory { path, purge: true, .. }, Original::Absent) => {
+                vec![format!("rm -rf {}", quote(path))]
+            }
             (Resource::Directory { path, .. }, Original::Absent) => {
                 vec![format!("[ ! -d {p} ] || rmdir {p}", p = quote(path))]
             }
@@ -626,6 +635,13 @@ mod tests {
             Resource::Directory {
                 path: "/nonexistent/lvslab-test-dir".into(),
                 mode: "0755".into(),
+                purge: false,
+            },
+            Resource::Mount {
+                source: "192.0.2.1:/srv".into(),
+                target: "/nonexistent/lvslab-test-mnt".into(),
+                fstype: "nfs".into(),
+                options: "vers=3".into(),
             },
         ];
         for r in gone {

@@ -137,6 +137,10 @@ pub enum Resource {
     Directory {
         path: String,
         mode: String,
+        /// Lab data (a shared directory users write into): when lvslab
+        /// created it, down removes it with its contents.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        purge: bool,
     },
     File {
         path: String,
@@ -178,6 +182,9 @@ pub enum Resource {
         revert: Option<String>,
     },
 }
+
+/// What a mount's observe prints when its mount point does not exist (yet).
+pub const NO_MOUNT_POINT: &str = "(no mount point)";
 
 /// A shell test that is true when the pid file names a live process (not a
 /// zombie: `kill -0` would say yes to one).
@@ -237,7 +244,14 @@ impl Resource {
                 None => format!("route {to} via {via}"),
             },
             Resource::Link { name, up } => format!("link {name} {}", if *up { "up" } else { "down" }),
-            Resource::Directory { path, mode } => format!("directory {path} (mode {mode})"),
+            Resource::Directory { path, mode, purge } => format!(
+                "directory {path} (mode {mode}{})",
+                if *purge {
+                    ", lab data: down removes its contents"
+                } else {
+                    ""
+                }
+            ),
             Resource::File {
                 path, content, mode, ..
             } => format!("file {path} (mode {mode}, {} bytes)", content.len()),
@@ -296,9 +310,10 @@ impl Resource {
                 }
             }
             Resource::IpvsTable { .. } => "ipvsadm -Sn".into(),
-            Resource::Mount { target, .. } => {
-                format!("findmnt -rn -o SOURCE,FSTYPE,OPTIONS --mountpoint {}", quote(target))
-            }
+            Resource::Mount { target, .. } => format!(
+                "findmnt -rn -o SOURCE,FSTYPE,OPTIONS --mountpoint {t} || [ -d {t} ] || echo '{NO_MOUNT_POINT}'",
+                t = quote(target)
+            ),
             Resource::Command { check, .. } => check.clone(),
         }
     }
@@ -323,7 +338,7 @@ impl Resource {
                 quote(name),
                 if *up { "up" } else { "down" }
             )],
-            Resource::Directory { path, mode } => {
+            Resource::Directory { path, mode, .. } => {
                 vec![format!("mkdir -p {p} && chmod {} {p}", quote(mode), p = quote(path))]
             }
             Resource::File {
@@ -423,6 +438,7 @@ impl Resource {
                 quote(name),
                 if *up { "down" } else { "up" }
             )],
+            Resource::Directory { path, purge: true, .. } => vec![format!("rm -rf {}", quote(path))],
             Resource::Directory { path, .. } => vec![format!("[ ! -d {p} ] || rmdir {p}", p = quote(path))],
             Resource::File { path, .. } => vec![format!(
                 "if [ -n \"$LVSLAB_ORIG\" ]; then cp -p \"$LVSLAB_ORIG\" {p}; else rm -f {p}; fi",

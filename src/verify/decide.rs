@@ -30,6 +30,10 @@ pub enum Expect {
     Sticky,
     /// sed, nq, fo, ovf: with one request at a time, one real server takes them all.
     Single,
+    /// sh with sh-port, mh with mh-port: the source port is hashed too, so one
+    /// client's new connections land on more than one real server (which ones
+    /// is the hash's choice).
+    PortHashed,
 }
 
 pub fn expect(s: &Service) -> Expect {
@@ -43,7 +47,7 @@ pub fn expect(s: &Service) -> Expect {
         Wrr => Expect::Weighted,
         Lc | Wlc => Expect::Spread,
         // The source port is hashed too: each new connection may land elsewhere.
-        Sh | Mh if port_hashed => Expect::Spread,
+        Sh | Mh if port_hashed => Expect::PortHashed,
         Sh | Dh | Lblc | Lblcr | Mh => Expect::Sticky,
         Sed | Nq | Fo | Ovf => Expect::Single,
     }
@@ -54,8 +58,8 @@ fn expect_words(s: &Service) -> String {
     match expect(s) {
         Expect::Equal => format!("{sched}: equal shares among real servers with weight > 0"),
         Expect::Weighted => format!("{sched}: shares proportional to the weights"),
-        Expect::Spread if matches!(s.scheduler, Scheduler::Sh | Scheduler::Mh) => format!(
-            "{sched} with the source port hashed: every real server with weight > 0 answers (which one is the hash's choice: shown, not judged)"
+        Expect::PortHashed => format!(
+            "{sched} with the source port hashed: one client's connections reach more than one real server (which ones is the hash's choice: shown, not judged)"
         ),
         Expect::Spread => format!(
             "{sched}: every real server with weight > 0 answers (shares follow connection counts, which earlier traffic changes: shown, not judged)"
@@ -786,6 +790,12 @@ fn distribution(cx: &Ctx, s: &Service) -> Check {
             expected,
             ipvs_conns,
         });
+    }
+    if exp == Expect::PortHashed && per_host.len() == 1 && answered_total >= 6 && active >= 2.0 {
+        problems.push(format!(
+            "all {answered_total} answers came from one real server, but {} hashes the source port too",
+            s.scheduler.as_str()
+        ));
     }
     if matches!(exp, Expect::Sticky | Expect::Single) && per_host.len() > 1 {
         problems.push(format!(
