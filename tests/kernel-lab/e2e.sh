@@ -44,7 +44,7 @@ nothing_left() {
   left+=$(ip -o link show | grep -E ': (lvb|lvv|lvp)[0-9a-f]{8}' | grep -v lvb00000000 || true)
   left+=$(grep "lvslab-" /proc/mounts || true)
   left+=$(ls "$LVSLAB_STATE_DIR/$lab/state.json" 2>/dev/null || true)
-  left+=$(pgrep -af 'busybox httpd -f|sleep infinity|keepalived --dont-fork|lvslab-ssh|socat UDP4-RECVFROM|openssl s_server|rpc.mountd|rpcbind' || true)
+  left+=$(pgrep -af 'busybox httpd -f|sleep infinity|keepalived --dont-fork|lvslab-ssh|socat UDP4-RECVFROM|openssl s_server|rpc.mountd|rpcbind -w' || true)
   [ -z "$left" ] || { echo "     left behind: $left"; return 1; }
 }
 
@@ -431,6 +431,12 @@ storage_lab() {
   check "storage: down exits 0" test "$rc" -eq 0
   [ "$rc" -eq 0 ] || echo "$out" | sed 's/^/     /' | tail -20
   check "storage: down leaves nothing" nothing_left storage
+  # Labs come and go: a second storage lab on the same kernel must work too.
+  out=$("$L" up topologies/storage.yaml --provider netns 2>&1); rc=$?
+  check "storage: a second lab on the same kernel comes up and verifies" grep -q "^VERIFY storage PASSED" <<<"$out"
+  [ "$rc" -eq 0 ] || echo "$out" | sed 's/^/     /' | tail -30
+  check "storage: and goes" bash -c "'$L' down topologies/storage.yaml >/dev/null 2>&1"
+  check "storage: leaving nothing" nothing_left storage
   echo "     storage took $((SECONDS - start)) s"
 }
 
