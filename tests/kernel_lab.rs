@@ -1,4 +1,5 @@
-//! Kernel-lab end-to-end tests: NAT, DR, TUN and keepalived HA labs brought up with the
+//! Kernel-lab end-to-end tests: NAT, DR, TUN, keepalived HA, all-schedulers,
+//! persistence (firewall marks, HTTPS, PCC) and NFS-storage labs brought up with the
 //! netns provider on Debian's stock kernel, booted under qemu (this machine's
 //! kernel has no IPVS). The scenarios and their assertions are in
 //! tests/kernel-lab/e2e.sh (including `lvslab verify` on fresh labs and on
@@ -26,7 +27,9 @@ fn nat_dr_tun_on_a_real_kernel() {
     let _ = std::fs::write(format!("{repo}/target/kernel-lab.log"), format!("{stdout}\n{stderr}"));
     assert!(out.status.success(), "kernel-lab scenarios failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
-    for name in ["nat", "dr", "tun", "ha", "dual", "hanat"] {
+    for name in [
+        "nat", "dr", "tun", "ha", "dual", "hanat", "sched", "persist", "storage", "nat-ssh",
+    ] {
         assert!(
             stdout.contains(&format!("ok   {name}: down leaves nothing")),
             "{name} did not complete:\n{stdout}"
