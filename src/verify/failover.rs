@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::gather::{parse_traffic, traffic_script, url};
+use super::gather::{http, parse_traffic, traffic_script};
 use super::{Check, parse};
 use crate::exec::transport::Transport;
 use crate::model::{HostId, Service, Topology, VrrpInstance};
@@ -51,12 +51,15 @@ pub struct Probe {
 }
 
 /// The client's request loop: a request every `interval_ms` for `seconds`,
-/// one line per request: `UPTIME HTTP_CODE`.
+/// one line per request: `UPTIME HTTP_CODE`. A service with several URLs
+/// (a firewall mark) is asked on its first.
 pub fn probe_loop_script(url: &str, seconds: u32, interval_ms: u32) -> String {
+    let url = url.split_whitespace().next().unwrap_or(url);
+    let k = if url.starts_with("https://") { " -k" } else { "" };
     format!(
         "set +e\nread s _ < /proc/uptime; s=${{s%.*}}; end=$((s + {seconds}))\n\
          while :; do\n  read t _ < /proc/uptime\n  [ \"${{t%.*}}\" -ge \"$end\" ] && break\n  \
-         c=$(curl -s --connect-timeout 1 -m 1 -o /dev/null -w '%{{http_code}}' {u})\n  echo \"$t ${{c:-000}}\"\n  sleep {secs}\ndone",
+         c=$(curl -s{k} --connect-timeout 1 -m 1 -o /dev/null -w '%{{http_code}}' {u})\n  echo \"$t ${{c:-000}}\"\n  sleep {secs}\ndone",
         u = crate::shell::quote(url),
         secs = f64::from(interval_ms) / 1000.0
     )
@@ -226,7 +229,7 @@ async fn failover(cx: &Cx<'_>, inst: &VrrpInstance) -> Check {
     let Some(s) =
         cx.t.services
             .iter()
-            .find(|s| inst.vips.contains(&s.vip) && url(s).is_some())
+            .find(|s| inst.vips.contains(&s.vip) && http(s).is_some())
     else {
         return match peers.first() {
             Some(p) => skip(
@@ -239,7 +242,7 @@ async fn failover(cx: &Cx<'_>, inst: &VrrpInstance) -> Check {
             None => skip(c, "not checked: no TCP service uses this instance's VIPs"),
         };
     };
-    let Some(u) = url(s) else {
+    let Some(u) = http(s) else {
         return skip(c, "not checked: no TCP service uses this instance's VIPs");
     };
     let mut c = c;
@@ -480,7 +483,7 @@ async fn health_check(cx: &Cx<'_>, s: &Service) -> Check {
         None => problems.push(format!("{vname} was still in the pool after {}", secs(timeout))),
     }
     // Requests now must not reach it.
-    if let (Some(client), Some(u)) = (cx.t.verify.client.map(|c| cx.t.host(c).name.clone()), url(s)) {
+    if let (Some(client), Some(u)) = (cx.t.verify.client.map(|c| cx.t.host(c).name.clone()), http(s)) {
         match cx.run(&client, &traffic_script(&u, 10)).await {
             Ok(o) => {
                 let tr = parse_traffic(&u, 10, &o.stdout);
@@ -529,8 +532,11 @@ async fn sorry(cx: &Cx<'_>, s: &Service) -> Check {
     let Some((saddr, sport)) = s.sorry_server else {
         return skip(c, "not checked: no sorry server");
     };
-    let Some(u) = url(s) else {
-        return skip(c, "not checked: verify sends no UDP traffic yet");
+    let Some(u) = http(s) else {
+        return skip(
+            c,
+            "not checked: the sorry server is asked over HTTP, and this service is not",
+        );
     };
     let Some(client) = cx.t.verify.client.map(|c| cx.t.host(c).name.clone()) else {
         return skip(c, "not checked: the lab has no client host");
@@ -646,6 +652,17 @@ mod tests {
         assert!(!g.recovered);
         let g = gap(&[p(1.0, true), p(1.1, true), p(1.25, true)]);
         assert!((g.longest - 0.15).abs() < 1e-9 && g.failed == 0);
+    }
+
+    #[test]
+    fn the_probe_loop_asks_one_url_and_accepts_the_lab_certificate() {
+        let s = probe_loop_script("https://192.168.4.253/index.html http://192.168.4.253/", 1, 100);
+        assert!(s.contains("curl -s -k "), "{s}");
+        assert!(
+            s.contains("https://192.168.4.253/index.html") && !s.contains("http://192.168.4.253/"),
+            "{s}"
+        );
+        assert!(!probe_loop_script("http://192.168.4.5/", 1, 100).contains(" -k "));
     }
 
     #[test]
