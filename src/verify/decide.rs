@@ -85,13 +85,7 @@ impl<'a> Ctx<'a> {
         host: &str,
         key: &str,
     ) -> Result<&'a Out, String> {
-        if let Some(why) = self.ev.unreachable.get(host) {
-            return Err(format!("{host} could not be reached: {why}"));
-        }
-        round
-            .get(host)
-            .and_then(|m| m.get(key))
-            .ok_or_else(|| format!("{host}: no result for probe `{key}`"))
+        round_probe(self.ev, round, host, key)
     }
     fn before(&self, host: &str, key: &str) -> Result<&'a Out, String> {
         self.probe(&self.ev.before, host, key)
@@ -149,28 +143,113 @@ impl<'a> Ctx<'a> {
 
     /// The service's counters on all its directors, after minus before.
     fn service_delta(&self, s: &Service) -> Result<(Counters, BTreeMap<String, u64>), String> {
-        let key = stats_key(s);
-        let mut total = Counters::default();
-        let mut dests: BTreeMap<String, u64> = BTreeMap::new();
-        for d in &s.directors {
-            let name = self.name(*d);
-            let b = parse::stats(&self.before(name, "ipvs-stats")?.out);
-            let a = parse::stats(&self.after(name, "ipvs-stats")?.out);
-            let Some(after) = a.iter().find(|x| x.key == key) else {
-                continue;
-            };
-            let before = b.iter().find(|x| x.key == key);
-            let delta = after.total.since(before.map(|b| b.total).unwrap_or_default());
-            total.conns += delta.conns;
-            total.in_pkts += delta.in_pkts;
-            total.out_pkts += delta.out_pkts;
-            for (dest, c) in &after.dests {
-                let was = before.and_then(|b| b.dests.get(dest)).copied().unwrap_or_default();
-                *dests.entry(dest.clone()).or_default() += c.since(was).conns;
-            }
-        }
-        Ok((total, dests))
+        service_delta(self.t, self.ev, s)
     }
+}
+
+/// A service's counters on all its directors, after minus before, with the
+/// new connections per real server (`address:port`).
+fn service_delta(t: &Topology, ev: &Evidence, s: &Service) -> Result<(Counters, BTreeMap<String, u64>), String> {
+    let key = stats_key(s);
+    let mut total = Counters::default();
+    let mut dests: BTreeMap<String, u64> = BTreeMap::new();
+    for d in &s.directors {
+        let name = &t.host(*d).name;
+        let b = parse::stats(&round_probe(ev, &ev.before, name, "ipvs-stats")?.out);
+        let a = parse::stats(&round_probe(ev, &ev.after, name, "ipvs-stats")?.out);
+        let Some(after) = a.iter().find(|x| x.key == key) else {
+            continue;
+        };
+        let before = b.iter().find(|x| x.key == key);
+        let delta = after.total.since(before.map(|b| b.total).unwrap_or_default());
+        total.conns += delta.conns;
+        total.in_pkts += delta.in_pkts;
+        total.out_pkts += delta.out_pkts;
+        for (dest, c) in &after.dests {
+            let was = before.and_then(|b| b.dests.get(dest)).copied().unwrap_or_default();
+            *dests.entry(dest.clone()).or_default() += c.since(was).conns;
+        }
+    }
+    Ok((total, dests))
+}
+
+/// One probe of one round of the evidence, or why there is none.
+fn round_probe<'a>(
+    ev: &'a Evidence,
+    round: &'a BTreeMap<String, BTreeMap<String, Out>>,
+    host: &str,
+    key: &str,
+) -> Result<&'a Out, String> {
+    if let Some(why) = ev.unreachable.get(host) {
+        return Err(format!("{host} could not be reached: {why}"));
+    }
+    round
+        .get(host)
+        .and_then(|m| m.get(key))
+        .ok_or_else(|| format!("{host}: no result for probe `{key}`"))
+}
+
+/// The raw counters behind a service's delta, a line per director: what to
+/// look at when the delta is not what the traffic should have made.
+fn counter_lines(t: &Topology, ev: &Evidence, s: &Service) -> Vec<String> {
+    let key = stats_key(s);
+    let show = |c: Option<Counters>| {
+        c.map_or("absent".to_string(), |c| {
+            format!("Conns {} InPkts {} OutPkts {}", c.conns, c.in_pkts, c.out_pkts)
+        })
+    };
+    let mut out = Vec::new();
+    for d in &s.directors {
+        let name = &t.host(*d).name;
+        let read = |round| {
+            round_probe(ev, round, name, "ipvs-stats")
+                .map(|o| parse::stats(&o.out).into_iter().find(|x| x.key == key).map(|x| x.total))
+        };
+        match (read(&ev.before), read(&ev.after)) {
+            (Ok(b), Ok(a)) => out.push(format!(
+                "{name}: {key} before the traffic {}, after {}",
+                show(b),
+                show(a)
+            )),
+            (Err(e), _) | (_, Err(e)) => out.push(e),
+        }
+    }
+    if ev.stats_rereads > 0 {
+        out.push(format!(
+            "the directors' counters were read {} more time(s) after the traffic, waiting for the kernel to fold them in",
+            ev.stats_rereads
+        ));
+    }
+    out
+}
+
+/// Services whose IPVS counters (all directors together) show fewer new
+/// connections than their answered requests, beyond the slack for reused
+/// connection entries. The kernel folds its per-CPU counters into what
+/// `ipvsadm` reads every 2 s, later on a loaded machine: gather reads the
+/// counters again while this names any service.
+pub fn counters_behind(t: &Topology, ev: &Evidence) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in &t.services {
+        let Some(tr) = ev.traffic.get(&s.name) else { continue };
+        let answered: u64 = tr.answers.values().map(|n| u64::from(*n)).sum();
+        if answered == 0 {
+            continue;
+        }
+        if let Ok((total, _)) = service_delta(t, ev, s)
+            && total.conns + slack(tr.sent) < answered
+        {
+            out.push(s.name.clone());
+        }
+    }
+    out
+}
+
+/// How far IPVS's new-connection count may fall short of the answers: a client
+/// that reuses a source port whose IPVS entry is still in TIME_WAIT reuses the
+/// entry without counting a new connection.
+fn slack(sent: u32) -> u64 {
+    u64::from((sent / 10).max(2))
 }
 
 /// How `ipvsadm -Ln --stats` names a service.
@@ -731,10 +810,8 @@ fn distribution(cx: &Ctx, s: &Service) -> Check {
             None
         }
     };
-    // When the client reuses a source port whose IPVS entry is still in
-    // TIME_WAIT, IPVS reuses the entry without counting a new connection, so
-    // its counts may fall a little short of the answers.
-    let slack = u64::from((tr.sent / 10).max(2));
+    let slack = slack(tr.sent);
+    let mut counted_short = false;
     if conns.is_some() {
         c.evidence.push(format!(
             "cross-check: each real server's answers equal its new IPVS connections (±{slack}, for reused connection entries)"
@@ -781,6 +858,7 @@ fn distribution(cx: &Ctx, s: &Service) -> Check {
                 problems.push(format!(
                     "{name} answered {answered} request(s) but IPVS counted {n} connection(s) to it: traffic bypassed IPVS"
                 ));
+                counted_short = true;
             }
         }
         c.shares.push(Share {
@@ -790,6 +868,9 @@ fn distribution(cx: &Ctx, s: &Service) -> Check {
             expected,
             ipvs_conns,
         });
+    }
+    if counted_short {
+        c.evidence.extend(counter_lines(cx.t, cx.ev, s));
     }
     if exp == Expect::PortHashed && per_host.len() == 1 && answered_total >= 6 && active >= 2.0 {
         problems.push(format!(
@@ -896,6 +977,7 @@ fn path(cx: &Ctx, s: &Service) -> Check {
             ));
             if d.in_pkts == 0 {
                 problems.push("no request packet went through the director".into());
+                c.evidence.extend(counter_lines(cx.t, cx.ev, s));
             }
             match s.mode {
                 Mode::Nat if d.out_pkts == 0 => problems.push(

@@ -446,17 +446,51 @@ pub async fn gather(
     }
 
     let after = round(conns, after_probes(t), &mut unreachable).await;
-    let custom = run_user_checks(t, conns, &unreachable).await;
-    Evidence {
+    let mut ev = Evidence {
         lab: t.lab.clone(),
         requests,
         unreachable,
         before,
         traffic,
         after,
-        custom,
-        seconds: start.elapsed().as_secs_f64(),
+        custom: Vec::new(),
+        seconds: 0.0,
         vrrp_wait,
+        stats_rereads: 0,
+    };
+    reread_lagging_counters(t, conns, &mut ev).await;
+    ev.custom = run_user_checks(t, conns, &ev.unreachable).await;
+    ev.seconds = start.elapsed().as_secs_f64();
+    ev
+}
+
+/// While some service's IPVS counters still show fewer new connections than
+/// its answers, read the directors' counters again (at most 4 times, 1.5 s
+/// apart): the kernel's estimator folds per-CPU counters into what `ipvsadm`
+/// reads every 2 s, and later than that on a loaded machine. Traffic that
+/// really bypassed IPVS never shows up, and then decide says so.
+async fn reread_lagging_counters(t: &Topology, conns: &BTreeMap<String, Arc<dyn Transport>>, ev: &mut Evidence) {
+    const REREADS: u32 = 4;
+    while ev.stats_rereads < REREADS {
+        let behind = super::decide::counters_behind(t, ev);
+        if behind.is_empty() {
+            return;
+        }
+        let mut probes: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+        for s in t.services.iter().filter(|s| behind.contains(&s.name)) {
+            for d in &s.directors {
+                probes
+                    .entry(t.host(*d).name.clone())
+                    .or_insert_with(|| vec![("ipvs-stats".into(), "sleep 1.5; ipvsadm -Ln --stats --exact".into())]);
+            }
+        }
+        let fresh = round(conns, probes, &mut ev.unreachable).await;
+        for (host, outs) in fresh {
+            if let Some(o) = outs.get("ipvs-stats").filter(|o| o.rc == 0) {
+                ev.after.entry(host).or_default().insert("ipvs-stats".into(), o.clone());
+            }
+        }
+        ev.stats_rereads += 1;
     }
 }
 

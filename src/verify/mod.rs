@@ -67,6 +67,11 @@ pub struct Evidence {
     /// holder before looking (keepalived needs a few adverts after a start).
     #[serde(default)]
     pub vrrp_wait: Option<f64>,
+    /// How many times the directors' IPVS counters were read again after the
+    /// traffic because they still fell short of the answers (the kernel folds
+    /// them in every 2 s, later on a loaded machine).
+    #[serde(default)]
+    pub stats_rereads: u32,
 }
 
 impl Evidence {

@@ -185,6 +185,30 @@ fn nat_path_rules() {
             .contains("no request packet went through the director")
     );
     assert!(get(&c, "distribution/http").message.contains("traffic bypassed IPVS"));
+    // Both checks show the raw counters behind their deltas, and gather would
+    // read the counters again for this service (they may only be late).
+    let t = topology(&shipped("nat"));
+    assert_eq!(
+        lvslab::verify::decide::counters_behind(&t, &ev),
+        vec!["http".to_string()]
+    );
+    assert!(lvslab::verify::decide::counters_behind(&t, &base).is_empty());
+    for id in ["path/http", "distribution/http"] {
+        let raw: Vec<&String> = get(&c, id)
+            .evidence
+            .iter()
+            .filter(|e| e.starts_with("director: TCP 192.168.4.5:80 before the traffic Conns "))
+            .collect();
+        assert_eq!(raw.len(), 1, "{id}: {:#?}", get(&c, id).evidence);
+    }
+    ev.stats_rereads = 4;
+    let c = run(&shipped("nat"), &ev);
+    assert!(
+        get(&c, "path/http")
+            .evidence
+            .iter()
+            .any(|e| e.contains("read 4 more time(s) after the traffic"))
+    );
     // Forwarding off.
     let mut ev = base;
     edit(&mut ev, false, "director", "sysctl", |o| {
