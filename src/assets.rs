@@ -4,6 +4,7 @@
 /// Playbooks in the order their plays are applied (within a phase, a host's
 /// steps keep this order).
 pub const PLAYBOOKS: &[(&str, &str)] = &[
+    ("playbooks/packages.yaml", include_str!("../playbooks/packages.yaml")),
     ("playbooks/common.yaml", include_str!("../playbooks/common.yaml")),
     ("playbooks/router.yaml", include_str!("../playbooks/router.yaml")),
     (

@@ -490,11 +490,7 @@ async fn up(file: &Path, check: bool, no_verify: bool, run: &RunArgs) -> anyhow:
             anyhow::bail!("--limit: no host `{h}` in {}", file.display());
         }
     }
-    if !run.limit.is_empty() {
-        for p in &mut plan.phases {
-            p.hosts.retain(|h| run.limit.contains(&h.host));
-        }
-    }
+    limit_plan(&mut plan, &run.limit);
     let hosts: Vec<String> = plan.host_names().into_iter().map(String::from).collect();
     let dir = state::LabDir::new(&topo.lab);
     let _lock = dir.lock()?;
@@ -536,6 +532,16 @@ async fn up(file: &Path, check: bool, no_verify: bool, run: &RunArgs) -> anyhow:
         }
     }
     let conns = connections(topo, file, provider, run, &lab_state, &hosts, Some(&plan)).await?;
+    let detected;
+    let (topo, plan) = match with_detected_os(topo, provider, &conns).await? {
+        Some(t) => {
+            detected = t;
+            let mut plan = compile::compile(&detected)?;
+            limit_plan(&mut plan, &run.limit);
+            (&detected, plan)
+        }
+        None => (topo, plan),
+    };
     // The same transports serve the verify that follows.
     let verify_conns: Vec<runner::HostConn> = conns
         .iter()
@@ -590,6 +596,36 @@ async fn up(file: &Path, check: bool, no_verify: bool, run: &RunArgs) -> anyhow:
         print!("\n{}", report::verify_text(&report));
     }
     Ok(if report.passed { code } else { ExitCode::from(1) })
+}
+
+/// Keep only the `--limit` hosts' steps (all hosts when empty).
+fn limit_plan(plan: &mut plan::Plan, limit: &[String]) {
+    if !limit.is_empty() {
+        for p in &mut plan.phases {
+            p.hosts.retain(|h| limit.contains(&h.host));
+        }
+    }
+}
+
+/// Over SSH, hosts that declare no `os:` are asked for it; when any answered,
+/// the topology with their families (to compile again), else `None`.
+async fn with_detected_os(
+    topo: &lvslab::model::Topology,
+    provider: Chosen,
+    conns: &[runner::HostConn],
+) -> anyhow::Result<Option<lvslab::model::Topology>> {
+    if provider != Chosen::Ssh || topo.hosts.iter().all(|h| h.os.is_some()) {
+        return Ok(None);
+    }
+    let mut t = topo.clone();
+    let found = connect::detect_os(&mut t, conns)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    if found.is_empty() {
+        return Ok(None);
+    }
+    eprintln!("os detected: {}", found.join(", "));
+    Ok(Some(t))
 }
 
 /// Transports to the lab's hosts for the chosen provider. For SSH with a plan,
@@ -753,6 +789,14 @@ async fn drift(file: &Path, format: Output, fix: bool, run: &RunArgs) -> anyhow:
     }
     let start = std::time::Instant::now();
     let conns = connections(topo, file, provider, run, &lab_state, &hosts, Some(&plan)).await?;
+    let detected;
+    let (topo, plan) = match with_detected_os(topo, provider, &conns).await? {
+        Some(t) => {
+            detected = t;
+            (&detected, compile::compile(&detected)?)
+        }
+        None => (topo, plan),
+    };
     let copy = |conns: &[runner::HostConn]| -> Vec<runner::HostConn> {
         conns
             .iter()
@@ -911,6 +955,7 @@ async fn down(lab: &str, run: &RunArgs) -> anyhow::Result<ExitCode> {
         schema: plan::SCHEMA,
         lab: name.clone(),
         mode: lvslab::model::Mode::Nat,
+        notes: Vec::new(),
         phases: Vec::new(),
         secrets: Default::default(),
     });

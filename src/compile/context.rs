@@ -24,7 +24,9 @@ pub struct Context {
 #[derive(Debug, Serialize)]
 pub struct WebCtx {
     pub server: WebServer,
+    /// This host's document root and web server unit (they differ per OS family).
     pub docroot: String,
+    pub unit: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -42,6 +44,15 @@ pub struct HostCtx {
     pub name: String,
     pub role: Role,
     pub init: crate::model::Init,
+    /// `debian` or `rhel`: declared, detected, or assumed (`os_assumed`).
+    pub os: &'static str,
+    pub os_assumed: bool,
+    /// Install the packages the role needs when missing.
+    pub packages: bool,
+    /// The client that verify sends requests from.
+    pub verify_client: bool,
+    /// Some service is UDP (the client needs socat to send datagrams).
+    pub udp_services: bool,
     pub address: Option<Ipv4Addr>,
     pub interfaces: Vec<IfaceCtx>,
     pub gateway: Option<Ipv4Addr>,
@@ -302,13 +313,22 @@ pub fn build(topo: &Topology, host: &Host) -> Context {
         mode: topo.mode,
         web: WebCtx {
             server: topo.web.server,
-            docroot: topo.web.docroot.clone(),
+            docroot: topo.web.docroot_for(host.os_family()),
+            unit: topo.web.unit_for(host.os_family()).into(),
         },
         storage,
         host: HostCtx {
             name: host.name.clone(),
             role: host.role,
             init: host.init,
+            os: host.os_family().as_str(),
+            os_assumed: host.os.is_none(),
+            packages: host.packages,
+            verify_client: topo.verify.client == Some(host.id),
+            udp_services: topo
+                .services
+                .iter()
+                .any(|s| matches!(s.key, crate::model::ServiceKey::Udp(_))),
             address: host.primary_address(),
             interfaces: host
                 .interfaces

@@ -295,6 +295,17 @@ pub fn compile(topo: &Topology) -> Result<Plan, CompileError> {
         lab: topo.lab.clone(),
         mode: topo.mode,
         phases,
+        notes: topo
+            .hosts
+            .iter()
+            .filter(|h| h.packages && h.os.is_none())
+            .map(|h| {
+                format!(
+                    "{}: no `os:` declared: planned as debian; `up` and `drift` ask the host",
+                    h.name
+                )
+            })
+            .collect(),
         secrets: context::secrets(topo),
     };
     bind_service_hashes(plan)
@@ -517,12 +528,12 @@ fn resource(env: &Environment, topo: &Topology, host: &Host, p: Params, ctx: &Va
             }
         }
         Params::Package { apt, dnf } => {
-            let (manager, packages) = if dnf.is_empty() {
-                (crate::plan::PackageManager::Apt, apt)
-            } else {
-                (crate::plan::PackageManager::Dnf, dnf)
+            // The host's family picks the names (`a|b`: either satisfies, `a` is installed).
+            let (manager, packages) = match host.os_family() {
+                crate::model::OsFamily::Debian => (crate::plan::PackageManager::Apt, apt),
+                crate::model::OsFamily::Rhel => (crate::plan::PackageManager::Dnf, dnf),
             };
-            for p in &packages {
+            for p in packages.iter().flat_map(|p| p.split('|')) {
                 check(is_word(p, &['-', '+', '.']), "package", p)?;
             }
             Resource::Package { manager, packages }

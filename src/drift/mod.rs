@@ -346,7 +346,11 @@ pub fn message(r: &Resource, detail: &str) -> String {
         Resource::File { path, .. } if d == "content differs" => format!("file {path} differs"),
         Resource::File { path, .. } => format!("file {path} {d}"),
         Resource::Service { name, .. } => format!("service {name} {d}"),
-        Resource::Package { .. } => format!("package {d}"),
+        Resource::Package { .. } => match d.strip_prefix("not installed: ") {
+            Some(p) if !p.contains(' ') => format!("package {p} not installed"),
+            Some(p) => format!("packages {p} not installed"),
+            None => format!("package {d}"),
+        },
         Resource::IpvsTable { .. } => format!("ipvs: {d}"),
         Resource::Mount { target, .. } => format!("mount {target} {d}"),
         Resource::Command { name, .. } => format!("command {name}: {d}"),

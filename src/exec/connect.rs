@@ -150,3 +150,51 @@ pub async fn check_facts(conns: Vec<HostConn>, plan: &crate::plan::Plan) -> Vec<
     }
     out
 }
+
+/// Fill in the OS family of every host that does not declare one, from the
+/// host itself (one round trip each, all at once), so that the plan compiled
+/// next names the right packages and web server. Returns what was detected
+/// (`host family`). A host that needs packages on an unknown family is an
+/// error naming the fix; unreachable hosts are left for the caller to report.
+pub async fn detect_os(topo: &mut crate::model::Topology, conns: &[HostConn]) -> Result<Vec<String>, String> {
+    use crate::model::OsFamily;
+    let mut tasks = Vec::new();
+    for c in conns {
+        let Some(h) = topo.host_by_name(&c.host) else { continue };
+        if h.os.is_some() {
+            continue;
+        }
+        let Ok(t) = c.transport.clone() else { continue };
+        let (id, name, packages) = (h.id, h.name.clone(), h.packages);
+        tasks.push(tokio::spawn(async move { (id, name, packages, t.facts().await) }));
+    }
+    let mut found = Vec::new();
+    let mut problems = Vec::new();
+    for task in tasks {
+        let Ok((id, name, packages, facts)) = task.await else {
+            continue;
+        };
+        let Ok(f) = facts else { continue };
+        match OsFamily::from_os_release(&f.os_family) {
+            Some(family) => {
+                topo.hosts[id.0].os = Some(family);
+                found.push(format!("{name} {}", family.as_str()));
+            }
+            None if packages => problems.push(format!(
+                "{name}: its OS family is `{}` (from /etc/os-release); lvslab maps packages for debian and rhel: \
+                 set `os: debian` or `os: rhel` for it if one fits, or `packages: false` and install them yourself",
+                if f.os_family.is_empty() {
+                    "unknown"
+                } else {
+                    &f.os_family
+                }
+            )),
+            None => {}
+        }
+    }
+    if problems.is_empty() {
+        Ok(found)
+    } else {
+        Err(problems.join("\n"))
+    }
+}

@@ -72,10 +72,9 @@ pub fn parse_facts(out: &str) -> Facts {
     for line in out.lines() {
         match line.split_once(' ') {
             Some(("os", v)) => {
-                let v = v.split_whitespace().next().unwrap_or("");
-                f.os_family = match v {
-                    "rhel" | "fedora" | "centos" => "rhel".into(),
-                    other => other.into(),
+                f.os_family = match crate::model::OsFamily::from_os_release(v) {
+                    Some(family) => family.as_str().into(),
+                    None => v.split_whitespace().next().unwrap_or("").into(),
                 };
             }
             Some(("pm", v)) => f.package_manager = v.trim_end_matches("-get").into(),

@@ -376,6 +376,14 @@ fn build_inner(spec: &TopologySpec, cx: &mut Cx) -> Topology {
             routes,
             ssh,
             init: hspec.init.as_ref().map_or(init_default, |i| i.value),
+            os: hspec.os.as_ref().or(spec.defaults.os.as_ref()).map(|o| o.value),
+            packages: hspec
+                .packages
+                .as_ref()
+                .or(spec.defaults.packages.as_ref())
+                .map_or(spec.provider.as_ref().map(|p| p.value) == Some(Provider::Ssh), |p| {
+                    p.value
+                }),
             page: None,
             extra_steps: extra_steps(cx, &hspec.steps),
         });
@@ -402,6 +410,7 @@ fn build_inner(spec: &TopologySpec, cx: &mut Cx) -> Topology {
                 Some(d) => d.value.clone(),
                 None => "/var/www/html".into(),
             },
+            docroot_declared: spec.web.docroot.is_some(),
         };
 
     // HA (parsed before services: it decides who owns the IPVS services).

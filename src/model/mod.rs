@@ -14,7 +14,9 @@ use serde::Serialize;
 pub use build::build;
 pub use names::{is_interface_name, is_safe_path, is_simple_name};
 
-pub use crate::spec::{CheckKind, Init, Mode, Protocol, Provider, Role, Scheduler, SyncMode, VrrpState, WebServer};
+pub use crate::spec::{
+    CheckKind, Init, Mode, OsFamily, Protocol, Provider, Role, Scheduler, SyncMode, VrrpState, WebServer,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct HostId(pub usize);
@@ -69,6 +71,12 @@ pub struct Host {
     pub routes: Vec<Route>,
     pub ssh: SshTarget,
     pub init: Init,
+    /// Declared in the topology, or detected from the host by commands that
+    /// connect (`up`, `drift`, `verify`) before they compile; `None`: assumed
+    /// debian (`lvslab plan` says so).
+    pub os: Option<OsFamily>,
+    /// Install the packages its role needs when missing.
+    pub packages: bool,
     /// The rendered web page (real servers only).
     pub page: Option<String>,
     /// Steps the topology adds to this host (playbook step format).
@@ -166,7 +174,30 @@ pub struct HealthCheck {
 #[derive(Debug, Clone, Serialize)]
 pub struct Web {
     pub server: WebServer,
+    /// As declared, or `/var/www/html`.
     pub docroot: String,
+    pub docroot_declared: bool,
+}
+
+impl Web {
+    /// The document root on a host of this family: as declared, else where
+    /// the family's package serves from.
+    pub fn docroot_for(&self, os: OsFamily) -> String {
+        match (self.docroot_declared, self.server, os) {
+            (false, WebServer::Nginx, OsFamily::Rhel) => "/usr/share/nginx/html".into(),
+            _ => self.docroot.clone(),
+        }
+    }
+
+    /// The web server's systemd unit on a host of this family.
+    pub fn unit_for(&self, os: OsFamily) -> &'static str {
+        match (self.server, os) {
+            (WebServer::Busybox, _) => "busybox-httpd",
+            (WebServer::Apache2 | WebServer::Httpd, OsFamily::Debian) => "apache2",
+            (WebServer::Apache2 | WebServer::Httpd, OsFamily::Rhel) => "httpd",
+            (WebServer::Nginx, _) => "nginx",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -290,6 +321,11 @@ impl Topology {
 }
 
 impl Host {
+    /// Its OS family: declared, detected, or assumed debian.
+    pub fn os_family(&self) -> OsFamily {
+        self.os.unwrap_or(OsFamily::Debian)
+    }
+
     pub fn interface_on(&self, net: NetId) -> Option<&Interface> {
         self.interfaces.iter().find(|i| i.network == net)
     }

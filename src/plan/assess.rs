@@ -196,23 +196,11 @@ impl Resource {
                 }
             }
             Resource::Package { packages, .. } => {
-                let missing: Vec<&String> = packages
-                    .iter()
-                    .filter(|p| {
-                        !out.lines().any(|l| {
-                            let l = l.trim();
-                            (l.starts_with(&format!("{p} ")) && l.ends_with("install ok installed"))
-                                || l.starts_with(&format!("{p}-"))
-                        })
-                    })
-                    .collect();
+                let missing = missing_packages(packages, out);
                 if missing.is_empty() {
                     Assessment::Ok
                 } else {
-                    differs(format!(
-                        "not installed: {}",
-                        missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")
-                    ))
+                    differs(format!("not installed: {}", missing.join(" ")))
                 }
             }
             Resource::IpvsTable { services } => {
@@ -310,6 +298,10 @@ impl Resource {
             Resource::IpvsTable { .. } if obs.rc == 0 => value(&obs.output),
             // Whether the mount point existed: down removes it only if lvslab made it.
             Resource::Mount { .. } if out != super::NO_MOUNT_POINT => value("mount point existed"),
+            // What was missing is what lvslab installs, and all that down removes.
+            Resource::Package { packages, .. } => {
+                value(&format!("missing: {}", missing_packages(packages, out).join(" ")))
+            }
             _ => Original::Absent,
         }
     }
@@ -369,6 +361,14 @@ impl Resource {
                     }
                 }
                 cmds
+            }
+            (Resource::Package { manager, .. }, Original::Value { value }) => {
+                let ours: Vec<&str> = value
+                    .strip_prefix("missing:")
+                    .unwrap_or("")
+                    .split_whitespace()
+                    .collect();
+                super::package_remove(*manager, &ours)
             }
             (Resource::Command { revert, name, .. }, _) => match revert {
                 Some(r) => vec![r.clone()],
@@ -440,6 +440,23 @@ pub fn decode_base64(s: &str) -> Option<Vec<u8>> {
         }
     }
     Some(out)
+}
+
+/// The entries of a package step that the observed `dpkg-query`/`rpm -q`
+/// output shows as not installed (an entry `a|b` needs either; its first
+/// name is reported).
+fn missing_packages<'a>(packages: &'a [String], out: &str) -> Vec<&'a str> {
+    let installed = |p: &str| {
+        out.lines().any(|l| {
+            let l = l.trim();
+            (l.starts_with(&format!("{p} ")) && l.ends_with("install ok installed")) || l.starts_with(&format!("{p}-"))
+        })
+    };
+    packages
+        .iter()
+        .filter(|p| !p.split('|').any(installed))
+        .map(|p| p.split('|').next().unwrap_or(p))
+        .collect()
 }
 
 #[cfg(test)]

@@ -30,6 +30,10 @@ pub struct Plan {
     pub lab: String,
     pub mode: Mode,
     pub phases: Vec<Phase>,
+    /// What the reader should know about how the plan was made (e.g. an OS
+    /// family assumed for a host that declares none).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub notes: Vec<String>,
     /// Secret values by name; file contents refer to them as `@@lvslab-secret:NAME@@`.
     #[serde(skip)]
     pub secrets: BTreeMap<String, Secret>,
@@ -303,7 +307,8 @@ impl Resource {
                 }
             }
             Resource::Package { manager, packages } => {
-                let pkgs: Vec<String> = packages.iter().map(|p| quote(p)).collect();
+                // Every alternative of every entry (`a|b`).
+                let pkgs: Vec<String> = packages.iter().flat_map(|p| p.split('|')).map(quote).collect();
                 match manager {
                     PackageManager::Apt => format!("dpkg-query -W -f '${{Package}} ${{Status}}\\n' {}", pkgs.join(" ")),
                     PackageManager::Dnf => format!("rpm -q {}", pkgs.join(" ")),
@@ -383,15 +388,7 @@ impl Resource {
                 ));
                 cmds
             }
-            Resource::Package { manager, packages } => {
-                let pkgs: Vec<String> = packages.iter().map(|p| quote(p)).collect();
-                vec![match manager {
-                    PackageManager::Apt => {
-                        format!("DEBIAN_FRONTEND=noninteractive apt-get install -y {}", pkgs.join(" "))
-                    }
-                    PackageManager::Dnf => format!("dnf install -y {}", pkgs.join(" ")),
-                }]
-            }
+            Resource::Package { manager, packages } => package_install(*manager, packages),
             Resource::IpvsTable { services } => ipvs::save_lines(services)
                 .into_iter()
                 .map(|l| format!("ipvsadm {l}"))
@@ -462,15 +459,9 @@ impl Resource {
                 cmds.push(format!("rm -f {}", quote(&format!("{state_dir}/{name}.hash"))));
                 cmds
             }
-            Resource::Package { manager, packages } => {
-                let pkgs: Vec<String> = packages.iter().map(|p| quote(p)).collect();
-                vec![match manager {
-                    PackageManager::Apt => {
-                        format!("DEBIAN_FRONTEND=noninteractive apt-get remove -y {}", pkgs.join(" "))
-                    }
-                    PackageManager::Dnf => format!("dnf remove -y {}", pkgs.join(" ")),
-                }]
-            }
+            // Without a record of what lvslab installed, nothing is removed
+            // (see `revert_for`: the packages that were missing before).
+            Resource::Package { .. } => Vec::new(),
             Resource::IpvsTable { services } => services
                 .iter()
                 .map(|s| format!("! ipvsadm -Ln {t} >/dev/null 2>&1 || ipvsadm -D {t}", t = s.target()))
@@ -527,6 +518,44 @@ impl Plan {
         self.phases.retain(|p| !p.hosts.is_empty());
         self
     }
+}
+
+/// Install the entries of a package step that are missing now (an entry
+/// `a|b` is satisfied by either; `a` is what gets installed). With apt, a
+/// failed install is retried once after `apt-get update` (stale lists).
+fn package_install(manager: PackageManager, packages: &[String]) -> Vec<String> {
+    let (installed, install) = match manager {
+        PackageManager::Apt => (
+            "dpkg-query -W -f '${Status}' \"$1\" 2>/dev/null | grep -q 'install ok installed'",
+            "{ apt-get install -y -q --no-install-recommends $m || { apt-get update -q && apt-get install -y -q --no-install-recommends $m; }; }",
+        ),
+        PackageManager::Dnf => ("rpm -q \"$1\" >/dev/null 2>&1", "dnf install -y $m"),
+    };
+    let mut cmds = vec![format!("lvslab_installed() {{ {installed}; }}"), "m=''".to_string()];
+    for p in packages {
+        let alts: Vec<String> = p.split('|').map(|a| format!("lvslab_installed {}", quote(a))).collect();
+        let first = p.split('|').next().unwrap_or(p);
+        cmds.push(format!("{} || m=\"$m {}\"", alts.join(" || "), first));
+    }
+    let env = if manager == PackageManager::Apt {
+        "export DEBIAN_FRONTEND=noninteractive; "
+    } else {
+        ""
+    };
+    cmds.push(format!("[ -z \"$m\" ] || {{ {env}{install}; }}"));
+    cmds
+}
+
+/// Remove the packages lvslab installed (recorded as missing before it ran).
+pub(crate) fn package_remove(manager: PackageManager, installed_by_us: &[&str]) -> Vec<String> {
+    if installed_by_us.is_empty() {
+        return Vec::new();
+    }
+    let pkgs: Vec<String> = installed_by_us.iter().map(|p| quote(p)).collect();
+    vec![match manager {
+        PackageManager::Apt => format!("DEBIAN_FRONTEND=noninteractive apt-get remove -y -q {}", pkgs.join(" ")),
+        PackageManager::Dnf => format!("dnf remove -y {}", pkgs.join(" ")),
+    }]
 }
 
 /// A `sed` command that fills secret placeholders in `path` from environment
@@ -619,14 +648,33 @@ mod tests {
         );
         assert_eq!(
             apt.apply(),
-            ["DEBIAN_FRONTEND=noninteractive apt-get install -y ipvsadm keepalived"]
+            [
+                "lvslab_installed() { dpkg-query -W -f '${Status}' \"$1\" 2>/dev/null | grep -q 'install ok installed'; }",
+                "m=''",
+                "lvslab_installed ipvsadm || m=\"$m ipvsadm\"",
+                "lvslab_installed keepalived || m=\"$m keepalived\"",
+                "[ -z \"$m\" ] || { export DEBIAN_FRONTEND=noninteractive; { apt-get install -y -q --no-install-recommends $m || { apt-get update -q && apt-get install -y -q --no-install-recommends $m; }; }; }",
+            ]
         );
         let dnf = Resource::Package {
             manager: PackageManager::Dnf,
-            packages: vec!["httpd".into()],
+            packages: vec!["httpd".into(), "busybox|busybox-static".into()],
         };
-        assert_eq!(dnf.observe(), "rpm -q httpd");
-        assert_eq!(dnf.revert(), ["dnf remove -y httpd"]);
+        assert_eq!(dnf.observe(), "rpm -q httpd busybox busybox-static");
+        assert_eq!(
+            dnf.apply()[3],
+            "lvslab_installed busybox || lvslab_installed busybox-static || m=\"$m busybox\""
+        );
+        // Without a record of what was missing, down removes nothing.
+        assert!(dnf.revert().is_empty());
+        let orig = crate::plan::assess::Original::Value {
+            value: "missing: busybox".into(),
+        };
+        assert_eq!(dnf.revert_for(&orig).unwrap(), ["dnf remove -y busybox"]);
+        let none = crate::plan::assess::Original::Value {
+            value: "missing:".into(),
+        };
+        assert!(dnf.revert_for(&none).unwrap().is_empty());
     }
 
     #[test]

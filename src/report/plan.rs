@@ -51,6 +51,9 @@ pub fn plan_text(plan: &Plan) -> String {
         count(plan.phases.len(), "phase"),
         count(plan.step_count(), "step")
     );
+    for note in &plan.notes {
+        let _ = writeln!(out, "note: {note}");
+    }
     for phase in &plan.phases {
         let _ = writeln!(out, "\n== phase {} ==", phase.name);
         for hp in &phase.hosts {

@@ -138,6 +138,35 @@ pub enum Init {
     Daemon,
 }
 
+/// The operating-system family of a host: it decides package names (apt or
+/// dnf) and the web server's unit and document root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OsFamily {
+    #[serde(alias = "ubuntu")]
+    Debian,
+    #[serde(alias = "centos", alias = "rocky", alias = "almalinux", alias = "fedora")]
+    Rhel,
+}
+
+impl OsFamily {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OsFamily::Debian => "debian",
+            OsFamily::Rhel => "rhel",
+        }
+    }
+
+    /// The family named by /etc/os-release (`ID_LIKE` words, then `ID`).
+    pub fn from_os_release(words: &str) -> Option<OsFamily> {
+        words.split_whitespace().find_map(|w| match w {
+            "debian" | "ubuntu" => Some(OsFamily::Debian),
+            "rhel" | "centos" | "fedora" | "rocky" | "almalinux" => Some(OsFamily::Rhel),
+            _ => None,
+        })
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename = "defaults")]
 pub struct DefaultsSpec {
@@ -145,6 +174,13 @@ pub struct DefaultsSpec {
     pub ssh: Option<SshSpec>,
     #[serde(default)]
     pub init: Option<Spanned<Init>>,
+    /// debian or rhel; detected from the host when not given.
+    #[serde(default)]
+    pub os: Option<Spanned<OsFamily>>,
+    /// Install the packages the host's role needs when missing (default: on
+    /// for `provider: ssh`, whose hosts are machines of their own).
+    #[serde(default)]
+    pub packages: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -170,6 +206,13 @@ pub struct HostSpec {
     pub ssh: Option<SshSpec>,
     #[serde(default)]
     pub init: Option<Spanned<Init>>,
+    /// debian or rhel; detected from the host when not given.
+    #[serde(default)]
+    pub os: Option<Spanned<OsFamily>>,
+    /// Install the packages the host's role needs when missing (default: on
+    /// for `provider: ssh`, whose hosts are machines of their own).
+    #[serde(default)]
+    pub packages: Option<Spanned<bool>>,
     /// Web page template for this real server (overrides `web.page`).
     #[serde(default)]
     pub page: Option<Spanned<String>>,

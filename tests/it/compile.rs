@@ -182,3 +182,78 @@ fn addresses_left_out_are_assigned_in_file_order() {
         ]
     );
 }
+
+/// The steps that depend on a host's OS family (packages and the web server),
+/// with their commands, for `lab` run as real machines of `os`.
+fn family_steps(lab: &str, os: &str, web: &str) -> String {
+    let text = std::fs::read_to_string(repo().join(format!("topologies/{lab}.yaml"))).unwrap();
+    let text = text.replacen(
+        "\nmode:",
+        &format!("\nprovider: ssh\ndefaults: {{ os: {os}, init: systemd }}\nmode:"),
+        1,
+    );
+    let text = match text.find("\nweb:\n") {
+        Some(_) => text.replacen("\nweb:\n", &format!("\nweb:\n  server: {web}\n"), 1),
+        None => format!("{text}\nweb: {{ server: {web} }}\n"),
+    };
+    let t = match lvslab::load_str("test.yaml", text) {
+        Ok(l) => l.topology,
+        Err(d) => panic!("{d}"),
+    };
+    let plan = lvslab::compile::compile(&t).unwrap();
+    let mut out = String::new();
+    for phase in &plan.phases {
+        for hp in &phase.hosts {
+            for s in &hp.steps {
+                let web = matches!(&s.resource, Resource::Service { name, .. } if name.starts_with("web-"));
+                let docroot = s.id.ends_with("/index.html");
+                if !matches!(s.resource, Resource::Package { .. }) && !web && !docroot {
+                    continue;
+                }
+                out.push_str(&format!("{} {}: {}\n  observe: {}\n", hp.host, s.id, s.why, s.observe));
+                for a in &s.apply {
+                    out.push_str(&format!("  apply: {a}\n"));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn packages_and_web_server_per_os_family() {
+    for os in ["debian", "rhel"] {
+        for (lab, web) in [("storage", "apache2"), ("ha", "nginx"), ("persistence", "apache2")] {
+            let steps = family_steps(lab, os, web);
+            insta::assert_snapshot!(format!("family-{lab}-{os}"), steps);
+        }
+    }
+    // The names differ where the families differ.
+    let deb = family_steps("storage", "debian", "apache2");
+    let rhel = family_steps("storage", "rhel", "apache2");
+    assert!(
+        deb.contains("package:apache2") && deb.contains("systemctl restart apache2"),
+        "{deb}"
+    );
+    assert!(rhel.contains("systemctl restart httpd"), "{rhel}");
+    // keepalived's sorry server gets its web server too.
+    assert!(family_steps("ha", "debian", "nginx").contains("sorry package:nginx"));
+    assert!(
+        rhel.contains("package:httpd") && rhel.contains("package:nfs-utils"),
+        "{rhel}"
+    );
+    assert!(
+        deb.contains("package:nfs-kernel-server") && deb.contains("package:nfs-common"),
+        "{deb}"
+    );
+    assert!(family_steps("ha", "rhel", "nginx").contains("/usr/share/nginx/html/index.html"));
+    assert!(family_steps("ha", "debian", "nginx").contains("/var/www/html/index.html"));
+    // The shipped labs run in namespaces of this machine: no package steps.
+    for path in topologies() {
+        assert!(
+            !lvslab::report::plan_text(&plan(&path)).contains("package:"),
+            "{}",
+            path.display()
+        );
+    }
+}

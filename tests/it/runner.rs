@@ -83,6 +83,7 @@ async fn secrets_reach_files_but_never_results_or_diffs() {
         schema: SCHEMA,
         lab: "s".into(),
         mode: lvslab::model::Mode::Dr,
+        notes: Vec::new(),
         phases: vec![Phase {
             name: "balancer".into(),
             hosts: vec![HostPlan {

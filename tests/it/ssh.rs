@@ -107,7 +107,7 @@ impl Lab {
     pub fn topology(&self, name: &str, port: u16, hosts: &str) -> PathBuf {
         let text = format!(
             "lab: {name}\nmode: dr\nprovider: ssh\nnetworks:\n  lan: {{ cidr: 10.99.0.0/24 }}\n\
-             defaults:\n  init: daemon\n  ssh: {{ host: 127.0.0.1, port: {port}, key: userkey, known_hosts: known_hosts, connect_timeout: 3 }}\n\
+             defaults:\n  init: daemon\n  packages: false\n  ssh: {{ host: 127.0.0.1, port: {port}, key: userkey, known_hosts: known_hosts, connect_timeout: 3 }}\n\
              hosts:\n{hosts}"
         );
         let path = self.path(&format!("{name}.yaml"));
@@ -701,4 +701,103 @@ fn an_interrupted_up_is_cleaned_up_by_down() {
         "restored from the record made before the change"
     );
     assert!(!Path::new(&format!("{w}/started")).exists());
+}
+
+fn dpkg_installed(pkg: &str) -> bool {
+    let out = Command::new("dpkg-query")
+        .args(["-W", "-f", "${Status}", pkg])
+        .output()
+        .expect("dpkg-query runs (this is a Debian machine)");
+    String::from_utf8_lossy(&out.stdout).contains("install ok installed")
+}
+
+fn apt(args: &[&str]) {
+    let st = Command::new("apt-get")
+        .args(args)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .expect("apt-get runs");
+    assert!(st.success(), "apt-get {args:?}");
+}
+
+/// The apt path for real on this Debian machine: a package the client needs
+/// (iputils-arping, for verify's ARP check) is absent, `up` detects the OS
+/// family over SSH and installs it (and only it: curl is already there),
+/// a second `up` changes nothing, `drift` sees it removed by hand, and `down`
+/// removes exactly what `up` installed. The machine's package set is put back
+/// as it was found.
+#[test]
+fn packages_missing_are_installed_with_apt_and_down_removes_only_those() {
+    const PKG: &str = "iputils-arping";
+    let had = dpkg_installed(PKG);
+    if had {
+        apt(&["remove", "-y", "-q", PKG]);
+    }
+    assert!(dpkg_installed("curl"), "curl is installed (.ci/run installs it)");
+    let lab = Lab::new();
+    let sshd = lab.sshd("sshd");
+    let hosts = "  box1:\n    role: client\n    packages: true\n    interfaces: [{ network: lan }]\n";
+    let topo = lab.topology("pkgs", sshd.port, hosts);
+
+    let plan = lab.lvslab(&["plan".as_ref(), topo.as_os_str()]).run();
+    ok(&plan);
+    assert!(
+        plan.stdout.contains("note: box1: no `os:` declared: planned as debian"),
+        "{}",
+        plan.stdout
+    );
+
+    let first = lab
+        .lvslab(&["up".as_ref(), topo.as_os_str(), "--accept-new-host-keys".as_ref()])
+        .run();
+    let restore = || {
+        if had && !dpkg_installed(PKG) {
+            apt(&["install", "-y", "-q", "--no-install-recommends", PKG]);
+        }
+    };
+    if first.code != 0 {
+        restore();
+    }
+    ok(&first);
+    assert!(first.stderr.contains("os detected: box1 debian"), "{}", first.stderr);
+    assert_eq!(
+        recap(&first, "box1"),
+        (1, 1, 0, 0),
+        "curl ok, arping installed:\n{}",
+        first.stdout
+    );
+    assert!(dpkg_installed(PKG), "installed by up");
+
+    let second = lab.lvslab(&["up".as_ref(), topo.as_os_str()]).run();
+    ok(&second);
+    assert_eq!(recap(&second, "box1"), (2, 0, 0, 0), "nothing installed twice");
+
+    let clean = lab.lvslab(&["drift".as_ref(), topo.as_os_str()]).run();
+    assert_eq!(clean.code, 0, "{}\n{}", clean.stdout, clean.stderr);
+    apt(&["remove", "-y", "-q", PKG]);
+    let drifted = lab.lvslab(&["drift".as_ref(), topo.as_os_str()]).run();
+    assert_eq!(drifted.code, 2, "{}\n{}", drifted.stdout, drifted.stderr);
+    assert!(
+        drifted.stdout.contains("box1: package iputils-arping not installed"),
+        "{}",
+        drifted.stdout
+    );
+    let fixed = lab
+        .lvslab(&["drift".as_ref(), topo.as_os_str(), "--fix".as_ref()])
+        .run();
+    assert_eq!(fixed.code, 0, "{}\n{}", fixed.stdout, fixed.stderr);
+    assert!(
+        fixed
+            .stdout
+            .contains("fixed: box1: package iputils-arping not installed"),
+        "{}",
+        fixed.stdout
+    );
+    assert!(dpkg_installed(PKG), "reinstalled by drift --fix");
+
+    let down = lab.lvslab(&["down".as_ref(), topo.as_os_str()]).run();
+    ok(&down);
+    assert!(!dpkg_installed(PKG), "down removes what up installed");
+    assert!(dpkg_installed("curl"), "and nothing that was there before");
+    restore();
 }
