@@ -9,6 +9,7 @@
 //! against a strict grammar before they become a typed [`Resource`].
 
 pub mod context;
+pub mod persist;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -308,7 +309,7 @@ pub fn compile(topo: &Topology) -> Result<Plan, CompileError> {
             .collect(),
         secrets: context::secrets(topo),
     };
-    bind_service_hashes(plan)
+    Ok(persist::add(topo, bind_service_hashes(plan)?))
 }
 
 /// Two plays may want the same resource: identical is fine (kept once), different is a bug.

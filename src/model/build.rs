@@ -376,6 +376,11 @@ fn build_inner(spec: &TopologySpec, cx: &mut Cx) -> Topology {
             routes,
             ssh,
             init: hspec.init.as_ref().map_or(init_default, |i| i.value),
+            persist: hspec.persist.as_ref().or(spec.defaults.persist.as_ref()).map_or(
+                spec.provider.as_ref().map(|p| p.value) == Some(Provider::Ssh)
+                    && hspec.init.as_ref().map_or(init_default, |i| i.value) == Init::Systemd,
+                |p| p.value,
+            ),
             os: hspec.os.as_ref().or(spec.defaults.os.as_ref()).map(|o| o.value),
             packages: hspec
                 .packages

@@ -77,6 +77,8 @@ pub struct Host {
     pub os: Option<OsFamily>,
     /// Install the packages its role needs when missing.
     pub packages: bool,
+    /// Write what a reboot would lose where the host restores it at boot.
+    pub persist: bool,
     /// The rendered web page (real servers only).
     pub page: Option<String>,
     /// Steps the topology adds to this host (playbook step format).

@@ -181,6 +181,10 @@ pub struct DefaultsSpec {
     /// for `provider: ssh`, whose hosts are machines of their own).
     #[serde(default)]
     pub packages: Option<Spanned<bool>>,
+    /// Make the lab survive a reboot (sysctl drop-in, boot unit, saved IPVS
+    /// table, units enabled); default: on for `provider: ssh` hosts on systemd.
+    #[serde(default)]
+    pub persist: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -213,6 +217,10 @@ pub struct HostSpec {
     /// for `provider: ssh`, whose hosts are machines of their own).
     #[serde(default)]
     pub packages: Option<Spanned<bool>>,
+    /// Make the lab survive a reboot (sysctl drop-in, boot unit, saved IPVS
+    /// table, units enabled); default: on for `provider: ssh` hosts on systemd.
+    #[serde(default)]
+    pub persist: Option<Spanned<bool>>,
     /// Web page template for this real server (overrides `web.page`).
     #[serde(default)]
     pub page: Option<Spanned<String>>,

@@ -185,7 +185,7 @@ fn addresses_left_out_are_assigned_in_file_order() {
 
 /// The steps that depend on a host's OS family (packages and the web server),
 /// with their commands, for `lab` run as real machines of `os`.
-fn family_steps(lab: &str, os: &str, web: &str) -> String {
+fn family_plan(lab: &str, os: &str, web: &str) -> Plan {
     let text = std::fs::read_to_string(repo().join(format!("topologies/{lab}.yaml"))).unwrap();
     let text = text.replacen(
         "\nmode:",
@@ -200,7 +200,11 @@ fn family_steps(lab: &str, os: &str, web: &str) -> String {
         Ok(l) => l.topology,
         Err(d) => panic!("{d}"),
     };
-    let plan = lvslab::compile::compile(&t).unwrap();
+    lvslab::compile::compile(&t).unwrap()
+}
+
+fn family_steps(lab: &str, os: &str, web: &str) -> String {
+    let plan = family_plan(lab, os, web);
     let mut out = String::new();
     for phase in &plan.phases {
         for hp in &phase.hosts {
@@ -252,6 +256,71 @@ fn packages_and_web_server_per_os_family() {
     for path in topologies() {
         assert!(
             !lvslab::report::plan_text(&plan(&path)).contains("package:"),
+            "{}",
+            path.display()
+        );
+    }
+}
+
+/// What `up` writes on real hosts so that the lab survives a reboot, for a
+/// Debian and a RHEL-family host: derived from the host's own steps.
+#[test]
+fn reboot_persistence_per_os_family() {
+    for os in ["debian", "rhel"] {
+        for lab in ["persistence", "tun", "storage"] {
+            let plan = family_plan(lab, os, "apache2");
+            let phase = plan.phases.last().unwrap();
+            assert_eq!(phase.name, "persist");
+            let mut out = String::new();
+            for hp in &phase.hosts {
+                for s in &hp.steps {
+                    out.push_str(&format!("{} {}: {}\n", hp.host, s.id, s.why));
+                    for a in &s.apply {
+                        out.push_str(&format!("  apply: {a}\n"));
+                    }
+                    for r in &s.revert {
+                        out.push_str(&format!("  revert: {r}\n"));
+                    }
+                }
+            }
+            insta::assert_snapshot!(format!("persist-{lab}-{os}"), out);
+            for (host, script) in lvslab::report::plan_sh(&plan) {
+                assert_sh_parses(&format!("{lab}-{os}/{host}"), &script);
+            }
+        }
+    }
+    let deb = family_plan("persistence", "debian", "apache2");
+    let rhel = family_plan("persistence", "rhel", "apache2");
+    let text = |p: &Plan| {
+        lvslab::report::plan_sh(p)
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert!(text(&deb).contains("/etc/ipvsadm.rules") && text(&deb).contains("AUTO=\"true\""));
+    assert!(text(&rhel).contains("/etc/sysconfig/ipvsadm") && text(&rhel).contains("systemctl enable ipvsadm.service"));
+    for p in [&deb, &rhel] {
+        let t = text(p);
+        assert!(
+            t.contains("net.ipv4.conf.all.arp_ignore = 1"),
+            "the DR sysctls as a drop-in"
+        );
+        assert!(
+            t.contains("ip addr replace 192.168.4.240/32 dev lo") || t.contains("dev lo"),
+            "the VIP on lo at boot"
+        );
+        assert!(t.contains("iptables -t mangle -C PREROUTING"), "the mark rules at boot");
+        assert!(t.contains("systemctl enable apache2") || t.contains("systemctl enable httpd"));
+    }
+    assert!(
+        text(&family_plan("tun", "debian", "apache2")).contains("ipip"),
+        "modules-load.d"
+    );
+    // Namespaces (and hosts without systemd) get no persist phase.
+    for path in topologies() {
+        assert!(
+            plan(&path).phases.iter().all(|p| p.name != "persist"),
             "{}",
             path.display()
         );
