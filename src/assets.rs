@@ -19,6 +19,7 @@ pub const PLAYBOOKS: &[(&str, &str)] = &[
 pub const TEMPLATES: &[(&str, &str)] = &[
     ("keepalived.conf.j2", include_str!("../templates/keepalived.conf.j2")),
     ("exports.j2", include_str!("../templates/exports.j2")),
+    ("rsyncd.conf.j2", include_str!("../templates/rsyncd.conf.j2")),
 ];
 
 /// The default web page of a real server (the topology's `web.page` overrides it).

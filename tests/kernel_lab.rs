@@ -28,7 +28,7 @@ fn nat_dr_tun_on_a_real_kernel() {
     assert!(out.status.success(), "kernel-lab scenarios failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
     for name in [
-        "nat", "dr", "tun", "ha", "dual", "hanat", "sched", "persist", "storage", "nat-ssh",
+        "nat", "dr", "tun", "ha", "dual", "hanat", "sched", "persist", "storage", "rsync", "nat-ssh",
     ] {
         assert!(
             stdout.contains(&format!("ok   {name}: down leaves nothing")),

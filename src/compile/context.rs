@@ -35,8 +35,10 @@ pub struct StorageCtx {
     pub address: Ipv4Addr,
     pub export: String,
     pub mount: String,
-    /// The networks allowed to mount the export.
+    /// The networks allowed to mount the export (or to fetch it with rsync).
     pub clients: Vec<String>,
+    /// `nfs` (one shared directory) or `rsync` (copies fetched from the storage host).
+    pub sync: &'static str,
 }
 
 #[derive(Debug, Serialize)]
@@ -292,6 +294,10 @@ pub fn build(topo: &Topology, host: &Host) -> Context {
     web_ports.sort_unstable();
 
     let storage = topo.storage.as_ref().map(|st| StorageCtx {
+        sync: match st.sync {
+            crate::model::SyncMode::Nfs => "nfs",
+            crate::model::SyncMode::Rsync => "rsync",
+        },
         host: topo.host(st.host).name.clone(),
         address: st.address,
         export: st.export.clone(),

@@ -88,13 +88,12 @@ pub fn host_steps(topo: &Topology, host: &Host, planned: &[&Step]) -> Vec<Step> 
     let header = format!("# Written by lvslab for lab {lab}; `lvslab down` removes it.\n");
     let mut out = Vec::new();
 
-    let sysctls: Vec<String> = planned
-        .iter()
-        .filter_map(|s| match &s.resource {
-            Resource::Sysctl { key, value } => Some(format!("{key} = {value}\n")),
-            _ => None,
-        })
-        .collect();
+    let lines =
+        |f: fn(&Resource) -> Option<String>| -> Vec<String> { planned.iter().filter_map(|s| f(&s.resource)).collect() };
+    let sysctls = lines(|r| match r {
+        Resource::Sysctl { key, value } => Some(format!("{key} = {value}\n")),
+        _ => None,
+    });
     if !sysctls.is_empty() {
         out.push(file(
             SYSCTL_FILE,
@@ -103,13 +102,10 @@ pub fn host_steps(topo: &Topology, host: &Host, planned: &[&Step]) -> Vec<Step> 
             "the lab's kernel settings, as a drop-in that systemd-sysctl applies at every boot",
         ));
     }
-    let modules: Vec<String> = planned
-        .iter()
-        .filter_map(|s| match &s.resource {
-            Resource::KernelModule { name } => Some(format!("{name}\n")),
-            _ => None,
-        })
-        .collect();
+    let modules = lines(|r| match r {
+        Resource::KernelModule { name } => Some(format!("{name}\n")),
+        _ => None,
+    });
     if !modules.is_empty() {
         out.push(file(
             MODULES_FILE,

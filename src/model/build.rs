@@ -1699,16 +1699,6 @@ fn build_storage(
         address: address.or(host.primary_address())?,
         export: st.export.value.clone(),
         mount: st.mount.value.clone(),
-        sync: match &st.sync {
-            Some(s) if s.value == SyncMode::Rsync => {
-                cx.error(
-                    s.span,
-                    "`sync: rsync` is not implemented yet",
-                    "use `sync: nfs` (the default)",
-                );
-                SyncMode::Rsync
-            }
-            _ => SyncMode::Nfs,
-        },
+        sync: st.sync.as_ref().map_or(SyncMode::Nfs, |s| s.value),
     })
 }

@@ -189,6 +189,17 @@ pub fn preflight(topo: &Topology) -> Result<(), NetnsError> {
         }
         modprobe("ip_vs", "LVS (IPVS)")?;
     }
+    if topo
+        .storage
+        .as_ref()
+        .is_some_and(|s| s.sync == crate::model::SyncMode::Rsync)
+        && sh("command -v rsync").is_err()
+    {
+        return Err(NetnsError::Missing {
+            program: "rsync".into(),
+            package: "rsync".into(),
+        });
+    }
     if topo.ha.is_some() && sh("command -v keepalived").is_err() {
         return Err(NetnsError::Missing {
             program: "keepalived".into(),

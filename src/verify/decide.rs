@@ -331,16 +331,27 @@ pub fn decide(t: &Topology, plan: &Plan, ev: &Evidence) -> Vec<Check> {
 /// Shared storage: the file the first real server wrote through its mount is
 /// what every real server serves.
 fn storage(cx: &Ctx) -> Check {
-    use super::gather::{STORAGE_FILE, STORAGE_WRITE, storage_read_key, storage_readers};
+    use super::gather::{STORAGE_FILE, STORAGE_WRITE, storage_read_key, storage_readers, storage_writer};
     let host = cx.t.storage.as_ref().map_or("?", |st| cx.name(st.host));
+    let rsync =
+        cx.t.storage
+            .as_ref()
+            .is_some_and(|st| st.sync == crate::model::SyncMode::Rsync);
     let mut c = check(
         format!("storage/{host}"),
         "storage",
         format!("Shared storage from {host}"),
-        "a file written on one real server through the shared mount is served by every real server (they serve one directory, not copies)",
+        if rsync {
+            "a file written on the storage host reaches every real server's copy with rsync (each serves its own copy, fetched from one source)"
+        } else {
+            "a file written on one real server through the shared mount is served by every real server (they serve one directory, not copies)"
+        },
     );
     let readers = storage_readers(cx.t);
-    let Some(writer) = readers.first() else {
+    if readers.is_empty() {
+        return c.skip("not checked: no real server shares the storage");
+    }
+    let Some((writer, _)) = storage_writer(cx.t) else {
         return c.skip("not checked: no real server mounts the share");
     };
     let wrote = match cx.before(&writer.name, STORAGE_WRITE) {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use super::{Evidence, Out, Traffic, UserCheckRun};
 use crate::exec::runner::{batch, parse_batch};
 use crate::exec::transport::Transport;
-use crate::model::{HostId, Mode, Role, Service, ServiceKey, Topology};
+use crate::model::{HostId, Mode, Role, Service, ServiceKey, SyncMode, Topology};
 use crate::shell::quote;
 
 const MARKER: &str = "@@lvslab-verify";
@@ -269,14 +269,31 @@ pub fn storage_readers(t: &Topology) -> Vec<&crate::model::Host> {
     t.hosts.iter().filter(|h| h.role == Role::RealServer).collect()
 }
 
-/// The first real server writes a file with a fresh token into the share
-/// (through its NFS mount); it prints what it wrote.
-fn storage_write(t: &Topology, token: &str) -> Option<(String, String)> {
+/// Who writes verify's file, and where: with NFS the first real server,
+/// through its mount (all must then serve that one file); with rsync the
+/// storage host, into its export (each real server must fetch it).
+pub fn storage_writer(t: &Topology) -> Option<(&crate::model::Host, String)> {
     let st = t.storage.as_ref()?;
-    let writer = storage_readers(t).first()?.name.clone();
-    let file = quote(&format!("{}/{STORAGE_FILE}", st.mount));
-    let line = quote(&format!("written by {writer} through the share, token {token}"));
+    match st.sync {
+        SyncMode::Nfs => storage_readers(t).first().map(|h| (*h, st.mount.clone())),
+        SyncMode::Rsync => Some((t.host(st.host), st.export.clone())),
+    }
+}
+
+/// Write a file with a fresh token into the shared directory; it prints what
+/// it wrote.
+fn storage_write(t: &Topology, token: &str) -> Option<(String, String)> {
+    let (writer, dir) = storage_writer(t)?;
+    let writer = writer.name.clone();
+    let file = quote(&format!("{dir}/{STORAGE_FILE}"));
+    let line = quote(&format!("written by {writer} into the shared directory, token {token}"));
     Some((writer, format!("printf '%s\\n' {line} > {file} && cat {file}")))
+}
+
+/// rsync mode: the command each real server runs to fetch the shared content
+/// (the playbook's `rsync-shared` step does the same).
+pub fn rsync_fetch(st: &crate::model::Storage) -> String {
+    format!("rsync -a --delete rsync://{}/lvslab/ {}/", st.address, quote(&st.mount))
 }
 
 /// Each real server's copy of the file: over HTTP from a director when the
@@ -287,6 +304,18 @@ fn storage_reads(t: &Topology, out: &mut BTreeMap<String, Vec<(String, String)>>
     let docroot = t.web.docroot.trim_end_matches('/');
     let director = t.hosts.iter().find(|h| h.role == Role::Director);
     for rs in storage_readers(t) {
+        if st.sync == SyncMode::Rsync {
+            // Fetch (as `up` would), then read this real server's copy.
+            let cmd = format!(
+                "{} && cat {}",
+                rsync_fetch(st),
+                quote(&format!("{}/{STORAGE_FILE}", st.mount))
+            );
+            out.entry(rs.name.clone())
+                .or_default()
+                .push((storage_read_key(&rs.name), cmd));
+            continue;
+        }
         let rel = st.mount.strip_prefix(docroot).filter(|r| r.starts_with('/'));
         // Where the director reaches this real server's web server.
         let reach = t

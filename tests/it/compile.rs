@@ -27,7 +27,7 @@ fn position(cmds: &[String], needle: &str) -> usize {
 #[test]
 fn every_example_validates_and_its_plan_is_pinned() {
     let all = topologies();
-    assert_eq!(all.len(), 9, "the course labs ship as examples");
+    assert_eq!(all.len(), 10, "the course labs ship as examples");
     for path in all {
         let name = path.file_stem().unwrap().to_string_lossy().to_string();
         let plan = plan(&path);

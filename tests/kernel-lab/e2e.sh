@@ -44,7 +44,7 @@ nothing_left() {
   left+=$(ip -o link show | grep -E ': (lvb|lvv|lvp)[0-9a-f]{8}' | grep -v lvb00000000 || true)
   left+=$(grep "lvslab-" /proc/mounts || true)
   left+=$(ls "$LVSLAB_STATE_DIR/$lab/state.json" 2>/dev/null || true)
-  left+=$(pgrep -af 'busybox httpd -f|sleep infinity|keepalived --dont-fork|lvslab-ssh|socat UDP4-RECVFROM|openssl s_server|rpc.mountd|rpcbind -w' || true)
+  left+=$(pgrep -af 'busybox httpd -f|sleep infinity|keepalived --dont-fork|lvslab-ssh|socat UDP4-RECVFROM|openssl s_server|rpc.mountd|rpcbind -w|rsync --daemon' || true)
   [ -z "$left" ] || { echo "     left behind: $left"; return 1; }
 }
 
@@ -440,6 +440,36 @@ storage_lab() {
   echo "     storage took $((SECONDS - start)) s"
 }
 
+# Shared content without NFS (topologies/storage-rsync.yaml, NAT): the storage
+# host serves it with an rsync daemon; each real server keeps a copy.
+rsync_lab() {
+  echo "== rsync (topologies/storage-rsync.yaml)"
+  local start=$SECONDS out rc f=topologies/storage-rsync.yaml
+  out=$("$L" up $f --provider netns 2>&1); rc=$?
+  check "rsync: up exits 0" test "$rc" -eq 0
+  check "rsync: up ends with a verify that passes" grep -q "^VERIFY rsync PASSED" <<<"$out"
+  check "rsync: verify fetched a file written on the storage host to every real server" grep -q "^PASS  storage/content " <<<"$out"
+  note_fails <<<"$out"
+  [ "$rc" -eq 0 ] || echo "$out" | sed 's/^/     /' | tail -40
+  check "rsync: no NFS in this lab (web1 mounts nothing over NFS, no rpc.mountd runs)" \
+    bash -c "[ -z \"\$('$L' exec $f web1 -- awk '\$3 ~ /^nfs/' /proc/mounts)\" ] && ! pgrep -f 'rpc[.]mountd' >/dev/null"
+  "$L" exec $f content -- sh -c 'echo news-v2 > /srv/site/news.txt'
+  out=$("$L" drift $f 2>&1); rc=$?
+  check "rsync: new content on the storage host makes drift exit 2" test "$rc" -eq 2
+  check "rsync: drift names each stale copy" bash -c "grep -q '^web1: command rsync-shared' <<<"\$1" && grep -q '^web2: command rsync-shared' <<<"\$1"" _ "$out"
+  [ "$rc" -eq 2 ] || echo "$out" | sed 's/^/     /' | tail -20
+  out=$("$L" drift $f --fix 2>&1); rc=$?
+  check "rsync: drift --fix copies it and exits 0" test "$rc" -eq 0
+  [ "$rc" -eq 0 ] || echo "$out" | sed 's/^/     /' | tail -20
+  check "rsync: both real servers serve the new file through the VIP" \
+    bash -c "for i in 1 2 3 4; do ip netns exec lvslab-rsync-client curl -s -m 3 http://192.168.4.6/site/news.txt; done | sort | uniq -c | grep -q '4 news-v2'"
+  out=$("$L" down $f 2>&1); rc=$?
+  check "rsync: down exits 0" test "$rc" -eq 0
+  [ "$rc" -eq 0 ] || echo "$out" | sed 's/^/     /' | tail -20
+  check "rsync: down leaves nothing (the rsync daemon included)" nothing_left rsync
+  echo "     rsync took $((SECONDS - start)) s"
+}
+
 side_by_side() {
   echo "== two labs side by side (nat and dr share 192.168.4.0/24, each in its own namespaces)"
   local start=$SECONDS
@@ -454,7 +484,7 @@ side_by_side() {
   echo "     side by side took $((SECONDS - start)) s"
 }
 
-want=${*:-nat dr tun ha dual hanat sched persist storage side nat-ssh}
+want=${*:-nat dr tun ha dual hanat sched persist storage rsync side nat-ssh}
 suite_start=$SECONDS
 for s in $want; do
   case $s in
@@ -464,6 +494,7 @@ for s in $want; do
     sched) schedulers ;;
     persist) persistence_lab ;;
     storage) storage_lab ;;
+    rsync) rsync_lab ;;
     nat-ssh)
       # The NAT lab once more, driven through the SSH transport: every host
       # runs its own sshd on a management network in the root namespace.
