@@ -189,16 +189,30 @@ pub fn preflight(topo: &Topology) -> Result<(), NetnsError> {
         }
         modprobe("ip_vs", "LVS (IPVS)")?;
     }
-    if topo
-        .storage
-        .as_ref()
-        .is_some_and(|s| s.sync == crate::model::SyncMode::Rsync)
-        && sh("command -v rsync").is_err()
-    {
-        return Err(NetnsError::Missing {
-            program: "rsync".into(),
-            package: "rsync".into(),
-        });
+    // What some labs need: firewall marks, UDP responders, HTTPS, shared storage.
+    use crate::model::{ServiceKey, SyncMode};
+    let udp = topo.services.iter().any(|s| matches!(s.key, ServiceKey::Udp(_)));
+    let marks = topo.services.iter().any(|s| matches!(s.key, ServiceKey::Fwmark(_)));
+    let https = topo.services.iter().any(|s| {
+        s.mark_ports.contains(&443)
+            || (matches!(s.key, ServiceKey::Tcp(_)) && s.real_servers.iter().any(|r| r.port == 443))
+    });
+    let sync = topo.storage.as_ref().map(|s| s.sync);
+    let needs: [(bool, &str, &str); 6] = [
+        (marks, "iptables", "iptables"),
+        (udp, "socat", "socat"),
+        (https, "openssl", "openssl"),
+        (sync == Some(SyncMode::Nfs), "rpc.nfsd", "nfs-kernel-server"),
+        (sync == Some(SyncMode::Nfs), "mount.nfs", "nfs-common"),
+        (sync == Some(SyncMode::Rsync), "rsync", "rsync"),
+    ];
+    for (needed, program, package) in needs {
+        if needed && sh(&format!("command -v {program}")).is_err() {
+            return Err(NetnsError::Missing {
+                program: program.into(),
+                package: package.into(),
+            });
+        }
     }
     if topo.ha.is_some() && sh("command -v keepalived").is_err() {
         return Err(NetnsError::Missing {
