@@ -326,3 +326,68 @@ fn reboot_persistence_per_os_family() {
         );
     }
 }
+
+/// The firewall-mark step on a host with nftables but no iptables: run for
+/// real in a fresh network namespace of this machine, with a PATH that holds
+/// `nft` and `grep` only. Absent → applied (one `nft -f` transaction) →
+/// present → reverted → absent, and the `lvslab` table is gone.
+#[test]
+fn fwmark_rules_use_nftables_where_iptables_is_missing() {
+    let p = plan(&repo().join("topologies/persistence.yaml"));
+    let step = host_steps(&p, "director")
+        .into_iter()
+        .find(|s| s.id == "command:fwmark-8")
+        .expect("the mark step");
+    let Resource::Command { check, run, revert, .. } = &step.resource else {
+        panic!("a command step")
+    };
+    let revert = revert.as_deref().unwrap();
+    let bin = tempfile::tempdir().unwrap();
+    let which = |tool: &str| {
+        let path = String::from_utf8(
+            std::process::Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap();
+        assert!(
+            !path.trim().is_empty(),
+            "{tool} is installed (.ci/run installs nftables and util-linux)"
+        );
+        path
+    };
+    for tool in ["nft", "grep"] {
+        std::os::unix::fs::symlink(which(tool).trim(), bin.path().join(tool)).unwrap();
+    }
+    // One shell in one new network namespace runs the whole sequence.
+    let script = format!(
+        "set -u\n\
+         if {check}; then echo 'present before'; exit 1; fi\n\
+         {run} || {{ echo 'apply failed'; exit 1; }}\n\
+         {check} || {{ echo 'absent after apply'; nft list ruleset; exit 1; }}\n\
+         nft list chain ip lvslab mark-8\n\
+         {revert}\n\
+         if {check}; then echo 'present after revert'; exit 1; fi\n\
+         if nft list tables | grep -q lvslab; then echo 'table left behind'; exit 1; fi\n\
+         echo ok\n"
+    );
+    // Found on this PATH before the test's PATH (nft and grep only) applies.
+    let unshare = which("unshare");
+    let out = std::process::Command::new(unshare.trim())
+        .args(["-n", "/bin/sh", "-c", &script])
+        .env("PATH", bin.path())
+        .output()
+        .expect("unshare (util-linux) runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.ends_with("ok\n"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("ip daddr 192.168.4.253 tcp dport { 80, 443 } meta mark set 0x00000008"),
+        "{stdout}"
+    );
+}
