@@ -235,5 +235,17 @@ mod tests {
                 init: "systemd".into()
             }
         );
+        // ID_LIKE words (or ID) name the family; others are kept as they are.
+        for (release, family) in [
+            ("os debian", "debian"),
+            ("os ubuntu debian", "debian"),
+            ("os rocky rhel centos fedora", "rhel"),
+            ("os almalinux", "rhel"),
+            ("os fedora", "rhel"),
+            ("os arch", "arch"),
+            ("os suse opensuse", "suse"),
+        ] {
+            assert_eq!(parse_facts(release).os_family, family, "{release}");
+        }
     }
 }
