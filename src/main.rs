@@ -531,9 +531,9 @@ async fn up(file: &Path, check: bool, no_verify: bool, run: &RunArgs) -> anyhow:
             })?;
         }
     }
-    let conns = connections(topo, file, provider, run, &lab_state, &hosts, Some(&plan)).await?;
+    let (conns, facts) = connections(topo, file, provider, run, &lab_state, &hosts, Some(&plan)).await?;
     let detected;
-    let (topo, plan) = match with_detected_os(topo, provider, &conns).await? {
+    let (topo, plan) = match with_detected_os(topo, provider, &facts)? {
         Some(t) => {
             detected = t;
             let mut plan = compile::compile(&detected)?;
@@ -587,7 +587,11 @@ async fn up(file: &Path, check: bool, no_verify: bool, run: &RunArgs) -> anyhow:
         .collect();
     let mut verify_conns = verify_conns;
     if !missing.is_empty() {
-        verify_conns.extend(connections(topo, file, provider, run, &lab_state, &missing, None).await?);
+        verify_conns.extend(
+            connections(topo, file, provider, run, &lab_state, &missing, None)
+                .await?
+                .0,
+        );
     }
     let report = verify_with(topo, &plan, verify_conns, None, None, false).await;
     if run.output == Output::Json {
@@ -607,20 +611,18 @@ fn limit_plan(plan: &mut plan::Plan, limit: &[String]) {
     }
 }
 
-/// Over SSH, hosts that declare no `os:` are asked for it; when any answered,
-/// the topology with their families (to compile again), else `None`.
-async fn with_detected_os(
+/// Over SSH, hosts that declare no `os:` get the family their facts name;
+/// when any did, the topology with their families (to compile again), else `None`.
+fn with_detected_os(
     topo: &lvslab::model::Topology,
     provider: Chosen,
-    conns: &[runner::HostConn],
+    facts: &Facts,
 ) -> anyhow::Result<Option<lvslab::model::Topology>> {
     if provider != Chosen::Ssh || topo.hosts.iter().all(|h| h.os.is_some()) {
         return Ok(None);
     }
     let mut t = topo.clone();
-    let found = connect::detect_os(&mut t, conns)
-        .await
-        .map_err(|e| anyhow::anyhow!(e))?;
+    let found = connect::apply_detected_os(&mut t, facts).map_err(|e| anyhow::anyhow!(e))?;
     if found.is_empty() {
         return Ok(None);
     }
@@ -628,8 +630,11 @@ async fn with_detected_os(
     Ok(Some(t))
 }
 
+/// Each host's facts, as read by `connections`.
+type Facts = std::collections::BTreeMap<String, lvslab::exec::transport::Facts>;
+
 /// Transports to the lab's hosts for the chosen provider. For SSH with a plan,
-/// each host's facts are read and checked against it.
+/// each host's facts are read (once) and checked against it.
 async fn connections(
     topo: &lvslab::model::Topology,
     file: &Path,
@@ -638,12 +643,12 @@ async fn connections(
     lab_state: &state::LabState,
     hosts: &[String],
     plan: Option<&plan::Plan>,
-) -> anyhow::Result<Vec<runner::HostConn>> {
+) -> anyhow::Result<(Vec<runner::HostConn>, Facts)> {
     let over_ssh = |reach: std::collections::BTreeMap<String, connect::Reach>, accept: bool| async move {
         let conns = connect::connect_all(hosts, &reach, accept, run.conn.forks).await;
         match plan {
             Some(p) => connect::check_facts(conns, p).await,
-            None => conns,
+            None => (conns, Facts::new()),
         }
     };
     Ok(match provider {
@@ -657,7 +662,7 @@ async fn connections(
                 ssh_dir: state::LabDir::new(&topo.lab).path.join("ssh"),
             };
             match run.conn.via {
-                Via::Ns => nsp.connections(lab_state, hosts),
+                Via::Ns => (nsp.connections(lab_state, hosts), Facts::new()),
                 Via::Ssh => {
                     let reach = nsp.mgmt_reach().ok_or_else(|| {
                         anyhow::anyhow!("--via ssh needs a management network: add `mgmt: {{ cidr: 10.250.0.0/24 }}` to the topology")
@@ -735,7 +740,7 @@ async fn verify_cmd(file: &Path, args: &VerifyArgs, run: &RunArgs) -> anyhow::Re
         anyhow::bail!("lab {} is not up (run `lvslab up {}` first)", topo.lab, file.display());
     }
     let hosts: Vec<String> = topo.hosts.iter().map(|h| h.name.clone()).collect();
-    let conns = connections(topo, file, provider, run, &lab_state, &hosts, None).await?;
+    let (conns, _) = connections(topo, file, provider, run, &lab_state, &hosts, None).await?;
     let report = verify_with(
         topo,
         &plan,
@@ -788,9 +793,9 @@ async fn drift(file: &Path, format: Output, fix: bool, run: &RunArgs) -> anyhow:
         hosts.retain(|h| run.limit.contains(h));
     }
     let start = std::time::Instant::now();
-    let conns = connections(topo, file, provider, run, &lab_state, &hosts, Some(&plan)).await?;
+    let (conns, facts) = connections(topo, file, provider, run, &lab_state, &hosts, Some(&plan)).await?;
     let detected;
-    let (topo, plan) = match with_detected_os(topo, provider, &conns).await? {
+    let (topo, plan) = match with_detected_os(topo, provider, &facts)? {
         Some(t) => {
             detected = t;
             (&detected, compile::compile(&detected)?)

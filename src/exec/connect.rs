@@ -9,7 +9,7 @@ use tokio::sync::Semaphore;
 
 use super::runner::HostConn;
 use super::ssh::{SshConnect, SshTransport};
-use super::transport::Transport;
+use super::transport::{Facts, Transport};
 use crate::model::Topology;
 
 /// How to reach a host, kept in the lab state so `down LAB` works without the
@@ -102,8 +102,8 @@ pub async fn connect_all(
 
 /// Read each connected host's facts (one round trip per host per run, all
 /// hosts at once) and refuse hosts whose planned services need an init system
-/// they do not have.
-pub async fn check_facts(conns: Vec<HostConn>, plan: &crate::plan::Plan) -> Vec<HostConn> {
+/// they do not have. Returns the connections and the facts read (by host).
+pub async fn check_facts(conns: Vec<HostConn>, plan: &crate::plan::Plan) -> (Vec<HostConn>, BTreeMap<String, Facts>) {
     use crate::plan::{Resource, ServiceManager};
     let mut tasks = Vec::new();
     for c in conns {
@@ -124,65 +124,66 @@ pub async fn check_facts(conns: Vec<HostConn>, plan: &crate::plan::Plan) -> Vec<
                 })
             });
         tasks.push(tokio::spawn(async move {
+            let mut facts = None;
             let transport = match c.transport {
                 Ok(t) => match t.facts().await {
                     Ok(f) if needs_systemd && f.init != "systemd" => Err(format!(
                         "{}: its services are planned for systemd, but the host runs without it (init {}); set `init: daemon` for it in the topology",
                         c.host, f.init
                     )),
-                    Ok(_) => Ok(t),
+                    Ok(f) => {
+                        facts = Some(f);
+                        Ok(t)
+                    }
                     Err(e) => Err(e.to_string()),
                 },
                 Err(e) => Err(e),
             };
-            HostConn { host: c.host, transport }
+            (HostConn { host: c.host, transport }, facts)
         }));
     }
     let mut out = Vec::new();
+    let mut all = BTreeMap::new();
     for t in tasks {
         match t.await {
-            Ok(c) => out.push(c),
+            Ok((c, f)) => {
+                if let Some(f) = f {
+                    all.insert(c.host.clone(), f);
+                }
+                out.push(c);
+            }
             Err(e) => out.push(HostConn {
                 host: "?".into(),
                 transport: Err(e.to_string()),
             }),
         }
     }
-    out
+    (out, all)
 }
 
-/// Fill in the OS family of every host that does not declare one, from the
-/// host itself (one round trip each, all at once), so that the plan compiled
-/// next names the right packages and web server. Returns what was detected
-/// (`host family`). A host that needs packages on an unknown family is an
-/// error naming the fix; unreachable hosts are left for the caller to report.
-pub async fn detect_os(topo: &mut crate::model::Topology, conns: &[HostConn]) -> Result<Vec<String>, String> {
+/// Fill in the OS family of every host that declares none, from the facts
+/// read from it (`check_facts`), so that the plan compiled next names the
+/// right packages and web server. Returns what was filled in (`host family`).
+/// A host that needs packages on a family lvslab does not map is an error
+/// naming the fix; hosts without facts (unreachable) are left as they are.
+pub fn apply_detected_os(
+    topo: &mut crate::model::Topology,
+    facts: &BTreeMap<String, Facts>,
+) -> Result<Vec<String>, String> {
     use crate::model::OsFamily;
-    let mut tasks = Vec::new();
-    for c in conns {
-        let Some(h) = topo.host_by_name(&c.host) else { continue };
-        if h.os.is_some() {
-            continue;
-        }
-        let Ok(t) = c.transport.clone() else { continue };
-        let (id, name, packages) = (h.id, h.name.clone(), h.packages);
-        tasks.push(tokio::spawn(async move { (id, name, packages, t.facts().await) }));
-    }
     let mut found = Vec::new();
     let mut problems = Vec::new();
-    for task in tasks {
-        let Ok((id, name, packages, facts)) = task.await else {
-            continue;
-        };
-        let Ok(f) = facts else { continue };
+    for h in topo.hosts.iter_mut().filter(|h| h.os.is_none()) {
+        let Some(f) = facts.get(&h.name) else { continue };
         match OsFamily::from_os_release(&f.os_family) {
             Some(family) => {
-                topo.hosts[id.0].os = Some(family);
-                found.push(format!("{name} {}", family.as_str()));
+                h.os = Some(family);
+                found.push(format!("{} {}", h.name, family.as_str()));
             }
-            None if packages => problems.push(format!(
-                "{name}: its OS family is `{}` (from /etc/os-release); lvslab maps packages for debian and rhel: \
+            None if h.packages => problems.push(format!(
+                "{}: its OS family is `{}` (from /etc/os-release); lvslab maps packages for debian and rhel: \
                  set `os: debian` or `os: rhel` for it if one fits, or `packages: false` and install them yourself",
+                h.name,
                 if f.os_family.is_empty() {
                     "unknown"
                 } else {

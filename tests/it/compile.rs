@@ -391,3 +391,49 @@ fn fwmark_rules_use_nftables_where_iptables_is_missing() {
         "{stdout}"
     );
 }
+
+/// Hosts without `os:` take the family their facts name (and only those);
+/// a family lvslab does not map is refused for a host that needs packages.
+#[test]
+fn detected_os_families_fill_only_undeclared_hosts() {
+    use lvslab::exec::{connect::apply_detected_os, transport::Facts};
+    let text = "lab: d\nmode: dr\nprovider: ssh\nnetworks: { lan: { cidr: 10.9.0.0/24 } }\nhosts:\n  \
+                a: { role: client, interfaces: [{ network: lan }] }\n  \
+                b: { role: client, os: debian, interfaces: [{ network: lan }] }\n  \
+                c: { role: client, interfaces: [{ network: lan }] }\n  \
+                d: { role: client, packages: false, interfaces: [{ network: lan }] }\n";
+    let mut t = match lvslab::load_str("t.yaml", text.to_string()) {
+        Ok(l) => l.topology,
+        Err(d) => panic!("{d}"),
+    };
+    let fact = |family: &str| Facts {
+        os_family: family.into(),
+        package_manager: String::new(),
+        init: "systemd".into(),
+    };
+    let facts = std::collections::BTreeMap::from([
+        ("a".to_string(), fact("rhel")),
+        ("b".to_string(), fact("rhel")),
+        ("d".to_string(), fact("arch")),
+    ]);
+    let found = apply_detected_os(&mut t, &facts).unwrap();
+    assert_eq!(found, ["a rhel"]);
+    let os = |n: &str| t.host_by_name(n).unwrap().os.map(|o| o.as_str());
+    assert_eq!(os("a"), Some("rhel"));
+    assert_eq!(os("b"), Some("debian"), "a declared family is never overridden");
+    assert_eq!(os("c"), None, "no facts (unreachable): left as it is");
+    assert_eq!(os("d"), None, "no packages: an unmapped family is fine");
+    let plan = lvslab::compile::compile(&t).unwrap();
+    assert!(
+        plan.notes.iter().any(|n| n.starts_with("c: no `os:` declared")),
+        "{:?}",
+        plan.notes
+    );
+    let text_arch = text.replace("packages: false, ", "");
+    let mut t = lvslab::load_str("t.yaml", text_arch).ok().unwrap().topology;
+    let err = apply_detected_os(&mut t, &facts).unwrap_err();
+    assert!(
+        err.contains("d: its OS family is `arch`") && err.contains("`packages: false`"),
+        "{err}"
+    );
+}
