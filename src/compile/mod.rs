@@ -383,7 +383,23 @@ fn expand_step(
             value: params,
         }));
         let params: Params = serde_yaml::from_value(tagged).map_err(|e| format!("{kind}: {e}"))?;
-        let resource = resource(env, topo, host, params, &ctx)?;
+        // lvslab's own daemons (units named `lvslab-…`) on systemd hosts: their unit file first.
+        let own_unit = match (&params, host.init) {
+            (Params::Service { unit, command, .. }, Init::Systemd) if unit.starts_with("lvslab-") => {
+                Some(own_unit_file(&topo.lab, unit, command))
+            }
+            _ => None,
+        };
+        let mut resource = resource(env, topo, host, params, &ctx)?;
+        if let Some(unit_file) = own_unit {
+            if let (Resource::Service { restart_on, .. }, Resource::File { path, .. }) = (&mut resource, &unit_file) {
+                restart_on.push(path.clone());
+            }
+            out.push(Step::new(
+                unit_file,
+                "lvslab's own daemon needs a systemd unit of its own: what it runs, restarted on failure".into(),
+            ));
+        }
         out.push(Step::new(resource, render(env, why, &ctx)?.trim().to_string()));
     }
     Ok(out)
@@ -577,6 +593,19 @@ fn resource(env: &Environment, topo: &Topology, host: &Host, p: Params, ctx: &Va
             }
         }
     })
+}
+
+/// The unit file of one of lvslab's own daemons on a systemd host. `%` and
+/// `$` are escaped for systemd; the command's first word is found on
+/// systemd's own search path (systemd 239 and later).
+fn own_unit_file(lab: &str, unit: &str, command: &str) -> Resource {
+    let exec = command.replace('%', "%%").replace('$', "$$");
+    let content = format!(
+        "# Written by lvslab for lab {lab}; `lvslab down` removes it.\n[Unit]\nDescription=lvslab lab {lab}: {unit}\n\
+         Wants=network-online.target\nAfter=network-online.target\n\n[Service]\nExecStart={exec}\nRestart=on-failure\n\n\
+         [Install]\nWantedBy=multi-user.target\n"
+    );
+    persist::file_resource(&format!("/etc/systemd/system/{unit}.service"), content, "0644")
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -30,18 +30,20 @@ pub const MODULES_FILE: &str = "/etc/modules-load.d/lvslab.conf";
 pub const BOOT_SCRIPT: &str = "/etc/lvslab/boot.sh";
 pub const BOOT_UNIT: &str = "lvslab-network.service";
 
-fn file(path: &str, content: String, mode: &str, why: &str) -> Step {
+/// A file resource with its content's hash.
+pub(crate) fn file_resource(path: &str, content: String, mode: &str) -> Resource {
     let sha256 = hex(&Sha256::digest(content.as_bytes()));
-    Step::new(
-        Resource::File {
-            path: path.into(),
-            content,
-            mode: mode.into(),
-            validate: None,
-            sha256,
-        },
-        why.into(),
-    )
+    Resource::File {
+        path: path.into(),
+        content,
+        mode: mode.into(),
+        validate: None,
+        sha256,
+    }
+}
+
+fn file(path: &str, content: String, mode: &str, why: &str) -> Step {
+    Step::new(file_resource(path, content, mode), why.into())
 }
 
 /// `systemctl enable UNIT` as a step: checked with `is-enabled`, so a unit

@@ -361,7 +361,10 @@ impl Resource {
                 ..
             } => {
                 let mut cmds = match manager {
-                    ServiceManager::Systemd { unit } => vec![format!("systemctl restart {}", quote(unit))],
+                    // A unit file lvslab just wrote must be read first.
+                    ServiceManager::Systemd { unit } => {
+                        vec![format!("systemctl daemon-reload && systemctl restart {}", quote(unit))]
+                    }
                     ServiceManager::Daemon { command, pidfile } => vec![
                         format!(
                             "if [ -f {p} ]; then kill \"$(cat {p})\" 2>/dev/null || true; rm -f {p}; fi",

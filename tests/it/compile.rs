@@ -252,6 +252,38 @@ fn packages_and_web_server_per_os_family() {
     );
     assert!(family_steps("ha", "rhel", "nginx").contains("/usr/share/nginx/html/index.html"));
     assert!(family_steps("ha", "debian", "nginx").contains("/var/www/html/index.html"));
+    // lvslab's own daemons (HTTPS on 443, UDP responders) get a unit file of
+    // their own on systemd hosts, written before the service and restarting it.
+    for (lab, unit, exec) in [
+        (
+            "persistence",
+            "lvslab-web-443",
+            "ExecStart=sh -c 'cd /var/www/html && exec openssl s_server",
+        ),
+        (
+            "schedulers",
+            "lvslab-udp-5353-192-168-4-214",
+            "ExecStart=socat UDP4-RECVFROM:5353,bind=192.168.4.214,fork 'SYSTEM:read -r line; echo web1'",
+        ),
+    ] {
+        let plan = family_plan(lab, "debian", "apache2");
+        let steps = host_steps(&plan, "web1");
+        let file = steps
+            .iter()
+            .position(|s| s.id == format!("file:/etc/systemd/system/{unit}.service"))
+            .unwrap_or_else(|| panic!("{lab}: no unit file for {unit}"));
+        let service = steps
+            .iter()
+            .position(|s| matches!(&s.resource, Resource::Service { manager: lvslab::plan::ServiceManager::Systemd { unit: u }, restart_on, .. } if u == unit && restart_on.iter().any(|r| r.ends_with(&format!("{unit}.service")))))
+            .unwrap_or_else(|| panic!("{lab}: no {unit} service restarting on its unit file"));
+        assert!(file < service, "{lab}: the unit file comes first");
+        let Resource::File { content, .. } = &steps[file].resource else {
+            unreachable!()
+        };
+        assert!(content.contains(exec), "{lab}: {content}");
+        assert!(content.contains("WantedBy=multi-user.target"));
+        assert!(steps[service].apply[0].starts_with("systemctl daemon-reload && systemctl restart"));
+    }
     // The shipped labs run in namespaces of this machine: no package steps.
     for path in topologies() {
         assert!(
