@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::sync::Arc;
 
 use lvslab::exec::{connect, runner, state};
-use lvslab::provider::netns;
+use lvslab::provider::{netns, vm};
 use lvslab::report::count;
 use lvslab::{compile, plan, report};
 
@@ -136,6 +136,14 @@ enum Command {
         #[arg(long, value_enum)]
         provider: Option<ProviderArg>,
     },
+    /// Internal: run by the vm provider inside its VM to create the lab's
+    /// hosts as namespaces there.
+    #[command(hide = true)]
+    VmGuest {
+        file: PathBuf,
+        #[arg(long)]
+        ssh_dir: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -169,6 +177,19 @@ struct ConnArgs {
     /// over SSH on the topology's management network.
     #[arg(long, value_enum, default_value_t = Via::Ns)]
     via: Via,
+    /// vm provider: the kernel to boot, a `linux-image-*.deb` or an unpacked
+    /// one (a directory with boot/vmlinuz-* and lib/modules/*); default: the
+    /// distribution's, fetched with apt-get download. Also $LVSLAB_VM_KERNEL.
+    #[arg(long, value_name = "FILE|DIR")]
+    vm_kernel: Option<PathBuf>,
+}
+
+impl ConnArgs {
+    fn vm_kernel(&self) -> Option<PathBuf> {
+        self.vm_kernel
+            .clone()
+            .or_else(|| std::env::var_os("LVSLAB_VM_KERNEL").map(PathBuf::from))
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -290,6 +311,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command,
             provider,
         } => runtime()?.block_on(exec(&file, &host, &command, provider)),
+        Command::VmGuest { file, ssh_dir } => vm_guest(&file, &ssh_dir),
     }
 }
 
@@ -407,10 +429,12 @@ fn reporter(run: &RunArgs, hosts: &[String]) -> Arc<dyn runner::Reporter> {
 enum Chosen {
     Ssh,
     Netns,
+    Vm,
 }
 
 /// The provider: `--provider`, else the topology's `provider:`, else the one
-/// the lab was brought up with on this machine.
+/// the lab was brought up with on this machine, else netns when this machine
+/// can run the lab (root, a kernel with IPVS) and vm when not (saying why).
 fn choose_provider(topo: &lvslab::model::Topology, run: &RunArgs) -> anyhow::Result<Chosen> {
     use lvslab::model::Provider;
     let recorded = state::LabDir::new(&topo.lab)
@@ -421,19 +445,69 @@ fn choose_provider(topo: &lvslab::model::Topology, run: &RunArgs) -> anyhow::Res
         .and_then(|p| match p.as_str() {
             "netns" => Some(Provider::Netns),
             "ssh" => Some(Provider::Ssh),
+            "vm" => Some(Provider::Vm),
             _ => None,
         });
     match (run.conn.provider, topo.provider.or(recorded)) {
         (Some(ProviderArg::Ssh), _) | (None, Some(Provider::Ssh)) => Ok(Chosen::Ssh),
         (Some(ProviderArg::Netns), _) | (None, Some(Provider::Netns)) => Ok(Chosen::Netns),
-        (Some(ProviderArg::Vm), _) | (None, Some(Provider::Vm)) => {
-            anyhow::bail!("the vm provider is not implemented yet; use --provider netns on a kernel with IPVS")
-        }
-        (None, None) => anyhow::bail!(
-            "lab {} names no provider: add `provider: ssh` or `provider: netns` to the topology, or pass --provider",
-            topo.lab
-        ),
+        (Some(ProviderArg::Vm), _) | (None, Some(Provider::Vm)) => Ok(Chosen::Vm),
+        (None, None) => Ok(match netns::can_run_here(topo) {
+            Ok(()) => {
+                eprintln!("provider: netns (root, and this kernel has what the lab needs; --provider to choose)");
+                Chosen::Netns
+            }
+            Err(e) => {
+                let why = match e {
+                    netns::NetnsError::NotRoot => "network namespaces need root".to_string(),
+                    netns::NetnsError::Kernel { module, .. } => format!("this kernel cannot load {module}"),
+                    other => other.to_string(),
+                };
+                eprintln!("provider: vm, because {why} (--provider to choose)");
+                Chosen::Vm
+            }
+        }),
     }
+}
+
+/// The topology as the provider runs it: the vm provider adds a management
+/// network (for its hosts' sshds) when the topology has none.
+fn provider_topology(
+    topo: &lvslab::model::Topology,
+    provider: Chosen,
+) -> anyhow::Result<std::borrow::Cow<'_, lvslab::model::Topology>> {
+    Ok(if provider == Chosen::Vm {
+        std::borrow::Cow::Owned(vm::with_mgmt(topo)?)
+    } else {
+        std::borrow::Cow::Borrowed(topo)
+    })
+}
+
+/// Internal (`vm-guest`): inside the vm provider's VM, create the lab's
+/// hosts as namespaces, with sshds on the management network.
+fn vm_guest(file: &Path, ssh_dir: &Path) -> anyhow::Result<ExitCode> {
+    let Some(loaded) = load_reported(file) else {
+        return Ok(ExitCode::from(1));
+    };
+    let topo = vm::with_mgmt(&loaded.topology)?;
+    netns::preflight(&topo)?;
+    let dir = state::LabDir::new(&topo.lab);
+    let _lock = dir.lock()?;
+    let mut lab_state = dir.load()?.unwrap_or_else(|| state::LabState {
+        lab: topo.lab.clone(),
+        since: unix_now(),
+        ..state::LabState::default()
+    });
+    let nsp = netns::Netns {
+        topo: &topo,
+        ssh_dir: ssh_dir.to_path_buf(),
+    };
+    let dir2 = state::LabDir::new(&topo.lab);
+    nsp.ensure(&mut lab_state, &|s: &state::LabState| {
+        dir2.save(s).map_err(|e| e.to_string())
+    })?;
+    dir.save(&lab_state)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn list() -> anyhow::Result<ExitCode> {
@@ -479,10 +553,14 @@ async fn up(file: &Path, check: bool, no_verify: bool, run: &RunArgs) -> anyhow:
     let Some(loaded) = load_reported(file) else {
         return Ok(ExitCode::from(1));
     };
-    let topo = &loaded.topology;
-    let provider = choose_provider(topo, run)?;
+    let provider = choose_provider(&loaded.topology, run)?;
+    let topo_p = provider_topology(&loaded.topology, provider)?;
+    let topo = topo_p.as_ref();
     if provider == Chosen::Netns {
         netns::preflight(topo)?;
+    }
+    if provider == Chosen::Vm && !check {
+        vm::preflight(topo, run.conn.vm_kernel().as_deref())?;
     }
     let mut plan = compile::compile(topo)?;
     for h in &run.limit {
@@ -529,6 +607,34 @@ async fn up(file: &Path, check: bool, no_verify: bool, run: &RunArgs) -> anyhow:
             nsp.ensure(&mut lab_state, &|s: &state::LabState| {
                 dir2.save(s).map_err(|e| e.to_string())
             })?;
+        }
+    }
+    if provider == Chosen::Vm {
+        if check && !lab_state.vm.as_ref().is_some_and(vm::alive) {
+            anyhow::bail!(
+                "lab {} is not up: --check needs its VM (run `lvslab up` first)",
+                topo.lab
+            );
+        }
+        if !check {
+            let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+            let dir2 = state::LabDir::new(&topo.lab);
+            let spinner = report::Spinner::new();
+            let booted = vm::ensure(
+                topo,
+                &text,
+                &dir.path.join("vm"),
+                &mut lab_state,
+                &|s: &state::LabState| dir2.save(s).map_err(|e| e.to_string()),
+                run.conn.vm_kernel().as_deref(),
+                &spinner,
+            )
+            .await;
+            spinner.finish();
+            let rec = booted?;
+            // `down --limit` reaches the hosts without the topology.
+            lab_state.reach = vm::host_reach(topo, &rec);
+            dir.save(&lab_state)?;
         }
     }
     let (conns, facts) = connections(topo, file, provider, run, &lab_state, &hosts, Some(&plan)).await?;
@@ -671,6 +777,16 @@ async fn connections(
                 }
             }
         }
+        Chosen::Vm => {
+            let rec = lab_state.vm.as_ref().filter(|r| vm::alive(r)).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "lab {}'s VM is not running (run `lvslab up {}`)",
+                    topo.lab,
+                    file.display()
+                )
+            })?;
+            over_ssh(vm::host_reach(topo, rec), false).await
+        }
     })
 }
 
@@ -732,8 +848,9 @@ async fn verify_cmd(file: &Path, args: &VerifyArgs, run: &RunArgs) -> anyhow::Re
     let Some(loaded) = load_reported(file) else {
         return Ok(ExitCode::from(1));
     };
-    let topo = &loaded.topology;
-    let provider = choose_provider(topo, run)?;
+    let provider = choose_provider(&loaded.topology, run)?;
+    let topo_p = provider_topology(&loaded.topology, provider)?;
+    let topo = topo_p.as_ref();
     let plan = compile::compile(topo)?;
     let lab_state = state::LabDir::new(&topo.lab).load()?.unwrap_or_default();
     if provider == Chosen::Netns && lab_state.infra.is_empty() {
@@ -775,8 +892,9 @@ async fn drift(file: &Path, format: Output, fix: bool, run: &RunArgs) -> anyhow:
     let Some(loaded) = load_reported(file) else {
         return Ok(ExitCode::from(1));
     };
-    let topo = &loaded.topology;
-    let provider = choose_provider(topo, run)?;
+    let provider = choose_provider(&loaded.topology, run)?;
+    let topo_p = provider_topology(&loaded.topology, provider)?;
+    let topo = topo_p.as_ref();
     let plan = compile::compile(topo)?;
     let dir = state::LabDir::new(&topo.lab);
     let lab_state = dir.load()?.unwrap_or_default();
@@ -946,9 +1064,27 @@ async fn down(lab: &str, run: &RunArgs) -> anyhow::Result<ExitCode> {
     if !run.limit.is_empty() {
         lab_state.hosts.retain(|h, _| run.limit.contains(h));
     }
-    let mut reach_all = lab_state.reach.clone();
-    reach_all.extend(reach.unwrap_or_default());
     let is_netns = lab_state.provider.as_deref() == Some("netns");
+    let is_vm = lab_state.provider.as_deref() == Some("vm");
+    if is_vm && run.limit.is_empty() {
+        // Everything the lab changed lives in the VM: stopping it reverts all.
+        let done = match &lab_state.vm {
+            Some(rec) => vm::stop(rec)?,
+            None => Vec::new(),
+        };
+        dir.remove_all()?;
+        println!("DOWN RECAP (vm)");
+        for d in &done {
+            println!("  {d}");
+        }
+        println!("  removed {}", dir.path.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut reach_all = lab_state.reach.clone();
+    if !is_vm {
+        // The vm provider's hosts are reached through its VM, as recorded.
+        reach_all.extend(reach.unwrap_or_default());
+    }
     let hosts: Vec<String> = lab_state.hosts.keys().cloned().collect();
     let reporter = reporter(run, &hosts);
     let conns = if is_netns {
@@ -1022,12 +1158,14 @@ async fn exec(file: &Path, host: &str, command: &[String], provider: Option<Prov
             provider,
             accept_new_host_keys: false,
             via: Via::Ns,
+            vm_kernel: None,
         },
         output: Output::Text,
         verbose: false,
     };
     let lab_state = state::LabDir::new(&topo.lab).load()?.unwrap_or_default();
-    match choose_provider(topo, &run)? {
+    let provider = choose_provider(topo, &run)?;
+    match provider {
         Chosen::Netns => {
             let pid = netns::holder_pid(&lab_state, host)
                 .ok_or_else(|| anyhow::anyhow!("host {host} of lab {} is not up (run `lvslab up` first)", topo.lab))?;
@@ -1041,12 +1179,20 @@ async fn exec(file: &Path, host: &str, command: &[String], provider: Option<Prov
             let status = cmd.status()?;
             Ok(ExitCode::from(status.code().unwrap_or(1).clamp(0, 255) as u8))
         }
-        Chosen::Ssh => {
+        Chosen::Ssh | Chosen::Vm => {
             if command.is_empty() {
                 anyhow::bail!("interactive shells over SSH are not supported yet: give a command after `--`");
             }
-            let topo_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
-            let reach = connect::reach(topo, &topo_dir);
+            let reach = if provider == Chosen::Vm {
+                let rec =
+                    lab_state.vm.as_ref().filter(|r| vm::alive(r)).ok_or_else(|| {
+                        anyhow::anyhow!("lab {}'s VM is not running (run `lvslab up` first)", topo.lab)
+                    })?;
+                vm::host_reach(&vm::with_mgmt(topo)?, rec)
+            } else {
+                let topo_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+                connect::reach(topo, &topo_dir)
+            };
             let conns = connect::connect_all(&[host.to_string()], &reach, false, 1).await;
             let t = conns
                 .into_iter()

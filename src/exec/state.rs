@@ -77,7 +77,7 @@ pub struct LabState {
     pub topology: Option<String>,
     /// Unix time of the first change.
     pub since: u64,
-    /// `ssh` or `netns`.
+    /// `ssh`, `netns` or `vm`.
     #[serde(default)]
     pub provider: Option<String>,
     /// How each host was reached, so `down LAB` works without the topology.
@@ -86,6 +86,9 @@ pub struct LabState {
     /// Objects a provider created on this machine, in creation order.
     #[serde(default)]
     pub infra: Vec<crate::provider::netns::Infra>,
+    /// The vm provider's VM, while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm: Option<crate::provider::vm::VmRecord>,
     pub hosts: BTreeMap<String, HostState>,
 }
 
@@ -130,7 +133,7 @@ impl LabState {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.hosts.values().all(|h| h.changes.is_empty()) && self.infra.is_empty()
+        self.hosts.values().all(|h| h.changes.is_empty()) && self.infra.is_empty() && self.vm.is_none()
     }
 }
 
@@ -217,6 +220,15 @@ impl LabDir {
         })?;
         fs::write(&tmp, text).map_err(io(&tmp))?;
         fs::rename(&tmp, &path).map_err(io(&path))
+    }
+
+    /// Remove the lab's whole directory (the vm provider keeps its VM's files
+    /// there): after a complete `down`, nothing of the lab is left.
+    pub fn remove_all(&self) -> Result<(), StateError> {
+        match fs::remove_dir_all(&self.path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&self.path)(e)),
+            _ => Ok(()),
+        }
     }
 
     /// Forget the lab (after a complete `down`).

@@ -70,7 +70,7 @@ pub enum NetnsError {
     #[error("`{program}` is missing: install the `{package}` package")]
     Missing { program: String, package: String },
     #[error(
-        "this kernel cannot load {module} ({detail}); it cannot run {what} here. Run the lab on a machine whose kernel has it (the `vm` provider, which boots such a kernel, is not implemented yet)"
+        "this kernel cannot load {module} ({detail}); it cannot run {what} here. Run the lab with `--provider vm`, which boots a distribution kernel that has it"
     )]
     Kernel {
         module: String,
@@ -122,6 +122,11 @@ fn sh(cmd: &str) -> Result<String, NetnsError> {
     }
 }
 
+/// Whether this process runs as root.
+pub fn running_as_root() -> bool {
+    is_root()
+}
+
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -138,28 +143,8 @@ pub fn preflight(topo: &Topology) -> Result<(), NetnsError> {
     if !is_root() {
         return Err(NetnsError::NotRoot);
     }
-    for (program, package) in [
-        ("ip", "iproute2"),
-        ("unshare", "util-linux"),
-        ("nsenter", "util-linux"),
-        ("modprobe", "kmod"),
-    ] {
-        if sh(&format!("command -v {program}")).is_err() {
-            return Err(NetnsError::Missing {
-                program: program.into(),
-                package: package.into(),
-            });
-        }
-    }
+    programs(topo)?;
     if let Some(m) = &topo.mgmt {
-        for (program, package) in [("/usr/sbin/sshd", "openssh-server"), ("ssh-keygen", "openssh-client")] {
-            if sh(&format!("command -v {program}")).is_err() {
-                return Err(NetnsError::Missing {
-                    program: program.into(),
-                    package: package.into(),
-                });
-            }
-        }
         // The management network lives in this machine's root namespace: it must
         // not meet a route this machine already has.
         let ours = mgmt_bridge(&topo.lab);
@@ -178,6 +163,54 @@ pub fn preflight(topo: &Topology) -> Result<(), NetnsError> {
             }
         }
     }
+    kernel(topo)
+}
+
+/// Whether this machine can run the lab as namespaces: root, and a kernel
+/// that loads what the lab's modes need (ip_vs; ipip for LVS-TUN).
+pub fn can_run_here(topo: &Topology) -> Result<(), NetnsError> {
+    if !is_root() {
+        return Err(NetnsError::NotRoot);
+    }
+    kernel(topo)
+}
+
+fn kernel(topo: &Topology) -> Result<(), NetnsError> {
+    if !topo.services.is_empty() {
+        modprobe("ip_vs", "LVS (IPVS)")?;
+    }
+    if topo.services.iter().any(|s| s.mode == Mode::Tun) {
+        modprobe("ipip", "LVS-TUN")?;
+    }
+    Ok(())
+}
+
+/// The programs the lab's hosts run (this machine's, in namespaces or in the
+/// vm provider's VM), each missing one named with its package.
+pub fn programs(topo: &Topology) -> Result<(), NetnsError> {
+    for (program, package) in [
+        ("ip", "iproute2"),
+        ("unshare", "util-linux"),
+        ("nsenter", "util-linux"),
+        ("modprobe", "kmod"),
+    ] {
+        if sh(&format!("command -v {program}")).is_err() {
+            return Err(NetnsError::Missing {
+                program: program.into(),
+                package: package.into(),
+            });
+        }
+    }
+    if topo.mgmt.is_some() {
+        for (program, package) in [("/usr/sbin/sshd", "openssh-server"), ("ssh-keygen", "openssh-client")] {
+            if sh(&format!("command -v {program}")).is_err() {
+                return Err(NetnsError::Missing {
+                    program: program.into(),
+                    package: package.into(),
+                });
+            }
+        }
+    }
     if !topo.services.is_empty() {
         for (prog, pkg) in [("ipvsadm", "ipvsadm"), ("busybox", "busybox-static")] {
             if sh(&format!("command -v {prog}")).is_err() {
@@ -187,7 +220,6 @@ pub fn preflight(topo: &Topology) -> Result<(), NetnsError> {
                 });
             }
         }
-        modprobe("ip_vs", "LVS (IPVS)")?;
     }
     // What some labs need: firewall marks, UDP responders, HTTPS, shared storage.
     use crate::model::{ServiceKey, SyncMode};
@@ -219,9 +251,6 @@ pub fn preflight(topo: &Topology) -> Result<(), NetnsError> {
             program: "keepalived".into(),
             package: "keepalived".into(),
         });
-    }
-    if topo.services.iter().any(|s| s.mode == Mode::Tun) {
-        modprobe("ipip", "LVS-TUN")?;
     }
     Ok(())
 }

@@ -11,3 +11,56 @@ pub use drift::{drift_json, drift_text};
 pub use plan::{count, plan_json, plan_sh, plan_text};
 pub use run::{JsonReporter, PlainReporter, TtyReporter, recap_text, status_word};
 pub use verify::{verify_json, verify_junit, verify_summary, verify_text, xml_escape};
+
+/// The vm provider's boot progress on stderr: a spinner with the elapsed time on a terminal,
+/// plain lines otherwise.
+pub struct Spinner {
+    start: std::time::Instant,
+    bar: indicatif::ProgressBar,
+}
+
+impl Default for Spinner {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Spinner {
+    pub fn new() -> Spinner {
+        let bar = indicatif::ProgressBar::new_spinner();
+        if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} vm: {msg} ({elapsed})") {
+            bar.set_style(style);
+        }
+        if !bar.is_hidden() {
+            bar.enable_steady_tick(std::time::Duration::from_millis(200));
+        }
+        Spinner {
+            start: std::time::Instant::now(),
+            bar,
+        }
+    }
+
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+impl crate::provider::vm::Progress for Spinner {
+    fn step(&self, msg: &str) {
+        if self.bar.is_hidden() {
+            eprintln!("vm: {msg}");
+        } else {
+            self.bar.set_message(msg.to_string());
+        }
+    }
+
+    /// With the time since the start.
+    fn done(&self, msg: &str) {
+        let line = format!("vm: {msg} ({:.0} s)", self.start.elapsed().as_secs_f64());
+        if self.bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            self.bar.println(line);
+        }
+    }
+}

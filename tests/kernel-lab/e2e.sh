@@ -484,7 +484,7 @@ side_by_side() {
   echo "     side by side took $((SECONDS - start)) s"
 }
 
-want=${*:-nat dr tun ha dual hanat sched persist storage rsync side nat-ssh}
+want=${*:-nat dr tun ha dual hanat sched persist storage rsync side}
 suite_start=$SECONDS
 for s in $want; do
   case $s in

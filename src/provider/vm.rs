@@ -1,0 +1,1148 @@
+//! The vm provider: for machines whose kernel cannot run LVS (no IPVS, no
+//! ipip) or users without root. It boots a small disposable VM (qemu; KVM
+//! when it works, TCG otherwise) with a distribution kernel that has IPVS,
+//! shares this machine's root file system into it read-only (a tmpfs overlay
+//! on top), so the VM runs this machine's programs (sshd, ipvsadm, keepalived,
+//! busybox, curl) unchanged, and builds the lab inside it as network
+//! namespaces with the netns provider's code (run there by this binary).
+//!
+//! This machine reaches the lab hosts over SSH, the same code path as real
+//! labs: an sshd in the VM behind a forwarded loopback port is the jump host,
+//! each lab host's own sshd listens on its management address.
+//!
+//! On this machine the VM leaves only its directory in the lab's state
+//! directory (console log, keys, the share the VM sees at [`GUEST_SHARE`]);
+//! `down` stops qemu and removes it. The kernel is cached in
+//! [`cache_root`]`/vm` (a cache, kept across labs).
+
+use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::exec::connect::Reach;
+use crate::exec::state::LabState;
+use crate::model::{Mgmt, Topology};
+
+/// Where the VM sees its share (this machine's `<vm dir>/share`, writable).
+pub const GUEST_SHARE: &str = "/mnt/lvslab";
+/// Printed on the VM's console by the initramfs, then by the guest script
+/// once sshd runs.
+const INIT_MARK: &str = "lvslab-vm: init";
+const READY_MARK: &str = "lvslab-vm: ready";
+/// qemu user networking: the VM's address, and the network it must not meet.
+const SLIRP_NET: &str = "10.0.2.0/24";
+
+/// The running VM, recorded in the lab state (before qemu starts, so an
+/// interrupted `up` is still cleaned up by `down`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmRecord {
+    /// This VM's directory on this machine.
+    pub dir: PathBuf,
+    /// qemu's pid and start time (from /proc/PID/stat), once started.
+    pub pid: Option<u32>,
+    pub start: Option<u64>,
+    /// The loopback port forwarded to the VM's sshd.
+    pub port: u16,
+    /// `kvm` or `tcg`.
+    pub accel: String,
+    /// The kernel release it boots.
+    pub kernel: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    #[error("`{program}` is missing: install the `{package}` package")]
+    Missing { program: String, package: String },
+    #[error("{0}")]
+    Failed(String),
+}
+
+fn failed(msg: impl Into<String>) -> VmError {
+    VmError::Failed(msg.into())
+}
+
+/// Where downloads are cached: `$LVSLAB_CACHE_DIR`, else `$XDG_CACHE_HOME/lvslab`,
+/// else `~/.cache/lvslab`.
+pub fn cache_root() -> PathBuf {
+    if let Some(d) = std::env::var_os("LVSLAB_CACHE_DIR") {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(d).join("lvslab");
+    }
+    std::env::home_dir()
+        .unwrap_or_else(|| PathBuf::from("/var/tmp"))
+        .join(".cache/lvslab")
+}
+
+fn sh(cmd: &str) -> Result<String, VmError> {
+    sh_in(cmd, None)
+}
+
+fn sh_in(cmd: &str, dir: Option<&Path>) -> Result<String, VmError> {
+    let mut c = Command::new("sh");
+    c.arg("-c").arg(cmd).stdin(Stdio::null());
+    if let Some(d) = dir {
+        c.current_dir(d);
+    }
+    let out = c.output().map_err(|e| failed(format!("{cmd}: {e}")))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(failed(format!(
+            "`{cmd}` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+fn have(program: &str) -> bool {
+    sh(&format!("command -v {program}")).is_ok()
+}
+
+/// What the VM needs on this machine, checked before anything is created:
+/// qemu and the initramfs tools here, and the lab's own programs (the VM runs
+/// this machine's).
+pub fn preflight(topo: &Topology, kernel: Option<&Path>) -> Result<(), VmError> {
+    let mut needs = vec![
+        ("qemu-system-x86_64", "qemu-system-x86"),
+        ("busybox", "busybox-static"),
+        ("modprobe", "kmod"),
+        ("depmod", "kmod"),
+        ("ssh-keygen", "openssh-client"),
+        ("/usr/sbin/sshd", "openssh-server"),
+        ("dpkg", "dpkg"),
+    ];
+    match kernel {
+        None => needs.extend([("apt-get", "apt"), ("apt-cache", "apt")]),
+        Some(p) if !p.exists() => {
+            return Err(failed(format!(
+                "--vm-kernel {}: no such file or directory (give a linux-image-*.deb, or a directory with boot/vmlinuz-* and lib/modules/*)",
+                p.display()
+            )));
+        }
+        Some(_) => {}
+    }
+    for (program, package) in needs {
+        if !have(program) {
+            return Err(VmError::Missing {
+                program: program.into(),
+                package: package.into(),
+            });
+        }
+    }
+    let busybox = sh("command -v busybox")?;
+    let ldd = Command::new("ldd")
+        .arg(busybox.trim())
+        .output()
+        .map(|o| {
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            )
+        })
+        .unwrap_or_default();
+    if !(ldd.contains("not a dynamic") || ldd.contains("statically linked")) {
+        return Err(failed(format!(
+            "{} is linked dynamically; the VM's initramfs needs a static one: install the `busybox-static` package",
+            busybox.trim()
+        )));
+    }
+    super::netns::programs(topo).map_err(|e| failed(format!("the lab runs this machine's programs in the VM: {e}")))
+}
+
+/// A distribution kernel, unpacked, with its modules and an initramfs for it.
+#[derive(Debug, Clone)]
+pub struct Kernel {
+    pub release: String,
+    pub vmlinuz: PathBuf,
+    /// `<root>/lib/modules` (holds `<release>/`).
+    pub modules: PathBuf,
+    pub initramfs: PathBuf,
+}
+
+/// The kernel packages behind the distribution's kernel meta package:
+/// Debian's `linux-image-amd64` depends on one `linux-image-<release>`;
+/// Ubuntu's `linux-image-generic` on an image and its module packages.
+fn apt_kernel_packages(say: &dyn Fn(&str)) -> Result<Vec<String>, VmError> {
+    let arch = sh("dpkg --print-architecture")?.trim().to_string();
+    if arch != "amd64" {
+        return Err(failed(format!(
+            "the vm provider boots x86_64 kernels with qemu-system-x86_64; this machine is {arch}"
+        )));
+    }
+    let release = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
+    let ubuntu = release
+        .lines()
+        .any(|l| (l.starts_with("ID=") || l.starts_with("ID_LIKE=")) && l.contains("ubuntu"));
+    let meta = if ubuntu {
+        "linux-image-generic"
+    } else {
+        "linux-image-amd64"
+    };
+    let kernel_pkg =
+        regex::Regex::new(r"^linux-(image|modules|modules-extra)-[0-9]").map_err(|e| failed(e.to_string()))?;
+    let depends = |pkg: &str| -> Vec<String> {
+        sh(&format!("apt-cache depends {pkg} 2>/dev/null"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("Depends: "))
+            .map(|p| p.trim().to_string())
+            .filter(|p| kernel_pkg.is_match(p))
+            .collect()
+    };
+    let mut first = depends(meta);
+    if first.is_empty() && super::netns::running_as_root() {
+        say(&format!("apt-get update (no {meta} in the package lists)"));
+        sh("apt-get update -qq")?;
+        first = depends(meta);
+    }
+    if first.is_empty() {
+        return Err(failed(format!(
+            "cannot find the kernel behind `{meta}` in the package lists: run `apt-get update` as root, \
+             or give a kernel package with --vm-kernel FILE.deb"
+        )));
+    }
+    let mut all = first.clone();
+    for p in first.iter().filter(|p| p.starts_with("linux-image-")) {
+        for d in depends(p) {
+            if !all.contains(&d) {
+                all.push(d);
+            }
+        }
+    }
+    Ok(all)
+}
+
+fn modules_dir(root: &Path) -> Option<PathBuf> {
+    ["lib/modules", "usr/lib/modules"]
+        .iter()
+        .map(|d| root.join(d))
+        .find(|d| d.is_dir())
+}
+
+/// Unpack `.deb`s into `dir/root` and index the modules.
+fn unpack(dir: &Path, debs: &[PathBuf]) -> Result<(), VmError> {
+    let root = dir.join("root");
+    for deb in debs {
+        sh(&format!("dpkg -x '{}' '{}'", deb.display(), root.display()))?;
+    }
+    Ok(())
+}
+
+fn release_of(root: &Path) -> Result<(String, PathBuf), VmError> {
+    let mods = modules_dir(root).ok_or_else(|| failed(format!("{}: no lib/modules in this kernel", root.display())))?;
+    let mut releases: Vec<String> = std::fs::read_dir(&mods)
+        .map_err(|e| failed(format!("{}: {e}", mods.display())))?
+        .flatten()
+        .filter(|e| e.path().join("kernel").is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    releases.sort();
+    let release = releases
+        .pop()
+        .ok_or_else(|| failed(format!("{}: no kernel modules", mods.display())))?;
+    Ok((release, mods))
+}
+
+/// The kernel to boot: `user` (a `linux-image-*.deb`, or a directory holding
+/// `boot/vmlinuz-<release>` and `lib/modules/<release>`), else the
+/// distribution's, downloaded with `apt-get download` (never installed).
+/// Both are unpacked and cached.
+pub fn prepare_kernel(user: Option<&Path>, say: &dyn Fn(&str)) -> Result<Kernel, VmError> {
+    let cache = cache_root().join("vm");
+    let root = match user {
+        Some(p) if p.is_dir() => p.to_path_buf(),
+        Some(p) if p.is_file() => {
+            let name = p
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let dir = cache.join("kernels").join(format!("user-{name}"));
+            if !dir.join("ready").exists() {
+                say(&format!("unpacking {}", p.display()));
+                let _ = std::fs::remove_dir_all(&dir);
+                std::fs::create_dir_all(&dir).map_err(|e| failed(format!("{}: {e}", dir.display())))?;
+                unpack(&dir, &[p.to_path_buf()])?;
+                finish_unpack(&dir)?;
+            }
+            dir.join("root")
+        }
+        Some(p) => {
+            return Err(failed(format!(
+                "--vm-kernel {}: no such file or directory",
+                p.display()
+            )));
+        }
+        None => {
+            let pkgs = apt_kernel_packages(say)?;
+            let image = pkgs
+                .iter()
+                .find(|p| p.starts_with("linux-image-"))
+                .or(pkgs.first())
+                .cloned()
+                .ok_or_else(|| failed("no kernel package found"))?;
+            let dir = cache.join("kernels").join(image.trim_start_matches("linux-image-"));
+            if !dir.join("ready").exists() {
+                say(&format!(
+                    "fetching {} (apt-get download, not installed)",
+                    pkgs.join(" ")
+                ));
+                let _ = std::fs::remove_dir_all(&dir);
+                let debs = dir.join("debs");
+                std::fs::create_dir_all(&debs).map_err(|e| failed(format!("{}: {e}", debs.display())))?;
+                sh_in(&format!("apt-get download -q {}", pkgs.join(" ")), Some(&debs)).map_err(|e| {
+                    failed(format!(
+                        "{e}\n  hint: the VM needs a kernel package from the distribution's mirror; \
+                         or give one with --vm-kernel FILE.deb"
+                    ))
+                })?;
+                let files: Vec<PathBuf> = std::fs::read_dir(&debs)
+                    .map_err(|e| failed(format!("{}: {e}", debs.display())))?
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "deb"))
+                    .collect();
+                unpack(&dir, &files)?;
+                let _ = std::fs::remove_dir_all(&debs);
+                finish_unpack(&dir)?;
+            }
+            dir.join("root")
+        }
+    };
+    let (release, modules) = release_of(&root)?;
+    let vmlinuz = root.join("boot").join(format!("vmlinuz-{release}"));
+    if !vmlinuz.is_file() {
+        return Err(failed(format!(
+            "{}: missing (not a kernel image package?)",
+            vmlinuz.display()
+        )));
+    }
+    if !modules.join(&release).join("modules.dep").exists() {
+        sh(&format!("depmod -b '{}' {release}", root.display()))?;
+    }
+    let initramfs = build_initramfs(&cache, &root, &modules, &release)?;
+    Ok(Kernel {
+        release,
+        vmlinuz,
+        modules,
+        initramfs,
+    })
+}
+
+fn finish_unpack(dir: &Path) -> Result<(), VmError> {
+    let root = dir.join("root");
+    let (release, _) = release_of(&root)?;
+    sh(&format!("depmod -b '{}' {release}", root.display()))?;
+    // Keep the kernel and its modules; drop documentation and the like.
+    let _ = std::fs::remove_dir_all(root.join("usr/share"));
+    std::fs::write(dir.join("ready"), b"").map_err(|e| failed(format!("{}: {e}", dir.display())))
+}
+
+/// The initramfs's /init: mount this machine's root over 9p read-only with a
+/// tmpfs overlay, the kernel's modules, tmpfs on /tmp and /run, the VM's
+/// share, then hand over to the guest script.
+const INIT: &str = r#"#!/bin/busybox sh
+B=/bin/busybox
+$B mount -t proc proc /proc; $B mount -t sysfs sys /sys; $B mount -t devtmpfs dev /dev
+echo "lvslab-vm: init"
+for m in $($B cat /modules.list); do $B insmod /mods/$m 2>/dev/null; done
+for x in $($B cat /proc/cmdline); do case $x in lvslab.mods=*) M=${x#*=};; esac; done
+fail() { echo "lvslab-vm: $*"; $B sleep 2; $B poweroff -f; }
+$B mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=1048576 hostroot /lower || fail "cannot mount this machine's root over 9p"
+$B mount -t tmpfs -o size=70% tmpfs /upper; $B mkdir -p /upper/u /upper/w
+$B mount -t overlay overlay -o lowerdir=/lower,upperdir=/upper/u,workdir=/upper/w /newroot || fail "overlay mount failed"
+$B mkdir -p /newroot/usr/lib/modules; $B mount --bind /lower$M /newroot/usr/lib/modules || fail "no modules at $M"
+$B mount -t tmpfs tmpfs /newroot/tmp; $B mount -t tmpfs tmpfs /newroot/run
+$B mkdir -p /newroot/mnt/lvslab
+$B mount -t 9p -o trans=virtio,version=9p2000.L,msize=1048576 lvslab /newroot/mnt/lvslab || fail "cannot mount the VM's share"
+$B mount --move /proc /newroot/proc; $B mount --move /sys /newroot/sys; $B mount --move /dev /newroot/dev
+exec $B switch_root /newroot /bin/bash /mnt/lvslab/guest.sh
+"#;
+
+/// The guest script, PID 1 after switch_root: network, sshd, then reap.
+const GUEST: &str = r#"#!/bin/bash
+# lvslab vm guest: runs as PID 1 inside the VM (written by lvslab up).
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
+say() { echo "lvslab-vm: $*"; }
+cd /
+hostname lvslab-vm
+ip link set lo up
+modprobe virtio_net 2>/dev/null
+if ! { ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0 && ip route add default via 10.0.2.2; }; then
+  say "no network: $(ip -o link 2>&1 | tr '\n' ' ')"
+fi
+mkdir -p /run/sshd /run/lvslab-vm
+install -m 600 /mnt/lvslab/ssh/vm_host_key /run/lvslab-vm/host_key
+install -m 600 /mnt/lvslab/ssh/lab_key.pub /run/lvslab-vm/authorized_keys
+cat > /run/lvslab-vm/sshd_config <<EOF
+Port 22
+HostKey /run/lvslab-vm/host_key
+AuthorizedKeysFile /run/lvslab-vm/authorized_keys
+PidFile /run/lvslab-vm/sshd.pid
+StrictModes no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+PermitRootLogin prohibit-password
+PrintMotd no
+MaxSessions 50
+MaxStartups 50:30:100
+EOF
+if /usr/sbin/sshd -f /run/lvslab-vm/sshd_config -E /run/lvslab-vm/sshd.log; then
+  say ready
+else
+  say "sshd did not start: $(cat /run/lvslab-vm/sshd.log 2>&1 | tail -n 3)"
+fi
+# PID 1: reap orphans for ever.
+while :; do sleep 3600 & wait $!; done
+"#;
+
+/// One file of a `newc` cpio archive.
+struct CpioEntry {
+    name: String,
+    mode: u32,
+    rdev: (u32, u32),
+    data: Vec<u8>,
+}
+
+/// Write a `newc` cpio archive (what the kernel unpacks as an initramfs).
+fn cpio_newc(entries: &[CpioEntry]) -> Vec<u8> {
+    fn pad(out: &mut Vec<u8>) {
+        while !out.len().is_multiple_of(4) {
+            out.push(0);
+        }
+    }
+    let mut out = Vec::new();
+    let trailer = CpioEntry {
+        name: "TRAILER!!!".into(),
+        mode: 0,
+        rdev: (0, 0),
+        data: Vec::new(),
+    };
+    for (ino, e) in entries.iter().chain(std::iter::once(&trailer)).enumerate() {
+        let nlink = if e.mode & 0o170000 == 0o040000 { 2 } else { 1 };
+        let fields = [
+            ino as u32 + 1,
+            e.mode,
+            0,
+            0,
+            nlink,
+            0,
+            e.data.len() as u32,
+            0,
+            0,
+            e.rdev.0,
+            e.rdev.1,
+            e.name.len() as u32 + 1,
+            0,
+        ];
+        out.extend_from_slice(b"070701");
+        for f in fields {
+            out.extend_from_slice(format!("{f:08x}").as_bytes());
+        }
+        out.extend_from_slice(e.name.as_bytes());
+        out.push(0);
+        pad(&mut out);
+        out.extend_from_slice(&e.data);
+        pad(&mut out);
+    }
+    out
+}
+
+/// A small busybox initramfs that loads the modules for virtio, 9p and
+/// overlay (with their dependencies, in load order), cached per kernel.
+fn build_initramfs(cache: &Path, root: &Path, modules: &Path, release: &str) -> Result<PathBuf, VmError> {
+    let busybox_path = sh("command -v busybox")?.trim().to_string();
+    let mut h = Sha256::new();
+    for part in [INIT, &root.display().to_string(), release, &busybox_path] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    let d = h.finalize();
+    let name = format!(
+        "initramfs-{release}-{:02x}{:02x}{:02x}{:02x}.cpio",
+        d[0], d[1], d[2], d[3]
+    );
+    let path = cache.join("initramfs").join(name);
+    if path.exists() {
+        return Ok(path);
+    }
+    // modprobe wants the tree above lib/modules.
+    let base = modules
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| failed(format!("{}: unexpected layout", modules.display())))?;
+    let mut order: Vec<PathBuf> = Vec::new();
+    for m in ["virtio_pci", "virtio_net", "9pnet_virtio", "9p", "overlay"] {
+        let out = sh(&format!(
+            "modprobe -d '{}' -S {release} --show-depends {m}",
+            base.display()
+        ))?;
+        for line in out.lines() {
+            if let Some(rest) = line.strip_prefix("insmod ") {
+                let p = PathBuf::from(rest.split_whitespace().next().unwrap_or_default());
+                if !order.contains(&p) {
+                    order.push(p);
+                }
+            } else if !line.starts_with("builtin ") && !line.trim().is_empty() {
+                return Err(failed(format!("modprobe --show-depends {m}: {line}")));
+            }
+        }
+    }
+    let dir = |name: &str| CpioEntry {
+        name: name.into(),
+        mode: 0o040755,
+        rdev: (0, 0),
+        data: Vec::new(),
+    };
+    let mut entries: Vec<CpioEntry> = ["bin", "mods", "proc", "sys", "dev", "newroot", "lower", "upper"]
+        .into_iter()
+        .map(dir)
+        .collect();
+    entries.push(CpioEntry {
+        name: "dev/console".into(),
+        mode: 0o020600,
+        rdev: (5, 1),
+        data: Vec::new(),
+    });
+    let read = |p: &Path| std::fs::read(p).map_err(|e| failed(format!("{}: {e}", p.display())));
+    entries.push(CpioEntry {
+        name: "bin/busybox".into(),
+        mode: 0o100755,
+        rdev: (0, 0),
+        data: read(Path::new(&busybox_path))?,
+    });
+    entries.push(CpioEntry {
+        name: "init".into(),
+        mode: 0o100755,
+        rdev: (0, 0),
+        data: INIT.as_bytes().to_vec(),
+    });
+    let mut list = String::new();
+    for p in &order {
+        let file = p
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let (name, data) = if let Some(base) = file.strip_suffix(".xz") {
+            (base.to_string(), decompress("xz -dc", p)?)
+        } else if let Some(base) = file.strip_suffix(".zst") {
+            (base.to_string(), decompress("zstd -dc", p)?)
+        } else {
+            (file.clone(), read(p)?)
+        };
+        list.push_str(&name);
+        list.push('\n');
+        entries.push(CpioEntry {
+            name: format!("mods/{name}"),
+            mode: 0o100644,
+            rdev: (0, 0),
+            data,
+        });
+    }
+    entries.push(CpioEntry {
+        name: "modules.list".into(),
+        mode: 0o100644,
+        rdev: (0, 0),
+        data: list.into_bytes(),
+    });
+    let parent = cache.join("initramfs");
+    std::fs::create_dir_all(&parent).map_err(|e| failed(format!("{}: {e}", parent.display())))?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, cpio_newc(&entries)).map_err(|e| failed(format!("{}: {e}", tmp.display())))?;
+    std::fs::rename(&tmp, &path).map_err(|e| failed(format!("{}: {e}", path.display())))?;
+    Ok(path)
+}
+
+fn decompress(tool: &str, p: &Path) -> Result<Vec<u8>, VmError> {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{tool} '{}'", p.display()))
+        .output()
+        .map_err(|e| failed(format!("{tool}: {e}")))?;
+    if out.status.success() {
+        Ok(out.stdout)
+    } else {
+        Err(failed(format!(
+            "{tool} {}: {}",
+            p.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+/// The lab with a management network for the VM's sshds: the topology's own
+/// `mgmt:`, else the first of a few private /24s that meets neither a lab
+/// network nor qemu's user network.
+pub fn with_mgmt(topo: &Topology) -> Result<Topology, VmError> {
+    let mut t = topo.clone();
+    if t.mgmt.is_some() {
+        return Ok(t);
+    }
+    let slirp: ipnetwork::Ipv4Network = SLIRP_NET.parse().map_err(|_| failed("bad SLIRP_NET"))?;
+    let candidates = [
+        "10.250.0.0/24",
+        "10.251.0.0/24",
+        "10.252.0.0/24",
+        "172.31.250.0/24",
+        "192.168.250.0/24",
+    ];
+    let hosts = t.hosts.len();
+    if hosts > 250 {
+        return Err(failed(format!(
+            "{hosts} hosts do not fit the VM's management network (250 at most)"
+        )));
+    }
+    for c in candidates {
+        let cidr: ipnetwork::Ipv4Network = c.parse().map_err(|_| failed("bad candidate"))?;
+        if cidr.overlaps(slirp) || t.networks.iter().any(|n| n.cidr.overlaps(cidr)) {
+            continue;
+        }
+        let mut free = cidr.iter().skip(1);
+        let Some(gateway) = free.next() else { continue };
+        t.mgmt = Some(Mgmt {
+            cidr,
+            gateway,
+            addresses: free.take(hosts).collect(),
+        });
+        return Ok(t);
+    }
+    Err(failed(format!(
+        "every management network the VM would use ({}) meets a lab network: add `mgmt: {{ cidr: ... }}` with a free /24",
+        candidates.join(", ")
+    )))
+}
+
+/// How to reach the VM's own sshd.
+pub fn vm_reach(rec: &VmRecord) -> Reach {
+    Reach {
+        address: "127.0.0.1".into(),
+        port: rec.port,
+        user: "root".into(),
+        key: Some(rec.dir.join("share/ssh/lab_key")),
+        passphrase_env: None,
+        known_hosts: vec![rec.dir.join("vm_known_hosts")],
+        jump: None,
+        become_root: false,
+        connect_timeout_secs: 20,
+    }
+}
+
+/// How to reach each lab host: its sshd on the management network inside
+/// the VM, through the VM's sshd as jump host.
+pub fn host_reach(topo: &Topology, rec: &VmRecord) -> BTreeMap<String, Reach> {
+    let Some(m) = &topo.mgmt else {
+        return BTreeMap::new();
+    };
+    topo.hosts
+        .iter()
+        .zip(&m.addresses)
+        .map(|(h, a)| {
+            let mut r = vm_reach(rec);
+            r.address = a.to_string();
+            r.port = 22;
+            r.known_hosts = vec![rec.dir.join("share/ssh/known_hosts"), rec.dir.join("vm_known_hosts")];
+            r.jump = Some(format!("root@127.0.0.1:{}", rec.port));
+            (h.name.clone(), r)
+        })
+        .collect()
+}
+
+fn proc_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(") ")?.1;
+    let mut fields = rest.split_whitespace();
+    // Not a zombie.
+    if fields.next()? == "Z" {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
+}
+
+/// Whether the recorded qemu still runs.
+pub fn alive(rec: &VmRecord) -> bool {
+    match (rec.pid, rec.start) {
+        (Some(pid), Some(start)) => proc_start(pid) == Some(start),
+        _ => false,
+    }
+}
+
+/// qemu processes of this VM: the recorded one, and any whose command line
+/// names this VM's directory (one an interrupted `up` started before it
+/// could record the pid).
+fn qemu_pids(rec: &VmRecord) -> Vec<u32> {
+    let mut pids = Vec::new();
+    if alive(rec)
+        && let Some(p) = rec.pid
+    {
+        pids.push(p);
+    }
+    let console = rec.dir.join("console.log").display().to_string();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                continue;
+            };
+            let cmd = String::from_utf8_lossy(&cmd);
+            if cmd.starts_with("qemu-system")
+                && cmd.contains(&console)
+                && proc_start(pid).is_some()
+                && !pids.contains(&pid)
+            {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+/// Stop the VM (everything in it goes with it) and remove its directory.
+/// Returns what was done, a line each.
+pub fn stop(rec: &VmRecord) -> Result<Vec<String>, VmError> {
+    let mut done = Vec::new();
+    let pids = qemu_pids(rec);
+    if !pids.is_empty() {
+        let list: Vec<String> = pids.iter().map(u32::to_string).collect();
+        let _ = sh(&format!("kill -TERM {} 2>/dev/null", list.join(" ")));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while pids.iter().any(|p| proc_start(*p).is_some()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let left: Vec<String> = pids
+            .iter()
+            .filter(|p| proc_start(**p).is_some())
+            .map(u32::to_string)
+            .collect();
+        if !left.is_empty() {
+            let _ = sh(&format!("kill -KILL {} 2>/dev/null", left.join(" ")));
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while pids.iter().any(|p| proc_start(*p).is_some()) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        if let Some(p) = pids.iter().find(|p| proc_start(**p).is_some()) {
+            return Err(failed(format!(
+                "qemu (pid {p}) does not stop; kill it and run `lvslab down` again"
+            )));
+        }
+        done.push(format!("stopped the VM (qemu pid {})", list.join(", ")));
+    }
+    if rec.dir.exists() {
+        std::fs::remove_dir_all(&rec.dir).map_err(|e| failed(format!("{}: {e}", rec.dir.display())))?;
+        done.push(format!("removed {}", rec.dir.display()));
+    }
+    Ok(done)
+}
+
+/// Where boot progress goes (the report layer draws it).
+pub trait Progress {
+    /// What is happening now.
+    fn step(&self, msg: &str);
+    /// A line that stays.
+    fn done(&self, msg: &str);
+}
+
+/// Accelerators to try, in order: `$LVSLAB_VM_ACCEL` if set; KVM first when
+/// /dev/kvm opens and it has not already failed on this machine's kernel; TCG.
+fn accels(cache: &Path) -> Vec<&'static str> {
+    match std::env::var("LVSLAB_VM_ACCEL").as_deref() {
+        Ok("kvm") => return vec!["kvm"],
+        Ok("tcg") => return vec!["tcg"],
+        _ => {}
+    }
+    let kvm_opens = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    if kvm_opens && !kvm_verdict_path(cache).exists() {
+        vec!["kvm", "tcg"]
+    } else {
+        vec!["tcg"]
+    }
+}
+
+fn kvm_verdict_path(cache: &Path) -> PathBuf {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    cache.join(format!("kvm-failed-{}", release.trim()))
+}
+
+fn free_port() -> Result<u16, VmError> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| failed(format!("no free loopback port: {e}")))?;
+    l.local_addr().map(|a| a.port()).map_err(|e| failed(e.to_string()))
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let text = text.replace('\r', "");
+    let all: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    all[all.len().saturating_sub(lines)..].join("\n    ")
+}
+
+fn mem_mib() -> u32 {
+    std::env::var("LVSLAB_VM_MEM")
+        .ok()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(2048)
+}
+
+fn boot_timeout() -> Duration {
+    Duration::from_secs(
+        std::env::var("LVSLAB_VM_BOOT_TIMEOUT")
+            .ok()
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(300),
+    )
+}
+
+fn spawn_qemu(rec: &VmRecord, kernel: &Kernel, accel: &str) -> Result<std::process::Child, VmError> {
+    let console = rec.dir.join("console.log");
+    let _ = std::fs::remove_file(&console);
+    let log = std::fs::File::create(rec.dir.join("qemu.log")).map_err(|e| failed(format!("qemu.log: {e}")))?;
+    let log2 = log.try_clone().map_err(|e| failed(e.to_string()))?;
+    let smp = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
+    let mut cmd = Command::new("qemu-system-x86_64");
+    cmd.args(["-accel", accel, "-M", "pc", "-cpu", "max", "-smp", &smp.to_string()])
+        .args(["-m", &mem_mib().to_string()])
+        .args(["-nodefaults", "-display", "none", "-no-reboot", "-monitor", "none"])
+        .arg("-serial")
+        .arg(format!("file:{}", console.display()))
+        .arg("-kernel")
+        .arg(&kernel.vmlinuz)
+        .arg("-initrd")
+        .arg(&kernel.initramfs)
+        .arg("-append")
+        .arg(format!(
+            "console=ttyS0 panic=-1 quiet loglevel=3 lvslab.mods={}",
+            kernel.modules.display()
+        ))
+        .arg("-virtfs")
+        .arg("local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap")
+        .arg("-virtfs")
+        .arg(format!(
+            "local,path={},mount_tag=lvslab,security_model=none",
+            rec.dir.join("share").display()
+        ))
+        .arg("-netdev")
+        .arg(format!("user,id=n0,hostfwd=tcp:127.0.0.1:{}-:22", rec.port))
+        .args(["-device", "virtio-net-pci,netdev=n0"])
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        .process_group(0);
+    cmd.spawn().map_err(|e| failed(format!("qemu-system-x86_64: {e}")))
+}
+
+/// Wait for `mark` on the console; `Err` says why it did not come.
+async fn wait_mark(
+    child: &mut std::process::Child,
+    rec: &VmRecord,
+    mark: &str,
+    within: Duration,
+) -> Result<(), String> {
+    let deadline = Instant::now() + within;
+    let console = rec.dir.join("console.log");
+    loop {
+        let text = std::fs::read_to_string(&console).unwrap_or_default();
+        if text.contains(mark) {
+            return Ok(());
+        }
+        if let Some(line) = text
+            .lines()
+            .find(|l| l.contains("lvslab-vm:") && !l.contains(INIT_MARK))
+        {
+            return Err(line.trim().to_string());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!(
+                "qemu exited ({status}): {}",
+                tail(&rec.dir.join("qemu.log"), 3)
+            ));
+        }
+        if Instant::now() > deadline {
+            return Err(format!("nothing after {} s", within.as_secs()));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Boot the VM (KVM if it works, else TCG) and wait until its sshd runs.
+async fn boot(rec: &mut VmRecord, kernel: &Kernel, progress: &dyn Progress) -> Result<(), VmError> {
+    let cache = cache_root().join("vm");
+    let order = accels(&cache);
+    for (i, accel) in order.iter().enumerate() {
+        let last = i + 1 == order.len();
+        progress.step(&format!(
+            "booting {} with qemu ({})",
+            kernel.release,
+            accel.to_uppercase()
+        ));
+        let mut child = spawn_qemu(rec, kernel, accel)?;
+        rec.pid = Some(child.id());
+        rec.start = proc_start(child.id());
+        rec.accel = accel.to_string();
+        // KVM that hangs shows nothing: give it a short time to reach init.
+        if !last && let Err(why) = wait_mark(&mut child, rec, INIT_MARK, Duration::from_secs(30)).await {
+            let _ = child.kill();
+            let _ = child.wait();
+            progress.done(&format!("KVM did not boot ({why}); falling back to TCG"));
+            let _ = std::fs::create_dir_all(&cache);
+            let _ = std::fs::write(kvm_verdict_path(&cache), format!("{why}\n"));
+            continue;
+        }
+        match wait_mark(&mut child, rec, READY_MARK, boot_timeout()).await {
+            Ok(()) => return Ok(()),
+            Err(why) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(failed(format!(
+                    "the VM did not come up ({why}).\n  console ({}):\n    {}\n  hint: a slow machine may need more time: LVSLAB_VM_BOOT_TIMEOUT=600 (seconds)",
+                    rec.dir.join("console.log").display(),
+                    tail(&rec.dir.join("console.log"), 15)
+                )));
+            }
+        }
+    }
+    Err(failed("no accelerator to try"))
+}
+
+fn keygen(path: &Path) -> Result<(), VmError> {
+    if path.exists() {
+        return Ok(());
+    }
+    sh(&format!(
+        "ssh-keygen -q -t ed25519 -N '' -C lvslab-vm -f '{}'",
+        path.display()
+    ))
+    .map(|_| ())
+}
+
+/// Put this binary in the share (the VM runs it to build the hosts):
+/// a hard link when possible, else a copy, replaced atomically.
+fn install_binary(share: &Path) -> Result<(), VmError> {
+    let exe = std::env::current_exe().map_err(|e| failed(format!("cannot find this program: {e}")))?;
+    let bin = share.join("bin");
+    std::fs::create_dir_all(&bin).map_err(|e| failed(format!("{}: {e}", bin.display())))?;
+    let tmp = bin.join("lvslab.new");
+    let _ = std::fs::remove_file(&tmp);
+    if std::fs::hard_link(&exe, &tmp).is_err() {
+        std::fs::copy(&exe, &tmp).map_err(|e| failed(format!("copying {}: {e}", exe.display())))?;
+    }
+    std::fs::rename(&tmp, bin.join("lvslab")).map_err(|e| failed(format!("{}: {e}", bin.display())))
+}
+
+/// Make sure the lab's VM runs and its hosts exist ([`preflight`] first): boot it if needed
+/// (recording it in `state` first), then have the lvslab inside build the
+/// hosts as namespaces. `topo_text` is the topology file's text (the VM reads
+/// it from its share); `topo` is it with a management network ([`with_mgmt`]).
+pub async fn ensure(
+    topo: &Topology,
+    topo_text: &str,
+    dir: &Path,
+    state: &mut LabState,
+    save: &dyn Fn(&LabState) -> Result<(), String>,
+    kernel_arg: Option<&Path>,
+    progress: &dyn Progress,
+) -> Result<VmRecord, VmError> {
+    state.provider = Some("vm".into());
+    let share = dir.join("share");
+    let rec = match state.vm.clone() {
+        Some(rec) if alive(&rec) => {
+            progress.done(&format!(
+                "running (qemu pid {}, {})",
+                rec.pid.unwrap_or(0),
+                rec.accel.to_uppercase()
+            ));
+            rec
+        }
+        stale => {
+            if let Some(old) = stale {
+                // A VM that is gone leaves its directory: start afresh.
+                stop(&old)?;
+            }
+            progress.step("preparing the kernel");
+            let kernel = prepare_kernel(kernel_arg, &|m| progress.step(m))?;
+            progress.done(&format!("kernel {} ready", kernel.release));
+            let ssh = share.join("ssh");
+            std::fs::create_dir_all(&ssh).map_err(|e| failed(format!("{}: {e}", ssh.display())))?;
+            keygen(&ssh.join("lab_key"))?;
+            keygen(&ssh.join("vm_host_key"))?;
+            std::fs::write(share.join("guest.sh"), GUEST).map_err(|e| failed(format!("guest.sh: {e}")))?;
+            let mut rec = VmRecord {
+                dir: dir.to_path_buf(),
+                pid: None,
+                start: None,
+                port: free_port()?,
+                accel: String::new(),
+                kernel: kernel.release.clone(),
+            };
+            state.vm = Some(rec.clone());
+            save(state).map_err(VmError::Failed)?;
+            let booted = boot(&mut rec, &kernel, progress).await;
+            state.vm = Some(rec.clone());
+            save(state).map_err(VmError::Failed)?;
+            booted?;
+            let key = std::fs::read_to_string(ssh.join("vm_host_key.pub"))
+                .map_err(|e| failed(format!("vm_host_key.pub: {e}")))?;
+            let key: Vec<&str> = key.split_whitespace().take(2).collect();
+            std::fs::write(
+                dir.join("vm_known_hosts"),
+                format!("[127.0.0.1]:{} {}\n", rec.port, key.join(" ")),
+            )
+            .map_err(|e| failed(format!("vm_known_hosts: {e}")))?;
+            progress.done(&format!(
+                "booted {} ({}, {} MiB), sshd on 127.0.0.1:{}",
+                rec.kernel,
+                rec.accel.to_uppercase(),
+                mem_mib(),
+                rec.port
+            ));
+            rec
+        }
+    };
+    install_binary(&share)?;
+    std::fs::write(share.join("topology.yaml"), topo_text).map_err(|e| failed(format!("topology.yaml: {e}")))?;
+    progress.step(&format!("creating {} hosts as namespaces in the VM", topo.hosts.len()));
+    let vm = connect_vm(&rec).await?;
+    let out = vm
+        .run(&format!(
+            "{GUEST_SHARE}/bin/lvslab vm-guest {GUEST_SHARE}/topology.yaml --ssh-dir {GUEST_SHARE}/ssh\n"
+        ))
+        .await
+        .map_err(|e| failed(format!("running lvslab in the VM: {e}")))?;
+    if out.status != 0 {
+        return Err(failed(format!(
+            "creating the hosts in the VM failed (exit {}):\n{}{}",
+            out.status,
+            out.stdout.trim(),
+            out.stderr.trim()
+        )));
+    }
+    progress.done(&format!(
+        "hosts up in the VM: {}",
+        topo.hosts
+            .iter()
+            .map(|h| h.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    Ok(rec)
+}
+
+/// An SSH connection to the VM itself (retried while its sshd starts).
+pub async fn connect_vm(rec: &VmRecord) -> Result<std::sync::Arc<dyn crate::exec::transport::Transport>, VmError> {
+    let mut reach = BTreeMap::new();
+    reach.insert("vm".to_string(), vm_reach(rec));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let conns = crate::exec::connect::connect_all(&["vm".to_string()], &reach, false, 1).await;
+        let t = conns
+            .into_iter()
+            .next()
+            .map(|c| c.transport)
+            .unwrap_or_else(|| Err("no connection".into()));
+        match t {
+            Ok(t) => return Ok(t),
+            Err(e) if Instant::now() > deadline => {
+                return Err(failed(format!(
+                    "cannot reach the VM's sshd on 127.0.0.1:{}: {e}\n  console: {}",
+                    rec.port,
+                    rec.dir.join("console.log").display()
+                )));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nat() -> Topology {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/topologies/nat.yaml");
+        let text = std::fs::read_to_string(path).unwrap();
+        crate::load_str(path, text).unwrap().topology
+    }
+
+    #[test]
+    fn management_network_is_added_apart_from_the_lab() {
+        let t = with_mgmt(&nat()).unwrap();
+        let m = t.mgmt.as_ref().unwrap();
+        assert_eq!(m.cidr.to_string(), "10.250.0.0/24");
+        assert_eq!(m.gateway.to_string(), "10.250.0.1");
+        let addrs: Vec<String> = m.addresses.iter().map(|a| a.to_string()).collect();
+        assert_eq!(addrs, ["10.250.0.2", "10.250.0.3", "10.250.0.4", "10.250.0.5"]);
+
+        // A lab network that takes 10.250/16 pushes it to the next candidate.
+        let mut lab = nat();
+        lab.networks[0].cidr = "10.250.0.0/16".parse().unwrap();
+        let t = with_mgmt(&lab).unwrap();
+        assert_eq!(t.mgmt.as_ref().unwrap().cidr.to_string(), "10.251.0.0/24");
+
+        // The topology's own management network is kept.
+        let t2 = with_mgmt(&t).unwrap();
+        assert_eq!(t2.mgmt.as_ref().unwrap().cidr, t.mgmt.as_ref().unwrap().cidr);
+    }
+
+    #[test]
+    fn hosts_are_reached_through_the_vm_sshd() {
+        let t = with_mgmt(&nat()).unwrap();
+        let rec = VmRecord {
+            dir: PathBuf::from("/state/nat/vm"),
+            pid: None,
+            start: None,
+            port: 40022,
+            accel: "tcg".into(),
+            kernel: "6.1.0-1-amd64".into(),
+        };
+        let reach = host_reach(&t, &rec);
+        let web1 = &reach["web1"];
+        assert_eq!(web1.address, "10.250.0.4");
+        assert_eq!(web1.port, 22);
+        assert_eq!(web1.jump.as_deref(), Some("root@127.0.0.1:40022"));
+        assert_eq!(web1.key.as_deref(), Some(Path::new("/state/nat/vm/share/ssh/lab_key")));
+        assert_eq!(
+            web1.known_hosts,
+            [
+                PathBuf::from("/state/nat/vm/share/ssh/known_hosts"),
+                PathBuf::from("/state/nat/vm/vm_known_hosts")
+            ]
+        );
+        let vm = vm_reach(&rec);
+        assert_eq!(
+            (vm.address.as_str(), vm.port, vm.jump.clone()),
+            ("127.0.0.1", 40022, None)
+        );
+        assert!(!alive(&rec), "a record without a pid is not a running VM");
+    }
+
+    #[test]
+    fn cpio_newc_layout() {
+        let a = cpio_newc(&[CpioEntry {
+            name: "init".into(),
+            mode: 0o100755,
+            rdev: (0, 0),
+            data: b"#!x\n".to_vec(),
+        }]);
+        // Header (110 bytes), "init\0" padded to 4, data padded to 4, then the trailer.
+        assert!(a.starts_with(b"070701"));
+        assert_eq!(&a[14..22], b"000081ed", "mode");
+        assert_eq!(&a[54..62], b"00000004", "file size");
+        assert_eq!(&a[94..102], b"00000005", "name size with NUL");
+        assert_eq!(&a[110..115], b"init\0");
+        assert_eq!(&a[116..120], b"#!x\n");
+        assert_eq!(a.len() % 4, 0);
+        assert!(a.windows(10).any(|w| w == b"TRAILER!!!"));
+    }
+}
