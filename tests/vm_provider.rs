@@ -177,16 +177,21 @@ fn nat_lab_in_a_vm_up_verify_drift_exec_down() {
     assert!(listed.contains("nat") && listed.contains(" vm "), "{listed}");
 
     // Later commands from this machine work on the running lab.
+    let t = std::time::Instant::now();
     let out = lvslab(st, &["verify", "topologies/nat.yaml"], &[]);
+    timings.push(format!("verify {:.0} s", t.elapsed().as_secs_f64()));
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "verify:\n{stdout}\n{stderr}");
     assert!(stdout.contains("PASS  path/http"), "{stdout}");
 
+    let t = std::time::Instant::now();
     let out = lvslab(st, &["drift", "topologies/nat.yaml"], &[]);
+    timings.push(format!("drift {:.0} s", t.elapsed().as_secs_f64()));
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "drift:\n{stdout}\n{stderr}");
     assert!(stdout.contains("DRIFT nat: none"), "{stdout}");
 
+    let t = std::time::Instant::now();
     let out = lvslab(
         st,
         &[
@@ -200,6 +205,7 @@ fn nat_lab_in_a_vm_up_verify_drift_exec_down() {
         ],
         &[],
     );
+    timings.push(format!("exec {:.0} s", t.elapsed().as_secs_f64()));
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "exec:\n{stdout}\n{stderr}");
     assert!(
