@@ -493,11 +493,7 @@ fn vm_guest(file: &Path, ssh_dir: &Path) -> anyhow::Result<ExitCode> {
     netns::preflight(&topo)?;
     let dir = state::LabDir::new(&topo.lab);
     let _lock = dir.lock()?;
-    let mut lab_state = dir.load()?.unwrap_or_else(|| state::LabState {
-        lab: topo.lab.clone(),
-        since: unix_now(),
-        ..state::LabState::default()
-    });
+    let mut lab_state = dir.load_or_new(unix_now())?;
     let nsp = netns::Netns {
         topo: &topo,
         ssh_dir: ssh_dir.to_path_buf(),
@@ -572,11 +568,7 @@ async fn up(file: &Path, check: bool, no_verify: bool, run: &RunArgs) -> anyhow:
     let hosts: Vec<String> = plan.host_names().into_iter().map(String::from).collect();
     let dir = state::LabDir::new(&topo.lab);
     let _lock = dir.lock()?;
-    let mut lab_state = dir.load()?.unwrap_or_else(|| state::LabState {
-        lab: topo.lab.clone(),
-        since: unix_now(),
-        ..state::LabState::default()
-    });
+    let mut lab_state = dir.load_or_new(unix_now())?;
     let topo_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
     let reach = connect::reach(topo, &topo_dir);
     lab_state.topology = Some(

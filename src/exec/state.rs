@@ -209,6 +209,15 @@ impl LabDir {
         }
     }
 
+    /// The lab's state, or a new one (first seen now) when there is none.
+    pub fn load_or_new(&self, now: u64) -> Result<LabState, StateError> {
+        Ok(self.load()?.unwrap_or_else(|| LabState {
+            lab: self.lab.clone(),
+            since: now,
+            ..LabState::default()
+        }))
+    }
+
     /// Write atomically (temporary file + rename): a crash never leaves half a record.
     pub fn save(&self, state: &LabState) -> Result<(), StateError> {
         create_private_dir(&self.path)?;

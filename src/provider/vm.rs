@@ -967,8 +967,11 @@ pub async fn ensure(
         }
         stale => {
             if let Some(old) = stale {
-                // A VM that is gone leaves its directory: start afresh.
+                // A VM that is gone took the lab with it: start afresh,
+                // forgetting what was recorded of the hosts inside it.
                 stop(&old)?;
+                state.hosts.clear();
+                state.reach.clear();
             }
             progress.step("preparing the kernel");
             let kernel = prepare_kernel(kernel_arg, &|m| progress.step(m))?;
