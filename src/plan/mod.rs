@@ -401,16 +401,26 @@ impl Resource {
                 target,
                 fstype,
                 options,
-            } => vec![
-                format!("mkdir -p {}", quote(target)),
-                format!(
+            } => {
+                let mount = format!(
                     "mount -t {} -o {} {} {}",
                     quote(fstype),
                     quote(options),
                     quote(source),
                     quote(target)
-                ),
-            ],
+                );
+                // Hosts run a phase side by side: a network file system's
+                // server may still be starting, so try for up to 30 s.
+                let mount = if fstype.starts_with("nfs") {
+                    format!(
+                        "(i=0; until {mount}; do i=$((i+1)); [ $i -lt 30 ] || exit 1; \
+                         echo 'mount: the server is not ready yet, retrying' >&2; sleep 1; done)"
+                    )
+                } else {
+                    mount
+                };
+                vec![format!("mkdir -p {}", quote(target)), mount]
+            }
             Resource::Command { run, .. } => vec![run.clone()],
         }
     }
@@ -638,6 +648,66 @@ impl Resource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An NFS mount whose server is still starting succeeds once it answers;
+    /// one that never answers fails after its retries, with the step's status.
+    #[test]
+    fn nfs_mount_waits_for_a_starting_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        // A fake `mount` that fails until it has been called `$OK_AFTER` times, and a `sleep` that does not wait.
+        std::fs::write(
+            bin.join("mount"),
+            "#!/bin/sh\nn=$(cat \"$COUNT\" 2>/dev/null || echo 0); n=$((n+1)); echo $n > \"$COUNT\"\n[ $n -gt \"$OK_AFTER\" ]\n",
+        )
+        .unwrap();
+        std::fs::write(bin.join("sleep"), "#!/bin/sh\n").unwrap();
+        for f in ["mount", "sleep"] {
+            std::process::Command::new("chmod")
+                .arg("+x")
+                .arg(bin.join(f))
+                .status()
+                .unwrap();
+        }
+        let target = dir.path().join("shared");
+        let r = Resource::Mount {
+            source: "192.0.2.1:/srv/share".into(),
+            target: target.display().to_string(),
+            fstype: "nfs".into(),
+            options: "vers=3".into(),
+        };
+        let run = |ok_after: u32| {
+            let count = dir.path().join(format!("count-{ok_after}"));
+            let out = std::process::Command::new("sh")
+                .arg("-ec")
+                .arg(r.apply().join("\n"))
+                .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+                .env("COUNT", &count)
+                .env("OK_AFTER", ok_after.to_string())
+                .output()
+                .unwrap();
+            let calls: u32 = std::fs::read_to_string(&count).unwrap().trim().parse().unwrap();
+            (
+                out.status.success(),
+                calls,
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        };
+        let (ok, calls, err) = run(3);
+        assert!(ok && calls == 4, "{calls} calls: {err}");
+        assert!(err.contains("not ready yet, retrying"), "{err}");
+        let (ok, calls, _) = run(1000);
+        assert!(!ok && calls == 30, "{calls} calls");
+        // Other file systems are mounted once: a failure is the answer.
+        let once = Resource::Mount {
+            source: "tmpfs".into(),
+            target: "/mnt/x".into(),
+            fstype: "tmpfs".into(),
+            options: "size=1m".into(),
+        };
+        assert_eq!(once.apply().last().map(|c| c.starts_with("mount ")), Some(true));
+    }
 
     #[test]
     fn package_commands_per_manager() {
