@@ -664,11 +664,8 @@ mod tests {
         .unwrap();
         std::fs::write(bin.join("sleep"), "#!/bin/sh\n").unwrap();
         for f in ["mount", "sleep"] {
-            std::process::Command::new("chmod")
-                .arg("+x")
-                .arg(bin.join(f))
-                .status()
-                .unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(bin.join(f), std::fs::Permissions::from_mode(0o755)).unwrap();
         }
         let target = dir.path().join("shared");
         let r = Resource::Mount {
