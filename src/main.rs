@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use std::sync::Arc;
 
-use lvslab::exec::{connect, runner, state};
+use lvslab::exec::{connect, converge, runner, state};
 use lvslab::provider::{netns, vm};
 use lvslab::report::count;
 use lvslab::{compile, plan, report};
@@ -360,6 +360,19 @@ fn plan(file: &Path, host: Option<&str>, format: Format, out_dir: Option<&Path>)
         }
         plan = plan.only_host(h);
     }
+    // Against a running lab: what it has and the file no longer declares.
+    if let Some(lab_state) = state::LabDir::new(&loaded.topology.lab).load()? {
+        let hosts: Vec<String> = loaded.topology.hosts.iter().map(|h| h.name.clone()).collect();
+        let limit: Vec<String> = host.map(String::from).into_iter().collect();
+        plan.removals = converge::removals(&hosts, &plan, &lab_state, &limit).lines();
+        if !plan.removals.is_empty() && matches!(format, Format::Sh) {
+            eprintln!(
+                "note: the running lab {} has {} the file no longer declares (`lvslab plan` lists them, `lvslab up` removes them); these scripts only build",
+                loaded.topology.lab,
+                count(plan.removals.len(), "thing")
+            );
+        }
+    }
     let mut stdout = std::io::stdout().lock();
     match (format, out_dir) {
         (Format::Text, None) => stdout.write_all(report::plan_text(&plan).as_bytes())?,
@@ -522,7 +535,7 @@ fn list() -> anyhow::Result<ExitCode> {
                 "{:<16} {:<8} {:<5} {:<12} {}",
                 lab,
                 s.provider.as_deref().unwrap_or("ssh"),
-                s.hosts.len().max(s.reach.len()),
+                s.known_hosts().len(),
                 s.since,
                 s.topology.as_deref().unwrap_or("-")
             );
@@ -565,10 +578,19 @@ async fn up(file: &Path, check: bool, no_verify: bool, run: &RunArgs) -> anyhow:
         }
     }
     limit_plan(&mut plan, &run.limit);
-    let hosts: Vec<String> = plan.host_names().into_iter().map(String::from).collect();
     let dir = state::LabDir::new(&topo.lab);
     let _lock = dir.lock()?;
     let mut lab_state = dir.load_or_new(unix_now())?;
+    let topo_hosts: Vec<String> = topo.hosts.iter().map(|h| h.name.clone()).collect();
+    // What the running lab has and the file no longer declares (before the
+    // provider removes hosts: it decides from the same record).
+    let removals = converge::removals(&topo_hosts, &plan, &lab_state, &run.limit);
+    let mut hosts: Vec<String> = plan.host_names().into_iter().map(String::from).collect();
+    for h in removals.changes.keys() {
+        if !hosts.contains(h) {
+            hosts.push(h.clone());
+        }
+    }
     let topo_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
     let reach = connect::reach(topo, &topo_dir);
     lab_state.topology = Some(
@@ -582,7 +604,10 @@ async fn up(file: &Path, check: bool, no_verify: bool, run: &RunArgs) -> anyhow:
             lab_state.reach.insert(h.clone(), r.clone());
         }
     }
-    let reporter = reporter(run, &hosts);
+    let mut shown = hosts.clone();
+    shown.extend(removals.hosts.iter().cloned());
+    let reporter = reporter(run, &shown);
+    let mut removed_outcome = runner::RunOutcome::default();
     if provider == Chosen::Netns {
         if check && lab_state.infra.is_empty() {
             anyhow::bail!(
@@ -596,9 +621,11 @@ async fn up(file: &Path, check: bool, no_verify: bool, run: &RunArgs) -> anyhow:
                 ssh_dir: dir.path.join("ssh"),
             };
             let dir2 = state::LabDir::new(&topo.lab);
-            nsp.ensure(&mut lab_state, &|s: &state::LabState| {
+            let gone = nsp.ensure(&mut lab_state, &|s: &state::LabState| {
                 dir2.save(s).map_err(|e| e.to_string())
             })?;
+            removed_outcome = removed_outcome.merge(hosts_removed(&mut lab_state, &gone, "netns", &reporter));
+            dir.save(&lab_state)?;
         }
     }
     if provider == Chosen::Vm {
@@ -624,6 +651,8 @@ async fn up(file: &Path, check: bool, no_verify: bool, run: &RunArgs) -> anyhow:
             .await;
             spinner.finish();
             let rec = booted?;
+            // The lvslab inside the VM removed the hosts the file no longer has.
+            removed_outcome = removed_outcome.merge(hosts_removed(&mut lab_state, &removals.hosts, "vm", &reporter));
             // `down --limit` reaches the hosts without the topology.
             lab_state.reach = vm::host_reach(topo, &rec);
             dir.save(&lab_state)?;
@@ -631,7 +660,7 @@ async fn up(file: &Path, check: bool, no_verify: bool, run: &RunArgs) -> anyhow:
     }
     let (conns, facts) = connections(topo, file, provider, run, &lab_state, &hosts, Some(&plan)).await?;
     let detected;
-    let (topo, plan) = match with_detected_os(topo, provider, &facts)? {
+    let (topo, mut plan) = match with_detected_os(topo, provider, &facts)? {
         Some(t) => {
             detected = t;
             let mut plan = compile::compile(&detected)?;
@@ -640,13 +669,35 @@ async fn up(file: &Path, check: bool, no_verify: bool, run: &RunArgs) -> anyhow:
         }
         None => (topo, plan),
     };
+    let removals = converge::removals(&topo_hosts, &plan, &lab_state, &run.limit);
+    let opts = runner::Options {
+        check,
+        forks: run.conn.forks,
+    };
+    if check {
+        removed_outcome = would_remove(&removals, provider, &reporter);
+    } else {
+        let outcome = remove(&plan, &removals, provider, &conns, &mut lab_state, &dir, run, &reporter).await?;
+        removed_outcome = removed_outcome.merge(outcome);
+        if run.limit.is_empty() {
+            lab_state.lab_hosts = topo_hosts.clone();
+        }
+    }
+    // Each director's IPVS step deletes the services lvslab made and the file
+    // no longer declares, and drains the real servers it removed.
+    converge::with_previous_ipvs(&mut plan, &lab_state);
     // The same transports serve the verify that follows.
     let verify_conns: Vec<runner::HostConn> = conns
         .iter()
+        .filter(|c| plan.host_names().contains(&c.host.as_str()))
         .map(|c| runner::HostConn {
             host: c.host.clone(),
             transport: c.transport.clone(),
         })
+        .collect();
+    let up_conns: Vec<runner::HostConn> = conns
+        .into_iter()
+        .filter(|c| plan.host_names().contains(&c.host.as_str()))
         .collect();
     let plan = Arc::new(plan);
     let save: runner::SaveFn = if check {
@@ -655,14 +706,11 @@ async fn up(file: &Path, check: bool, no_verify: bool, run: &RunArgs) -> anyhow:
         let dir = state::LabDir::new(&topo.lab);
         Arc::new(move |s: &state::LabState| dir.save(s).map_err(|e| e.to_string()))
     };
-    let opts = runner::Options {
-        check,
-        forks: run.conn.forks,
-    };
-    let (outcome, lab_state) = runner::up(Arc::clone(&plan), conns, lab_state, save, opts, reporter).await;
+    let (outcome, lab_state) = runner::up(Arc::clone(&plan), up_conns, lab_state, save, opts, reporter).await;
     if !check {
         dir.save(&lab_state)?;
     }
+    let outcome = removed_outcome.merge(outcome);
     let title = if check {
         "CHECK RECAP (nothing was changed)"
     } else {
@@ -698,6 +746,165 @@ async fn up(file: &Path, check: bool, no_verify: bool, run: &RunArgs) -> anyhow:
         print!("\n{}", report::verify_text(&report));
     }
     Ok(if report.passed { code } else { ExitCode::from(1) })
+}
+
+/// Remove what the running lab has and the file no longer declares, except
+/// netns and vm hosts (their provider removed them with their namespace):
+/// hosts on machines of their own (SSH) get everything lvslab did put back,
+/// and steps the file no longer has are reverted on the hosts it still has.
+/// The record is updated and saved as each is confirmed.
+#[allow(clippy::too_many_arguments)]
+async fn remove(
+    plan: &plan::Plan,
+    removals: &converge::Removals,
+    provider: Chosen,
+    conns: &[runner::HostConn],
+    lab_state: &mut state::LabState,
+    dir: &state::LabDir,
+    run: &RunArgs,
+    reporter: &Arc<dyn runner::Reporter>,
+) -> anyhow::Result<runner::RunOutcome> {
+    let opts = runner::Options {
+        check: false,
+        forks: run.conn.forks,
+    };
+    let mut removed = runner::RunOutcome::default();
+    if provider == Chosen::Ssh && !removals.hosts.is_empty() {
+        let gone: Vec<String> = removals.hosts.clone();
+        let conns = connect::connect_all(&gone, &lab_state.reach, run.conn.accept_new_host_keys, run.conn.forks).await;
+        let mut sub = state::LabState::default();
+        for h in &gone {
+            if let Some(hs) = lab_state.hosts.get(h) {
+                sub.hosts.insert(h.clone(), hs.clone());
+            }
+        }
+        let (outcome, left) = runner::remove(Arc::new(plan.clone()), conns, sub, opts, Arc::clone(reporter)).await;
+        for h in &gone {
+            match left.hosts.get(h) {
+                Some(hs) => {
+                    lab_state.hosts.insert(h.clone(), hs.clone());
+                }
+                None => {
+                    lab_state.hosts.remove(h);
+                    lab_state.reach.remove(h);
+                    lab_state.lab_hosts.retain(|x| x != h);
+                }
+            }
+        }
+        removed = removed.merge(outcome);
+        dir.save(lab_state)?;
+    }
+    if !removals.changes.is_empty() {
+        let mut sub = state::LabState::default();
+        for (h, changes) in &removals.changes {
+            sub.hosts.insert(
+                h.clone(),
+                state::HostState {
+                    changes: changes.clone(),
+                },
+            );
+        }
+        let orphan_conns: Vec<runner::HostConn> = conns
+            .iter()
+            .filter(|c| removals.changes.contains_key(&c.host))
+            .map(|c| runner::HostConn {
+                host: c.host.clone(),
+                transport: c.transport.clone(),
+            })
+            .collect();
+        let (outcome, left) =
+            runner::remove(Arc::new(plan.clone()), orphan_conns, sub, opts, Arc::clone(reporter)).await;
+        // Forget what was removed; what could not be stays recorded (retried next time).
+        for (h, changes) in &removals.changes {
+            let kept = left.hosts.get(h).map(|hs| &hs.changes);
+            if let Some(hs) = lab_state.hosts.get_mut(h) {
+                hs.changes.retain(|c| {
+                    !changes.iter().any(|o| o.id == c.id) || kept.is_some_and(|k| k.iter().any(|x| x.id == c.id))
+                });
+            }
+        }
+        lab_state.hosts.retain(|_, h| !h.changes.is_empty());
+        removed = removed.merge(outcome);
+        dir.save(lab_state)?;
+    }
+    Ok(removed)
+}
+
+/// Hosts a provider removed with their namespace (netns, or inside the VM):
+/// what lvslab recorded of them goes with them. One `removed` line each.
+fn hosts_removed(
+    lab_state: &mut state::LabState,
+    gone: &[String],
+    how: &str,
+    reporter: &Arc<dyn runner::Reporter>,
+) -> runner::RunOutcome {
+    let mut outcome = runner::RunOutcome::default();
+    for h in gone {
+        lab_state.hosts.remove(h);
+        lab_state.reach.remove(h);
+        lab_state.lab_hosts.retain(|x| x != h);
+        let r = runner::StepResult {
+            host: h.clone(),
+            phase: "lab".into(),
+            id: "host".into(),
+            summary: format!("host {h} (no longer in the topology): its {how} namespace and everything in it"),
+            status: runner::Status::Removed,
+            details: Vec::new(),
+            diff: None,
+        };
+        reporter.step(&r);
+        outcome.results.push(r);
+        outcome.recap.push(runner::HostRecap {
+            host: h.clone(),
+            changed: 1,
+            ..runner::HostRecap::default()
+        });
+    }
+    outcome
+}
+
+/// `up --check`: what `up` would remove, one `would remove` line each.
+fn would_remove(
+    removals: &converge::Removals,
+    provider: Chosen,
+    reporter: &Arc<dyn runner::Reporter>,
+) -> runner::RunOutcome {
+    let mut outcome = runner::RunOutcome::default();
+    let mut add = |host: &str, phase: &str, id: &str, summary: String| {
+        let r = runner::StepResult {
+            host: host.to_string(),
+            phase: phase.to_string(),
+            id: id.to_string(),
+            summary,
+            status: runner::Status::WouldRemove,
+            details: vec!["no longer in the topology".into()],
+            diff: None,
+        };
+        reporter.step(&r);
+        outcome.results.push(r);
+        match outcome.recap.iter_mut().find(|c| c.host == host) {
+            Some(c) => c.changed += 1,
+            None => outcome.recap.push(runner::HostRecap {
+                host: host.to_string(),
+                changed: 1,
+                ..runner::HostRecap::default()
+            }),
+        }
+    };
+    for h in &removals.hosts {
+        let how = match provider {
+            Chosen::Ssh => "everything lvslab changed on it, put back",
+            _ => "its namespace and everything in it",
+        };
+        add(h, "lab", "host", format!("host {h}: {how}"));
+    }
+    for (h, changes) in &removals.changes {
+        for c in changes {
+            add(h, &c.phase, &c.id, c.summary.clone());
+        }
+    }
+    // IPVS services no longer declared: the IPVS step says so (it deletes them).
+    outcome
 }
 
 /// Keep only the `--limit` hosts' steps (all hosts when empty).
@@ -902,16 +1109,29 @@ async fn drift(file: &Path, format: Output, fix: bool, run: &RunArgs) -> anyhow:
     if !run.limit.is_empty() {
         hosts.retain(|h| run.limit.contains(h));
     }
+    let topo_hosts: Vec<String> = topo.hosts.iter().map(|h| h.name.clone()).collect();
+    // Hosts with steps the file no longer has are looked at too.
+    for h in converge::removals(&topo_hosts, &plan, &lab_state, &run.limit)
+        .changes
+        .keys()
+    {
+        if !hosts.contains(h) {
+            hosts.push(h.clone());
+        }
+    }
     let start = std::time::Instant::now();
     let (conns, facts) = connections(topo, file, provider, run, &lab_state, &hosts, Some(&plan)).await?;
     let detected;
-    let (topo, plan) = match with_detected_os(topo, provider, &facts)? {
+    let (topo, mut plan) = match with_detected_os(topo, provider, &facts)? {
         Some(t) => {
             detected = t;
             (&detected, compile::compile(&detected)?)
         }
         None => (topo, plan),
     };
+    // IPVS services lvslab made and the file no longer declares are drift too.
+    converge::with_previous_ipvs(&mut plan, &lab_state);
+    let removals = converge::removals(&topo_hosts, &plan, &lab_state, &run.limit);
     let copy = |conns: &[runner::HostConn]| -> Vec<runner::HostConn> {
         conns
             .iter()
@@ -923,10 +1143,63 @@ async fn drift(file: &Path, format: Output, fix: bool, run: &RunArgs) -> anyhow:
     };
     let observed = drift::observe(topo, &plan, copy(&conns)).await;
     let mut report = drift::decide(topo, &plan, &observed, start.elapsed().as_secs_f64());
+    drift::add_removals(&mut report, &removals);
     let fixable = report.hosts.iter().flat_map(|h| &h.findings).any(|f| f.fixable());
     if fix && fixable {
         let before = report.clone();
         eprintln!("{}", before.summary());
+        let mut failed = false;
+        // 0. What the file no longer declares goes, as `up` removes it.
+        if !removals.hosts.is_empty() || !removals.changes.is_empty() {
+            let _lock = dir.lock()?;
+            let mut lab_state = dir.load()?.unwrap_or_default();
+            let shown: Vec<String> = removals.hosts.iter().chain(removals.changes.keys()).cloned().collect();
+            let reporter = reporter(run, &shown);
+            let mut outcome = runner::RunOutcome::default();
+            match provider {
+                Chosen::Netns if !removals.hosts.is_empty() => {
+                    let nsp = netns::Netns {
+                        topo,
+                        ssh_dir: dir.path.join("ssh"),
+                    };
+                    let dir2 = state::LabDir::new(&topo.lab);
+                    let gone = nsp.ensure(&mut lab_state, &|s: &state::LabState| {
+                        dir2.save(s).map_err(|e| e.to_string())
+                    })?;
+                    outcome = outcome.merge(hosts_removed(&mut lab_state, &gone, "netns", &reporter));
+                }
+                Chosen::Vm if !removals.hosts.is_empty() => {
+                    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+                    let dir2 = state::LabDir::new(&topo.lab);
+                    let spinner = report::Spinner::new();
+                    let booted = vm::ensure(
+                        topo,
+                        &text,
+                        &dir.path.join("vm"),
+                        &mut lab_state,
+                        &|s: &state::LabState| dir2.save(s).map_err(|e| e.to_string()),
+                        run.conn.vm_kernel().as_deref(),
+                        &spinner,
+                    )
+                    .await;
+                    spinner.finish();
+                    booted?;
+                    outcome = outcome.merge(hosts_removed(&mut lab_state, &removals.hosts, "vm", &reporter));
+                }
+                _ => {}
+            }
+            outcome =
+                outcome.merge(remove(&plan, &removals, provider, &conns, &mut lab_state, &dir, run, &reporter).await?);
+            if run.limit.is_empty() {
+                lab_state.lab_hosts = topo_hosts.clone();
+            }
+            dir.save(&lab_state)?;
+            failed |= outcome.failed;
+            eprint!(
+                "{}",
+                report::recap_text(&outcome, "REMOVED (no longer in the topology)", "removed")
+            );
+        }
         // 1. The drifted steps, by the runner (it re-observes, applies only
         // what differs, records originals for `down`).
         let step_hosts: Vec<String> = before
@@ -935,7 +1208,6 @@ async fn drift(file: &Path, format: Output, fix: bool, run: &RunArgs) -> anyhow:
             .filter(|h| h.findings.iter().any(|f| matches!(f.fix, drift::Fix::Step { .. })))
             .map(|h| h.host.clone())
             .collect();
-        let mut failed = false;
         if !step_hosts.is_empty() {
             let _lock = dir.lock()?;
             let mut fix_plan = plan.clone();
@@ -986,7 +1258,10 @@ async fn drift(file: &Path, format: Output, fix: bool, run: &RunArgs) -> anyhow:
             if args.is_empty() {
                 continue;
             }
-            let script: String = args.iter().map(|a| format!("ipvsadm {a}\n")).collect();
+            let script: String = args
+                .iter()
+                .map(|a| lvslab::plan::ipvs::ipvsadm_command(a) + "\n")
+                .collect();
             eprintln!("{}: ipvsadm {}", h.host, args.join("; ipvsadm "));
             match t.run(&format!("set -e\n{script}")).await {
                 Ok(o) if o.status == 0 => {}
@@ -1009,6 +1284,8 @@ async fn drift(file: &Path, format: Output, fix: bool, run: &RunArgs) -> anyhow:
         // 3. Look again: what is left is what --fix could not fix.
         let observed = drift::observe(topo, &plan, copy(&conns)).await;
         report = drift::decide(topo, &plan, &observed, start.elapsed().as_secs_f64());
+        let now = dir.load()?.unwrap_or_default();
+        drift::add_removals(&mut report, &converge::removals(&topo_hosts, &plan, &now, &run.limit));
         report.fixed = drift::fixed(&before, &report);
         if failed {
             eprintln!("--fix: some repairs failed (above); what is left is reported below");
@@ -1045,12 +1322,21 @@ async fn down(lab: &str, run: &RunArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("{lab}: no such topology file, and not a lab name");
     };
     let dir = state::LabDir::new(&name);
-    let _lock = dir.lock()?;
+    // A lab that is not up has nothing to take down: create nothing for it.
+    let Some(_lock) = dir.lock_existing()? else {
+        let known = state::list_labs().unwrap_or_default();
+        let known = if known.is_empty() {
+            "no lab is up here".to_string()
+        } else {
+            format!("labs up here: {}", known.join(", "))
+        };
+        eprintln!("lab {name} is not up here ({known}); nothing to do");
+        return Ok(ExitCode::SUCCESS);
+    };
     let Some(mut lab_state) = dir.load()? else {
-        eprintln!(
-            "lab {name} was never brought up here (no state in {}); nothing to do",
-            dir.path.display()
-        );
+        // A directory without a state (an `up` that stopped before its first record).
+        dir.remove_all()?;
+        eprintln!("lab {name} had no recorded changes; removed {}", dir.path.display());
         return Ok(ExitCode::SUCCESS);
     };
     if !run.limit.is_empty() {
@@ -1089,6 +1375,7 @@ async fn down(lab: &str, run: &RunArgs) -> anyhow::Result<ExitCode> {
         lab: name.clone(),
         mode: lvslab::model::Mode::Nat,
         notes: Vec::new(),
+        removals: Vec::new(),
         phases: Vec::new(),
         secrets: Default::default(),
     });
@@ -1120,7 +1407,8 @@ async fn down(lab: &str, run: &RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if full.is_empty() {
-        dir.remove()?;
+        // Nothing of the lab is left: neither its record nor its lock, keys or files.
+        dir.remove_all()?;
     } else {
         dir.save(&full)?;
     }

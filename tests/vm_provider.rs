@@ -32,7 +32,9 @@ fn text(o: &Output) -> (String, String) {
     )
 }
 
-/// Live (not zombie) qemu processes whose command line names `dir`.
+/// Running qemu processes whose command line names `dir`. A zombie thread
+/// group leader whose other threads still run (qemu shutting down) is
+/// running: issue 15 found `down` returning while qemu lived on like that.
 fn qemu_under(dir: &Path) -> Vec<String> {
     let dir = dir.display().to_string();
     let mut found = Vec::new();
@@ -44,7 +46,8 @@ fn qemu_under(dir: &Path) -> Vec<String> {
         let cmd = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default())
             .replace('\0', " ");
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let zombie = stat.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z'));
+        let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count());
+        let zombie = stat.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')) && threads <= 1;
         if cmd.starts_with("qemu-system") && cmd.contains(&dir) && !zombie {
             found.push(format!("{pid}: {cmd}"));
         }

@@ -152,7 +152,9 @@ pub struct VrrpCtx {
 pub struct VirtualServerCtx {
     /// `192.168.4.253 80` or `fwmark 8`.
     pub target: String,
-    pub protocol: &'static str,
+    /// `TCP` or `UDP`; none for a firewall-mark service (keepalived refuses
+    /// a protocol there: the mark already says which packets belong).
+    pub protocol: Option<&'static str>,
     pub lb_algo: String,
     pub lb_kind: &'static str,
     pub sched_flags: Vec<String>,
@@ -169,7 +171,8 @@ pub struct VirtualServerCtx {
 #[derive(Debug, Serialize)]
 pub struct KaRealServerCtx {
     pub address: Ipv4Addr,
-    pub port: u16,
+    /// None for a firewall-mark service: the packet keeps its destination port.
+    pub port: Option<u16>,
     pub weight: u32,
     pub check: Option<CheckCtx>,
 }
@@ -444,9 +447,9 @@ fn keepalived(topo: &Topology, host: &Host) -> Option<KeepalivedCtx> {
                 ServiceKey::Fwmark(m) => format!("fwmark {m}"),
             },
             protocol: match s.key {
-                ServiceKey::Udp(_) => "UDP",
-                ServiceKey::Fwmark(_) if s.mark_protocol == Protocol::Udp => "UDP",
-                _ => "TCP",
+                ServiceKey::Udp(_) => Some("UDP"),
+                ServiceKey::Tcp(_) => Some("TCP"),
+                ServiceKey::Fwmark(_) => None,
             },
             lb_algo: s.scheduler.as_str().to_string(),
             lb_kind: match s.mode {
@@ -461,33 +464,44 @@ fn keepalived(topo: &Topology, host: &Host) -> Option<KeepalivedCtx> {
             delay_loop: s.delay_loop,
             quorum: s.quorum,
             inhibit_on_failure: s.inhibit_on_failure,
-            sorry_server: s.sorry_server.map(|(a, p)| format!("{a} {p}")),
+            // keepalived takes no port for a firewall mark's sorry server.
+            sorry_server: s.sorry_server.map(|(a, p)| match s.key {
+                ServiceKey::Fwmark(_) => a.to_string(),
+                _ => format!("{a} {p}"),
+            }),
             real_servers: svc
                 .real_servers
                 .iter()
-                .map(|d| KaRealServerCtx {
-                    address: d.address,
-                    port: d.port,
-                    weight: d.weight,
-                    check: s.health_check.as_ref().map(|c| CheckCtx {
-                        kind: match c.kind {
-                            CheckKind::Http => "HTTP_GET",
-                            CheckKind::Tcp => "TCP_CHECK",
-                            CheckKind::Misc => "MISC_CHECK",
-                        },
-                        path: c.path.clone(),
-                        status_code: c.status_code,
-                        digest: c.digest.clone(),
-                        script: c.script.clone(),
-                        port: if d.port == 0 {
-                            s.port().filter(|p| *p != 0).unwrap_or(80)
-                        } else {
-                            d.port
-                        },
-                        connect_timeout: c.connect_timeout,
-                        retry: c.retry,
-                        delay_before_retry: c.delay_before_retry,
-                    }),
+                .map(|d| {
+                    // The port a health check connects to: the real server's,
+                    // else the mark's first port, else the service's, else 80.
+                    let port = match (d.port, s.key) {
+                        (0, ServiceKey::Fwmark(_)) => s.mark_ports.first().copied().unwrap_or(80),
+                        (0, _) => s.port().filter(|p| *p != 0).unwrap_or(80),
+                        (p, _) => p,
+                    };
+                    KaRealServerCtx {
+                        address: d.address,
+                        port: (!matches!(s.key, ServiceKey::Fwmark(_))).then_some(d.port),
+                        weight: d.weight,
+                        check: s.health_check.as_ref().map(|c| CheckCtx {
+                            kind: match c.kind {
+                                // HTTPS (the lab's port 443) is checked over TLS.
+                                CheckKind::Http if port == 443 => "SSL_GET",
+                                CheckKind::Http => "HTTP_GET",
+                                CheckKind::Tcp => "TCP_CHECK",
+                                CheckKind::Misc => "MISC_CHECK",
+                            },
+                            path: c.path.clone(),
+                            status_code: c.status_code,
+                            digest: c.digest.clone(),
+                            script: c.script.clone(),
+                            port,
+                            connect_timeout: c.connect_timeout,
+                            retry: c.retry,
+                            delay_before_retry: c.delay_before_retry,
+                        }),
+                    }
                 })
                 .collect(),
         });
@@ -545,7 +559,11 @@ pub fn keepalived_table(topo: &Topology, host: &Host) -> Vec<KeepalivedService> 
         .filter(|s| s.keepalived)
         .map(|s| KeepalivedService {
             service: ipvs_service(s),
-            sorry: s.sorry_server.map(|(a, p)| format!("{a}:{p}")),
+            // As `ipvsadm -Sn` shows it: a mark's destinations have port 0.
+            sorry: s.sorry_server.map(|(a, p)| match s.key {
+                ServiceKey::Fwmark(_) => format!("{a}:0"),
+                _ => format!("{a}:{p}"),
+            }),
             inhibit_on_failure: s.inhibit_on_failure,
             names: s
                 .real_servers

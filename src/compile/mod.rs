@@ -296,6 +296,7 @@ pub fn compile(topo: &Topology) -> Result<Plan, CompileError> {
         lab: topo.lab.clone(),
         mode: topo.mode,
         phases,
+        removals: Vec::new(),
         notes: topo
             .hosts
             .iter()
@@ -557,6 +558,7 @@ fn resource(env: &Environment, topo: &Topology, host: &Host, p: Params, ctx: &Va
         }
         Params::IpvsTable {} => Resource::IpvsTable {
             services: context::ipvs_table(topo, host),
+            previous: Vec::new(),
         },
         Params::Mount {
             source,

@@ -161,7 +161,7 @@ pub fn host_steps(topo: &Topology, host: &Host, planned: &[&Step]) -> Vec<Step> 
     let table: Vec<&ipvs::IpvsService> = planned
         .iter()
         .flat_map(|s| match &s.resource {
-            Resource::IpvsTable { services } => services.iter().collect(),
+            Resource::IpvsTable { services, .. } => services.iter().collect(),
             _ => Vec::new(),
         })
         .collect();

@@ -36,6 +36,9 @@ pub enum Fix {
     /// keepalived's table: these ipvsadm arguments put keepalived's
     /// configuration back without restarting it (a restart would move the VIP).
     Ipvsadm { args: Vec<String> },
+    /// No longer declared (a host, or a step lvslab applied): removed as
+    /// `up` removes it, put back as it was before lvslab.
+    Remove,
     /// Left alone, and why.
     Never { why: String },
 }
@@ -225,6 +228,17 @@ fn decide_host(topo: &Topology, plan: &Plan, o: &HostObservation) -> HostDrift {
     let desired: Vec<Resource> = steps.iter().map(|s| runner::resolved(plan, &s.resource)).collect();
     let assessed = runner::assess_all(&desired, &obs.steps);
     let mut ipvs_step: Option<&str> = None;
+    // keepalived builds its own table when it runs: while it does not, its
+    // table is repaired by starting it (its service step), never by ipvsadm.
+    let keepalived_down = steps
+        .iter()
+        .zip(&obs.steps)
+        .find_map(|(step, ob)| match &step.resource {
+            Resource::Service { name, .. } if name == "keepalived" => {
+                (ob.output.lines().next().map(str::trim) != Some("active")).then(|| step.id.clone())
+            }
+            _ => None,
+        });
     for ((step, want), (a, ob)) in steps.iter().zip(&desired).zip(assessed.iter().zip(&obs.steps)) {
         if let Resource::IpvsTable { .. } = want {
             // Judged whole below, with the director's live table.
@@ -254,30 +268,40 @@ fn decide_host(topo: &Topology, plan: &Plan, o: &HostObservation) -> HostDrift {
         }
     }
     if let Some(director) = topo.host_by_name(&o.host).filter(|h| h.role == Role::Director) {
-        table(topo, plan, director, obs.ipvs.as_ref(), ipvs_step, &mut hd);
+        table(
+            topo,
+            plan,
+            director,
+            obs.ipvs.as_ref(),
+            ipvs_step,
+            keepalived_down.as_deref(),
+            &mut hd,
+        );
     }
     hd
 }
 
 /// A director's live table: owned services (repaired by the IPVS step),
-/// keepalived's (repaired with ipvsadm by keepalived's configuration), and
-/// services nobody declared (reported, never removed).
+/// keepalived's (repaired with ipvsadm by keepalived's configuration while
+/// keepalived runs; by starting keepalived, its service step
+/// `keepalived_down`, while it does not), and services nobody declared
+/// (reported, never removed).
 fn table(
     topo: &Topology,
     plan: &Plan,
     director: &crate::model::Host,
     live: Option<&Observed>,
     ipvs_step: Option<&str>,
+    keepalived_down: Option<&str>,
     hd: &mut HostDrift,
 ) {
-    let owned: Vec<ipvs::IpvsService> = host_steps(plan, &director.name)
+    let (owned, previous): (Vec<ipvs::IpvsService>, Vec<ipvs::IpvsService>) = host_steps(plan, &director.name)
         .into_iter()
-        .filter_map(|s| match &s.resource {
-            Resource::IpvsTable { services } => Some(services.clone()),
+        .find_map(|s| match &s.resource {
+            Resource::IpvsTable { services, previous } => Some((services.clone(), previous.clone())),
             _ => None,
         })
-        .flatten()
-        .collect();
+        .unwrap_or_default();
     let keepalived = crate::compile::context::keepalived_table(topo, director);
     if owned.is_empty() && keepalived.is_empty() && live.is_none() {
         return;
@@ -313,13 +337,24 @@ fn table(
             return;
         }
     };
-    let a = ipvs::audit(&owned, &keepalived, &parsed);
+    let a = ipvs::audit(&owned, &previous, &keepalived, &parsed);
     for c in a.owned {
         hd.findings.push(finding(c.description, step_fix()));
     }
     for c in a.keepalived {
-        hd.findings
-            .push(finding(c.description, Fix::Ipvsadm { args: vec![c.args] }));
+        match keepalived_down {
+            // Never an ipvsadm table nobody would own: keepalived builds it when it starts.
+            Some(id) => hd.findings.push(finding(
+                format!(
+                    "{}; keepalived is not running",
+                    c.description.trim_end_matches(" (is keepalived running?)")
+                ),
+                Fix::Step { id: id.to_string() },
+            )),
+            None => hd
+                .findings
+                .push(finding(c.description, Fix::Ipvsadm { args: vec![c.args] })),
+        }
     }
     for u in a.undeclared {
         hd.findings.push(finding(
@@ -330,6 +365,45 @@ fn table(
         ));
     }
     hd.notes.extend(a.notes);
+}
+
+/// What the running lab has and the topology no longer declares, as
+/// findings: a removed host as one finding of its own, a step lvslab applied
+/// and no longer plans under its host.
+pub fn add_removals(report: &mut Report, removals: &crate::exec::converge::Removals) {
+    for h in &removals.hosts {
+        report.hosts.push(HostDrift {
+            host: h.clone(),
+            findings: vec![Finding {
+                kind: "host".into(),
+                message: format!("host {h} is in the running lab but no longer in the topology"),
+                diff: None,
+                fix: Fix::Remove,
+            }],
+            ..HostDrift::default()
+        });
+    }
+    for (h, changes) in &removals.changes {
+        let idx = match report.hosts.iter().position(|x| &x.host == h) {
+            Some(i) => i,
+            None => {
+                report.hosts.push(HostDrift {
+                    host: h.clone(),
+                    ..HostDrift::default()
+                });
+                report.hosts.len() - 1
+            }
+        };
+        for c in changes {
+            report.hosts[idx].findings.push(Finding {
+                kind: c.resource.kind().to_string(),
+                message: format!("{}: no longer declared (lvslab made it)", c.summary),
+                diff: None,
+                fix: Fix::Remove,
+            });
+        }
+    }
+    report.hosts.sort_by(|a, b| a.host.cmp(&b.host));
 }
 
 /// A step's difference as one line naming the resource.
@@ -365,10 +439,13 @@ pub fn fixed(before: &Report, after: &Report) -> Vec<Fixed> {
         .filter(|h| h.error.is_none())
         .map(|h| (h.host.as_str(), h.findings.iter().map(|f| f.message.as_str()).collect()))
         .collect();
+    // A host absent from `after` altogether was removed (a host that could
+    // not be checked is there, with its error).
+    let removed = |h: &str| !after.hosts.iter().any(|a| a.host == h);
     before
         .hosts
         .iter()
-        .filter(|h| now.contains_key(h.host.as_str()))
+        .filter(|h| now.contains_key(h.host.as_str()) || removed(&h.host))
         .flat_map(|h| h.findings.iter().map(move |f| (h.host.as_str(), f.message.as_str())))
         .filter(|(h, m)| !now.get(h).is_some_and(|v| v.contains(m)))
         .map(|(h, m)| Fixed {

@@ -2,6 +2,7 @@
 //! hosts; the runner applies a plan through them.
 
 pub mod connect;
+pub mod converge;
 pub mod runner;
 pub mod ssh;
 pub mod state;

@@ -42,6 +42,11 @@ pub enum Status {
     Conditional,
     /// `down`: put back as it was, and observed so.
     Reverted,
+    /// `up`: no longer in the topology, so put back as it was before lvslab
+    /// (or removed with its host), and observed so.
+    Removed,
+    /// `up --check`: would be removed (no longer in the topology).
+    WouldRemove,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -76,6 +81,31 @@ pub struct RunOutcome {
     pub results: Vec<StepResult>,
     pub recap: Vec<HostRecap>,
     pub failed: bool,
+}
+
+impl RunOutcome {
+    /// Both runs' results as one: results in order, recaps added per host.
+    pub fn merge(mut self, other: RunOutcome) -> RunOutcome {
+        self.results.extend(other.results);
+        for r in other.recap {
+            match self.recap.iter_mut().find(|c| c.host == r.host) {
+                Some(c) => {
+                    c.ok += r.ok;
+                    c.changed += r.changed;
+                    c.failed += r.failed;
+                    c.skipped += r.skipped;
+                    c.seconds += r.seconds;
+                    if c.error.is_none() {
+                        c.error = r.error;
+                    }
+                }
+                None => self.recap.push(r),
+            }
+        }
+        self.recap.sort_by(|a, b| a.host.cmp(&b.host));
+        self.failed |= other.failed;
+        self
+    }
 }
 
 /// Progress as it happens. The CLI shows it; tests and libraries may ignore it.
@@ -210,7 +240,12 @@ pub async fn up(
         if let Some(c) = recap.get_mut(&r.host) {
             match r.status {
                 Status::Ok => c.ok += 1,
-                Status::Changed | Status::WouldChange | Status::Conditional | Status::Reverted => c.changed += 1,
+                Status::Changed
+                | Status::WouldChange
+                | Status::Conditional
+                | Status::Reverted
+                | Status::Removed
+                | Status::WouldRemove => c.changed += 1,
                 Status::Failed => c.failed += 1,
                 Status::Skipped => c.skipped += 1,
             }
@@ -499,7 +534,7 @@ async fn host_phase(
                     order: (PHASES.iter().position(|p| *p == phase.name).unwrap_or(pi), i),
                     id: steps[i].id.clone(),
                     summary: steps[i].summary.clone(),
-                    resource: steps[i].resource.clone(),
+                    resource: recorded_form(&steps[i].resource, false),
                     original: desired[i].original(&obs[i]),
                 },
             );
@@ -539,6 +574,8 @@ async fn host_phase(
         }
     };
     let mut ran_ok = Vec::new();
+    // What the apply said worth keeping (a drained real server, say).
+    let mut notes: BTreeMap<usize, Vec<String>> = BTreeMap::new();
     let mut failed = false;
     for (k, &i) in todo.iter().enumerate() {
         rs[i] = Some(match (&applied[k], failed) {
@@ -555,8 +592,15 @@ async fn host_phase(
                 details.extend(mask(o.output.trim(), plan).lines().map(String::from));
                 result(host, &phase.name, &steps[i], Status::Failed, details)
             }
-            (Some(_), false) => {
+            (Some(o), false) => {
                 ran_ok.push(i);
+                let n: Vec<String> = o
+                    .output
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("note: "))
+                    .map(String::from)
+                    .collect();
+                notes.insert(i, n);
                 continue;
             }
         });
@@ -579,7 +623,15 @@ async fn host_phase(
         for (k, &i) in ran_ok.iter().enumerate() {
             let a = again[k].as_ref().map(|o| desired[i].assess(o));
             rs[i] = Some(match a {
-                Some(Assessment::Ok) => result(host, &phase.name, &steps[i], Status::Changed, assessed[i].details()),
+                Some(Assessment::Ok) => {
+                    // Observed to hold: the record now says exactly what is there.
+                    if let Ok(mut state) = shared.state.lock() {
+                        state.settle(host, &steps[i].id, recorded_form(&steps[i].resource, true));
+                    }
+                    let mut details = assessed[i].details();
+                    details.extend(notes.remove(&i).unwrap_or_default());
+                    result(host, &phase.name, &steps[i], Status::Changed, details)
+                }
                 Some(Assessment::Differs(d)) => {
                     let mut details = vec!["applied, but still:".to_string()];
                     details.extend(d);
@@ -596,6 +648,30 @@ async fn host_phase(
         }
     }
     report(rs.into_iter().flatten().collect())
+}
+
+/// A resource as the lab's record keeps it. An IPVS table records every
+/// service lvslab may have in it: until a run is observed to have applied
+/// the table (`confirmed`), the services it is deleting stay in the record,
+/// so an interrupted run never forgets what it made.
+fn recorded_form(r: &Resource, confirmed: bool) -> Resource {
+    match r {
+        Resource::IpvsTable { services, previous } => {
+            let mut services = services.clone();
+            if !confirmed {
+                for p in previous {
+                    if !services.iter().any(|s| s.target() == p.target()) {
+                        services.push(p.clone());
+                    }
+                }
+            }
+            Resource::IpvsTable {
+                services,
+                previous: Vec::new(),
+            }
+        }
+        other => other.clone(),
+    }
 }
 
 /// Before a file is rewritten, forget the configuration hash of every service
@@ -640,9 +716,32 @@ impl Assessment {
 pub async fn down(
     plan_secrets: Arc<Plan>,
     hosts: Vec<HostConn>,
+    state: LabState,
+    opts: Options,
+    reporter: Arc<dyn Reporter>,
+) -> (RunOutcome, LabState) {
+    revert_all(plan_secrets, hosts, state, opts, reporter, Status::Reverted).await
+}
+
+/// [`down`] for what the topology no longer declares (`state` holds just
+/// those changes): each is reported `removed`.
+pub async fn remove(
+    plan_secrets: Arc<Plan>,
+    hosts: Vec<HostConn>,
+    state: LabState,
+    opts: Options,
+    reporter: Arc<dyn Reporter>,
+) -> (RunOutcome, LabState) {
+    revert_all(plan_secrets, hosts, state, opts, reporter, Status::Removed).await
+}
+
+async fn revert_all(
+    plan_secrets: Arc<Plan>,
+    hosts: Vec<HostConn>,
     mut state: LabState,
     opts: Options,
     reporter: Arc<dyn Reporter>,
+    done: Status,
 ) -> (RunOutcome, LabState) {
     let sem = Arc::new(Semaphore::new(opts.forks.max(1)));
     let mut results = Vec::new();
@@ -695,7 +794,7 @@ pub async fn down(
             tasks.push(tokio::spawn(async move {
                 let _permit = sem.acquire_owned().await;
                 reporter.activity(&host, &format!("{phase}: reverting {} changes", changes.len()));
-                let rs = revert_host(&plan, phase, &host, t.as_ref(), &changes).await;
+                let rs = revert_host(&plan, phase, &host, t.as_ref(), &changes, done).await;
                 for r in &rs {
                     reporter.step(r);
                 }
@@ -709,7 +808,7 @@ pub async fn down(
         }
     }
     // Forget what was reverted; keep what was not, so a later `down` retries it.
-    for r in results.iter().filter(|r| r.status == Status::Reverted) {
+    for r in results.iter().filter(|r| r.status == done) {
         if let Some(h) = state.hosts.get_mut(&r.host) {
             h.changes.retain(|c| c.id != r.id);
         }
@@ -718,7 +817,7 @@ pub async fn down(
     for r in &results {
         if let Some(c) = recap.get_mut(&r.host) {
             match r.status {
-                Status::Reverted => c.changed += 1,
+                Status::Reverted | Status::Removed => c.changed += 1,
                 Status::Failed => c.failed += 1,
                 _ => c.skipped += 1,
             }
@@ -740,7 +839,14 @@ pub async fn down(
     )
 }
 
-async fn revert_host(plan: &Plan, phase: &str, host: &str, t: &dyn Transport, changes: &[Change]) -> Vec<StepResult> {
+async fn revert_host(
+    plan: &Plan,
+    phase: &str,
+    host: &str,
+    t: &dyn Transport,
+    changes: &[Change],
+    done: Status,
+) -> Vec<StepResult> {
     let res = |c: &Change, status: Status, details: Vec<String>| StepResult {
         host: host.to_string(),
         phase: phase.to_string(),
@@ -790,7 +896,7 @@ async fn revert_host(plan: &Plan, phase: &str, host: &str, t: &dyn Transport, ch
                 d.extend(mask(o.output.trim(), plan).lines().map(String::from));
                 res(c, Status::Failed, d)
             }
-            (Some(_), Some(seen)) if restored(&c.resource, &c.original, seen) => res(c, Status::Reverted, Vec::new()),
+            (Some(_), Some(seen)) if restored(&c.resource, &c.original, seen) => res(c, done, Vec::new()),
             (Some(_), Some(seen)) => res(
                 c,
                 Status::Failed,

@@ -89,6 +89,10 @@ pub struct LabState {
     /// The vm provider's VM, while it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vm: Option<crate::provider::vm::VmRecord>,
+    /// The topology's hosts as the last `up` brought them up (a host missing
+    /// from the file since is one `up` removes and `drift` reports).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lab_hosts: Vec<String>,
     pub hosts: BTreeMap<String, HostState>,
 }
 
@@ -132,8 +136,45 @@ impl LabState {
         }
     }
 
+    /// A recorded change was observed to hold: keep `resource` as what it is
+    /// (its original stays).
+    pub fn settle(&mut self, host: &str, id: &str, resource: Resource) {
+        if let Some(c) = self
+            .hosts
+            .get_mut(host)
+            .and_then(|h| h.changes.iter_mut().find(|c| c.id == id))
+        {
+            c.resource = resource;
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.hosts.values().all(|h| h.changes.is_empty()) && self.infra.is_empty() && self.vm.is_none()
+    }
+
+    /// Every host the running lab has, whichever record names it: the hosts
+    /// the last `up` brought up, hosts with recorded changes, the netns
+    /// provider's namespaces and the hosts it knows how to reach.
+    pub fn known_hosts(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.lab_hosts.clone();
+        let holders = self.infra.iter().filter_map(|i| match i {
+            crate::provider::netns::Infra::Holder { host, .. } => Some(host.clone()),
+            _ => None,
+        });
+        for h in self
+            .hosts
+            .iter()
+            .filter(|(_, s)| !s.changes.is_empty())
+            .map(|(h, _)| h.clone())
+            .chain(holders)
+            .chain(self.reach.keys().cloned())
+        {
+            if !out.contains(&h) {
+                out.push(h);
+            }
+        }
+        out.sort();
+        out
     }
 }
 
@@ -170,6 +211,20 @@ impl LabDir {
 
     fn state_file(&self) -> PathBuf {
         self.path.join("state.json")
+    }
+
+    /// Whether anything of the lab is recorded here (its directory exists).
+    pub fn exists(&self) -> bool {
+        self.path.is_dir()
+    }
+
+    /// Take the lab's lock when the lab has a directory; `None` (creating
+    /// nothing) when it has none: for verbs that only act on a lab that exists.
+    pub fn lock_existing(&self) -> Result<Option<Lock>, StateError> {
+        if !self.exists() {
+            return Ok(None);
+        }
+        self.lock().map(Some)
     }
 
     /// Take the lab's lock, or fail at once if another process holds it.
@@ -231,20 +286,11 @@ impl LabDir {
         fs::rename(&tmp, &path).map_err(io(&path))
     }
 
-    /// Remove the lab's whole directory (the vm provider keeps its VM's files
-    /// there): after a complete `down`, nothing of the lab is left.
+    /// Remove the lab's whole directory (its state, lock, keys, and the vm
+    /// provider's VM files): after a complete `down`, nothing of the lab is left.
     pub fn remove_all(&self) -> Result<(), StateError> {
         match fs::remove_dir_all(&self.path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&self.path)(e)),
-            _ => Ok(()),
-        }
-    }
-
-    /// Forget the lab (after a complete `down`).
-    pub fn remove(&self) -> Result<(), StateError> {
-        let path = self.state_file();
-        match fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&path)(e)),
             _ => Ok(()),
         }
     }
@@ -317,7 +363,13 @@ mod tests {
             back.hosts["director"].changes[0].original,
             Original::Value { value: "0".into() }
         );
-        dir.remove().unwrap();
+        dir.remove_all().unwrap();
         assert!(dir.load().unwrap().is_none());
+        assert!(!dir.exists(), "nothing of the lab is left");
+        assert!(
+            dir.lock_existing().unwrap().is_none(),
+            "no lock for a lab that is not up"
+        );
+        assert!(!dir.exists(), "and asking created nothing");
     }
 }

@@ -1304,6 +1304,14 @@ fn build_service(
             );
             false
         }
+        Some(o) if o.value && mode == Mode::Nat => {
+            cx.error(
+                o.span,
+                "`one_packet` does not work in NAT mode: the director frees each datagram's connection entry at once, so it cannot rewrite the reply back to the VIP and the client gets no answer",
+                "use one-packet scheduling with `mode: dr` or `mode: tun` (replies go straight to the client), or remove `one_packet`",
+            );
+            false
+        }
         Some(o) => o.value,
         None => false,
     };

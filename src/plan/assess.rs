@@ -203,7 +203,7 @@ impl Resource {
                     differs(format!("not installed: {}", missing.join(" ")))
                 }
             }
-            Resource::IpvsTable { services } => {
+            Resource::IpvsTable { services, previous } => {
                 if obs.rc != 0 {
                     return differs(format!(
                         "cannot read the IPVS table: {}",
@@ -213,7 +213,7 @@ impl Resource {
                 match ipvs::parse_save(&obs.output) {
                     Err(e) => differs(e.to_string()),
                     Ok(live) => {
-                        let changes = ipvs::diff(services, &live);
+                        let changes = ipvs::diff(services, previous, &live);
                         if changes.is_empty() {
                             Assessment::Ok
                         } else {
@@ -248,13 +248,17 @@ impl Resource {
     /// difference where the resource allows it). `self` must have its secrets resolved.
     pub fn apply_for(&self, obs: &Observed) -> Vec<String> {
         match self {
-            Resource::IpvsTable { services } => {
-                let live = ipvs::parse_save(&obs.output).unwrap_or_default();
-                ipvs::diff(services, &live)
-                    .into_iter()
-                    .map(|c| format!("ipvsadm {}", c.args))
-                    .collect()
-            }
+            Resource::IpvsTable { services, previous } => match ipvs::parse_save(&obs.output) {
+                Ok(live) => ipvs::diff(services, previous, &live)
+                    .iter()
+                    .flat_map(ipvs::IpvsChange::commands)
+                    .collect(),
+                // Never a guess: the step fails with the reason.
+                Err(e) => vec![format!(
+                    "echo {} >&2; exit 1",
+                    quote(&format!("cannot read the IPVS table: {e}"))
+                )],
+            },
             Resource::File {
                 path,
                 content,
@@ -346,7 +350,7 @@ impl Resource {
                 ServiceManager::Systemd { unit } => vec![format!("systemctl restart {}", quote(unit))],
                 ServiceManager::Daemon { .. } => self.revert(),
             },
-            (Resource::IpvsTable { services }, orig) => {
+            (Resource::IpvsTable { services, .. }, orig) => {
                 let mut cmds = self.revert();
                 if let Original::Value { value } = orig {
                     // Put back what our services looked like before, if they existed.
@@ -615,6 +619,7 @@ mod tests {
                     weight: 1,
                 }],
             }],
+            previous: vec![],
         };
         let live = obs("-A -t 10.0.0.1:80 -s rr\n-a -t 10.0.0.1:80 -r 10.0.0.2:80 -g -w 3\n", 0);
         assert_eq!(t.apply_for(&live), ["ipvsadm -e -t 10.0.0.1:80 -r 10.0.0.2:80 -g -w 1"]);

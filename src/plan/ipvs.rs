@@ -422,51 +422,142 @@ pub fn dest_diffs(have: &LiveDest, want: &LiveDest) -> Vec<String> {
 pub struct IpvsChange {
     pub description: String,
     pub args: String,
+    /// A real server to drain before `args` deletes it: its weight goes to 0
+    /// (no new connections), and the delete waits up to [`DRAIN_SECS`] for
+    /// its active connections to end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drain: Option<Drain>,
+}
+
+/// A real server leaving a service (see [`IpvsChange::drain`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Drain {
+    /// `-t 192.168.4.5:80`, `-f 6`.
+    pub target: String,
+    /// `192.168.2.200:80`
+    pub address: String,
+    /// `-m`, `-g`, `-i`
+    pub method: String,
+    pub weight: u32,
+}
+
+/// The longest a removed real server is drained before it is deleted anyway.
+pub const DRAIN_SECS: u32 = 10;
+
+/// `ipvsadm ARGS` as a shell command, every argument quoted (the arguments
+/// may come from a live host's `ipvsadm -Sn`, which is not trusted).
+pub fn ipvsadm_command(args: &str) -> String {
+    let mut c = String::from("ipvsadm");
+    for a in args.split_whitespace() {
+        c.push(' ');
+        c.push_str(&crate::shell::quote(a));
+    }
+    c
+}
+
+impl IpvsChange {
+    /// The shell commands that make this change (a drain first, when there is one).
+    pub fn commands(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(d) = &self.drain {
+            let q = crate::shell::quote;
+            let (t, a) = (d.target.as_str(), q(&d.address));
+            if d.weight > 0 {
+                out.push(ipvsadm_command(&format!("-e {t} -r {} {} -w 0", d.address, d.method)));
+            }
+            // ActiveConn is the fifth column of `ipvsadm -Ln` for a real server.
+            out.push(format!(
+                "lvslab_active() {{ {} | awk -v r={a} '$2 == r {{ print $5 }}'; }}",
+                ipvsadm_command(&format!("-Ln {t}"))
+            ));
+            out.push(format!(
+                "i=0; while n=$(lvslab_active) && [ -n \"$n\" ] && [ \"$n\" != 0 ] && [ $i -lt {} ]; do sleep 0.1; i=$((i+1)); done",
+                DRAIN_SECS * 10
+            ));
+            out.push(format!(
+                "echo \"note: drained {} from {} in $((i/10)).$((i%10)) s (weight 0; $(lvslab_active || echo 0) active connection(s) left)\"",
+                d.address,
+                describe(t)
+            ));
+        }
+        out.push(ipvsadm_command(&self.args));
+        out
+    }
 }
 
 /// What to change so the live table holds the desired services, incrementally:
-/// `-A`/`-E` for services, `-a`/`-e`/`-d` for real servers. Services that are
-/// not desired are left alone (they are not ours); undeclared real servers in
-/// our services are removed.
-pub fn diff(desired: &[IpvsService], live: &[LiveService]) -> Vec<IpvsChange> {
-    let desired = parse_save(&save_lines(desired).join("\n")).unwrap_or_default();
+/// `-A`/`-E` for services, `-a`/`-e`/`-d` for real servers. `previous` is
+/// what lvslab's earlier runs put in the table (from the lab's record):
+/// its services that are no longer desired are deleted (`-D`). Other services
+/// are left alone (they are not ours). A real server no longer declared in a
+/// desired service is drained (weight 0, its connections end) and deleted.
+pub fn diff(desired: &[IpvsService], previous: &[IpvsService], live: &[LiveService]) -> Vec<IpvsChange> {
+    let change = |description: String, args: String| IpvsChange {
+        description,
+        args,
+        drain: None,
+    };
+    let was = |target: &str, address: &str| {
+        previous
+            .iter()
+            .filter(|p| p.target() == target)
+            .flat_map(|p| p.real_servers.iter())
+            .any(|d| format!("{}:{}", d.address, d.port) == address)
+    };
     let mut out = Vec::new();
-    for want in &desired {
-        let svc = describe(&want.target);
+    for p in previous {
+        let target = p.target();
+        if desired.iter().any(|d| d.target() == target) {
+            continue;
+        }
+        if let Some(have) = live.iter().find(|l| l.target == target) {
+            out.push(change(
+                format!(
+                    "service {} ({}) is no longer declared: deleted",
+                    describe(&target),
+                    have.options()
+                ),
+                format!("-D {target}"),
+            ));
+        }
+    }
+    for svc in desired {
+        let want = live_form(svc);
+        let name = describe(&want.target);
         match live.iter().find(|l| l.target == want.target) {
             None => {
-                out.push(IpvsChange {
-                    description: format!("service {svc} missing (want {})", want.options()),
-                    args: format!("-A {} {}", want.target, want.options()),
-                });
+                out.push(change(
+                    format!("service {name} missing (want {})", want.options()),
+                    format!("-A {} {}", want.target, want.options()),
+                ));
                 for d in &want.dests {
-                    out.push(IpvsChange {
-                        description: format!("real server {} missing from {svc}", d.address),
-                        args: format!("-a {} {}", want.target, d.options()),
-                    });
+                    out.push(change(
+                        format!("real server {} missing from {name}", d.address),
+                        format!("-a {} {}", want.target, d.options()),
+                    ));
                 }
             }
             Some(have) => {
-                let fields = option_diffs(have, want);
+                let fields = option_diffs(have, &want);
                 if !fields.is_empty() {
-                    out.push(IpvsChange {
-                        description: format!("service {svc}: {}", fields.join(", ")),
-                        args: format!("-E {} {}", want.target, want.options()),
-                    });
+                    out.push(change(
+                        format!("service {name}: {}", fields.join(", ")),
+                        format!("-E {} {}", want.target, want.options()),
+                    ));
                 }
                 for d in &want.dests {
                     match have.dests.iter().find(|h| h.address == d.address) {
-                        None => out.push(IpvsChange {
-                            description: format!(
-                                "real server {} missing from {svc} (want {} -w {})",
+                        None => out.push(change(
+                            format!(
+                                "real server {} missing from {name} (want {} -w {})",
                                 d.address, d.method, d.weight
                             ),
-                            args: format!("-a {} {}", want.target, d.options()),
-                        }),
-                        Some(h) if h != d => out.push(IpvsChange {
-                            description: format!("real server {} in {svc}: {}", d.address, dest_diffs(h, d).join(", ")),
-                            args: format!("-e {} {}", want.target, d.options()),
-                        }),
+                            format!("-a {} {}", want.target, d.options()),
+                        )),
+                        Some(h) if h != d => out.push(change(
+                            format!("real server {} in {name}: {}", d.address, dest_diffs(h, d).join(", ")),
+                            format!("-e {} {}", want.target, d.options()),
+                        )),
                         Some(_) => {}
                     }
                 }
@@ -475,18 +566,62 @@ pub fn diff(desired: &[IpvsService], live: &[LiveService]) -> Vec<IpvsChange> {
                     .iter()
                     .filter(|h| !want.dests.iter().any(|d| d.address == h.address))
                 {
-                    out.push(IpvsChange {
-                        description: format!(
-                            "undeclared real server {} in {svc} ({} -w {})",
+                    let description = if was(&want.target, &h.address) {
+                        format!(
+                            "real server {} is no longer declared in {name} ({} -w {}): drained and deleted",
                             h.address, h.method, h.weight
-                        ),
+                        )
+                    } else {
+                        format!(
+                            "undeclared real server {} in {name} ({} -w {})",
+                            h.address, h.method, h.weight
+                        )
+                    };
+                    out.push(IpvsChange {
+                        description,
                         args: format!("-d {} -r {}", want.target, h.address),
+                        drain: Some(Drain {
+                            target: want.target.clone(),
+                            address: h.address.clone(),
+                            method: h.method.clone(),
+                            weight: h.weight,
+                        }),
                     });
                 }
             }
         }
     }
     out
+}
+
+/// A desired service the way `ipvsadm -Sn` prints it (so it compares with
+/// the live table field by field).
+pub fn live_form(s: &IpvsService) -> LiveService {
+    LiveService {
+        target: s.target(),
+        scheduler: s.scheduler.clone(),
+        persistence: s.persistence,
+        netmask: s
+            .persistence
+            .and(s.netmask)
+            .filter(|m| *m != Ipv4Addr::BROADCAST)
+            .map(|m| m.to_string()),
+        pe: None,
+        one_packet: s.one_packet,
+        flags: s.flags.clone(),
+        dests: {
+            let mut d: Vec<&IpvsDest> = s.real_servers.iter().collect();
+            d.sort_by_key(|d| (d.address, d.port));
+            d.into_iter()
+                .map(|d| LiveDest {
+                    address: format!("{}:{}", d.address, d.port),
+                    method: d.method_flag().to_string(),
+                    weight: d.weight,
+                    extra: Vec::new(),
+                })
+                .collect()
+        },
+    }
 }
 
 /// A service keepalived owns, as its configuration declares it.
@@ -522,28 +657,33 @@ pub struct TableAudit {
 /// keepalived's services by keepalived's rules (a real server may be missing,
 /// or at weight 0 with inhibit_on_failure, while its check fails; the sorry
 /// server only when none is left), and anything else (undeclared).
-pub fn audit(owned: &[IpvsService], keepalived: &[KeepalivedService], live: &[LiveService]) -> TableAudit {
+pub fn audit(
+    owned: &[IpvsService],
+    previous: &[IpvsService],
+    keepalived: &[KeepalivedService],
+    live: &[LiveService],
+) -> TableAudit {
     let mut a = TableAudit {
-        owned: diff(owned, live),
+        owned: diff(owned, previous, live),
         ..TableAudit::default()
     };
-    let mut declared: Vec<String> = owned.iter().map(|s| s.target()).collect();
+    // Services lvslab made and no longer declares are the owned diff's (deleted by the IPVS step).
+    let mut declared: Vec<String> = owned.iter().chain(previous).map(|s| s.target()).collect();
     for k in keepalived {
         declared.push(k.service.target());
-        let Ok(want) = parse_save(&save_lines(std::slice::from_ref(&k.service)).join("\n")) else {
-            continue;
-        };
-        let Some(want) = want.first() else { continue };
+        let want = &live_form(&k.service);
         let svc = describe(&want.target);
         let Some(have) = live.iter().find(|l| l.target == want.target) else {
             a.total += want.dests.len();
             a.keepalived.push(IpvsChange {
                 description: format!("keepalived's service {svc} is not in the table (is keepalived running?)"),
                 args: format!("-A {} {}", want.target, want.options()),
+                drain: None,
             });
             a.keepalived.extend(want.dests.iter().map(|d| IpvsChange {
                 description: format!("real server {} missing from keepalived's {svc}", d.address),
                 args: format!("-a {} {}", want.target, d.options()),
+                drain: None,
             }));
             continue;
         };
@@ -552,6 +692,7 @@ pub fn audit(owned: &[IpvsService], keepalived: &[KeepalivedService], live: &[Li
             a.keepalived.push(IpvsChange {
                 description: format!("keepalived's service {svc}: {}", fields.join(", ")),
                 args: format!("-E {} {}", want.target, want.options()),
+                drain: None,
             });
         }
         for w in &want.dests {
@@ -577,6 +718,7 @@ pub fn audit(owned: &[IpvsService], keepalived: &[KeepalivedService], live: &[Li
                         dest_diffs(h, w).join(", ")
                     ),
                     args: format!("-e {} {}", want.target, w.options()),
+                    drain: None,
                 }),
             }
         }
@@ -597,6 +739,7 @@ pub fn audit(owned: &[IpvsService], keepalived: &[KeepalivedService], live: &[Li
                         h.address, h.method, h.weight
                     ),
                     args: format!("-d {} -r {}", want.target, h.address),
+                    drain: None,
                 });
             }
         }
@@ -673,10 +816,13 @@ mod parse_tests {
     #[test]
     fn diff_is_incremental() {
         let live = parse_save(&save_lines(&nat()).join("\n")).unwrap();
-        assert!(diff(&nat(), &live).is_empty(), "an identical table needs nothing");
+        assert!(diff(&nat(), &[], &live).is_empty(), "an identical table needs nothing");
 
         assert_eq!(
-            diff(&nat(), &[]).iter().map(|c| c.args.as_str()).collect::<Vec<_>>(),
+            diff(&nat(), &[], &[])
+                .iter()
+                .map(|c| c.args.as_str())
+                .collect::<Vec<_>>(),
             [
                 "-A -t 192.168.4.5:80 -s wrr",
                 "-a -t 192.168.4.5:80 -r 192.168.2.100:80 -m -w 1",
@@ -688,7 +834,7 @@ mod parse_tests {
             "-A -t 192.168.4.5:80 -s rr\n-a -t 192.168.4.5:80 -r 192.168.2.100:80 -m -w 5\n-a -t 192.168.4.5:80 -r 192.168.2.99:80 -m -w 1\n-A -t 10.9.9.9:22 -s rr\n",
         )
         .unwrap();
-        let changes = diff(&nat(), &tampered);
+        let changes = diff(&nat(), &[], &tampered);
         let args: Vec<&str> = changes.iter().map(|c| c.args.as_str()).collect();
         assert_eq!(
             args,
@@ -704,6 +850,86 @@ mod parse_tests {
             changes[2].description,
             "real server 192.168.2.200:80 missing from TCP 192.168.4.5:80 (want -m -w 2)"
         );
+        // A real server leaving is drained first: weight 0, then deleted when
+        // its connections end (bounded), saying so.
+        assert!(changes[3].drain.is_some());
+        assert_eq!(
+            changes[3].commands(),
+            [
+                "ipvsadm -e -t 192.168.4.5:80 -r 192.168.2.99:80 -m -w 0",
+                "lvslab_active() { ipvsadm -Ln -t 192.168.4.5:80 | awk -v r=192.168.2.99:80 '$2 == r { print $5 }'; }",
+                "i=0; while n=$(lvslab_active) && [ -n \"$n\" ] && [ \"$n\" != 0 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done",
+                "echo \"note: drained 192.168.2.99:80 from TCP 192.168.4.5:80 in $((i/10)).$((i%10)) s (weight 0; $(lvslab_active || echo 0) active connection(s) left)\"",
+                "ipvsadm -d -t 192.168.4.5:80 -r 192.168.2.99:80",
+            ]
+        );
+    }
+
+    /// Issue 15, defect 2: an edited topology converges. What lvslab made
+    /// before (`previous`) and the file no longer declares is deleted; a
+    /// service nobody declared is still left alone.
+    #[test]
+    fn services_and_real_servers_no_longer_declared_are_removed() {
+        let before = {
+            let mut v = nat();
+            let mut other = v[0].clone();
+            other.key = ServiceKey::Udp(53);
+            v.push(other);
+            v
+        };
+        let live = parse_save(&(save_lines(&before).join("\n") + "\n-A -t 10.9.9.9:22 -s rr\n")).unwrap();
+        // The edit: the UDP service is gone, and web2 left the TCP one.
+        let mut after = nat();
+        after[0].real_servers.truncate(1);
+        let changes = diff(&after, &before, &live);
+        let got: Vec<(&str, &str)> = changes
+            .iter()
+            .map(|c| (c.description.as_str(), c.args.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "service UDP 192.168.4.5:53 (-s wrr) is no longer declared: deleted",
+                    "-D -u 192.168.4.5:53"
+                ),
+                (
+                    "real server 192.168.2.200:80 is no longer declared in TCP 192.168.4.5:80 (-m -w 2): drained and deleted",
+                    "-d -t 192.168.4.5:80 -r 192.168.2.200:80"
+                ),
+            ]
+        );
+        // Once applied, nothing is left to do.
+        let applied = parse_save(&(save_lines(&after).join("\n") + "\n-A -t 10.9.9.9:22 -s rr\n")).unwrap();
+        assert!(diff(&after, &before, &applied).is_empty());
+        // The audit does not call the deleted service undeclared.
+        let a = audit(&after, &before, &[], &live);
+        assert_eq!(a.undeclared, ["TCP 10.9.9.9:22 (-s rr)"]);
+    }
+
+    /// The desired table compared field by field is exactly what `ipvsadm
+    /// -Sn` prints for it (no render-and-reparse in `diff`).
+    #[test]
+    fn live_form_is_the_saved_form() {
+        let mut svcs = nat();
+        let mut s = svcs[0].clone();
+        s.key = ServiceKey::Fwmark(6);
+        s.persistence = Some(300);
+        s.netmask = Some(Ipv4Addr::new(255, 255, 255, 0));
+        s.flags = vec!["sh-port".into(), "sh-fallback".into()];
+        s.scheduler = "sh".into();
+        svcs.push(s);
+        let mut u = svcs[0].clone();
+        u.key = ServiceKey::Udp(53);
+        u.one_packet = true;
+        u.persistence = None;
+        u.netmask = Some(Ipv4Addr::BROADCAST);
+        svcs.push(u);
+        let saved = parse_save(&save_lines(&svcs).join("\n")).unwrap();
+        for s in &svcs {
+            let want = saved.iter().find(|l| l.target == s.target()).unwrap();
+            assert_eq!(&live_form(s), want);
+        }
     }
 }
 
@@ -821,7 +1047,7 @@ mod audit_tests {
              -A -u 10.0.0.1:53 -s rr\n",
         )
         .unwrap();
-        let a = audit(&owned, &ka, &live);
+        let a = audit(&owned, &[], &ka, &live);
         assert_eq!(
             a.owned.iter().map(|c| c.description.as_str()).collect::<Vec<_>>(),
             ["real server 192.168.4.53:80 missing from TCP 192.168.4.253:80 (want -g -w 1)"]
@@ -850,7 +1076,7 @@ mod audit_tests {
         assert_eq!((a.in_pool, a.total), (0, 2));
 
         // keepalived's service gone entirely: put back whole.
-        let a = audit(&[], &ka, &[]);
+        let a = audit(&[], &[], &ka, &[]);
         assert_eq!(
             a.keepalived.iter().map(|c| c.args.as_str()).collect::<Vec<_>>(),
             [

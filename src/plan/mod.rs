@@ -34,6 +34,11 @@ pub struct Plan {
     /// family assumed for a host that declares none).
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub notes: Vec<String>,
+    /// What the running lab has and the topology no longer declares, one
+    /// line each (`host: what`): filled in by `lvslab plan` from the lab's
+    /// record, never by the compiler. `up` removes them.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub removals: Vec<String>,
     /// Secret values by name; file contents refer to them as `@@lvslab-secret:NAME@@`.
     #[serde(skip)]
     pub secrets: BTreeMap<String, Secret>,
@@ -171,6 +176,12 @@ pub enum Resource {
     },
     IpvsTable {
         services: Vec<IpvsService>,
+        /// What lvslab's earlier runs put in this table (from the lab's
+        /// record, filled in by `up` and `drift`, never by the compiler):
+        /// those services no longer in `services` are deleted, and their
+        /// real servers no longer declared are drained.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        previous: Vec<IpvsService>,
     },
     Mount {
         source: String,
@@ -264,7 +275,7 @@ impl Resource {
                 ServiceManager::Daemon { .. } => format!("service {name} running (daemon)"),
             },
             Resource::Package { packages, .. } => format!("packages installed: {}", packages.join(" ")),
-            Resource::IpvsTable { services } => {
+            Resource::IpvsTable { services, .. } => {
                 let n: usize = services.iter().map(|s| s.real_servers.len()).sum();
                 format!(
                     "ipvs table: {} service{}, {n} real server{}",
@@ -392,7 +403,7 @@ impl Resource {
                 cmds
             }
             Resource::Package { manager, packages } => package_install(*manager, packages),
-            Resource::IpvsTable { services } => ipvs::save_lines(services)
+            Resource::IpvsTable { services, .. } => ipvs::save_lines(services)
                 .into_iter()
                 .map(|l| format!("ipvsadm {l}"))
                 .collect(),
@@ -475,7 +486,7 @@ impl Resource {
             // Without a record of what lvslab installed, nothing is removed
             // (see `revert_for`: the packages that were missing before).
             Resource::Package { .. } => Vec::new(),
-            Resource::IpvsTable { services } => services
+            Resource::IpvsTable { services, .. } => services
                 .iter()
                 .map(|s| format!("! ipvsadm -Ln {t} >/dev/null 2>&1 || ipvsadm -D {t}", t = s.target()))
                 .collect(),

@@ -21,7 +21,9 @@ use sha2::{Digest, Sha256};
 use crate::exec::runner::HostConn;
 use crate::exec::state::LabState;
 use crate::exec::transport::{LocalTransport, Transport};
+use crate::local;
 use crate::model::{Mode, Topology};
+use crate::process::Proc;
 
 /// Directories each lab host gets a private (tmpfs) copy of, so the same
 /// steps as on a real machine run unchanged and hosts never see each other's files.
@@ -53,9 +55,12 @@ pub enum Infra {
     Bridge {
         name: String,
     },
-    /// The root-namespace end of a veth pair.
+    /// The root-namespace end of a veth pair, and the host it belongs to
+    /// (absent in records made before lvslab noted it).
     Veth {
         name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        host: Option<String>,
     },
     /// A directory created in this machine's file system as a mount point.
     Dir {
@@ -77,6 +82,8 @@ pub enum NetnsError {
         what: String,
         detail: String,
     },
+    #[error(transparent)]
+    Command(#[from] local::CommandError),
     #[error("{0}")]
     Failed(String),
 }
@@ -105,37 +112,17 @@ pub fn veth_names(lab: &str, host: &str, iface: &str) -> (String, String) {
     (short("lvv", &[lab, host, iface]), short("lvp", &[lab, host, iface]))
 }
 
-fn sh(cmd: &str) -> Result<String, NetnsError> {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| NetnsError::Failed(format!("{cmd}: {e}")))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(NetnsError::Failed(format!(
-            "`{cmd}` failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
-    }
+fn run(argv: &[&str]) -> Result<String, NetnsError> {
+    Ok(local::run(argv)?)
 }
 
 /// Whether this process runs as root.
 pub fn running_as_root() -> bool {
-    is_root()
+    local::is_root()
 }
 
 fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
+    local::is_root()
 }
 
 /// Everything the provider needs on this machine, checked before anything is created.
@@ -148,7 +135,7 @@ pub fn preflight(topo: &Topology) -> Result<(), NetnsError> {
         // The management network lives in this machine's root namespace: it must
         // not meet a route this machine already has.
         let ours = mgmt_bridge(&topo.lab);
-        for line in sh("ip -4 -o route show")?.lines() {
+        for line in run(&["ip", "-4", "-o", "route", "show"])?.lines() {
             let mut t = line.split_whitespace();
             let Some(dest) = t.next().and_then(|d| d.parse::<ipnetwork::Ipv4Network>().ok()) else {
                 continue;
@@ -194,7 +181,7 @@ pub fn programs(topo: &Topology) -> Result<(), NetnsError> {
         ("nsenter", "util-linux"),
         ("modprobe", "kmod"),
     ] {
-        if sh(&format!("command -v {program}")).is_err() {
+        if !local::have(program) {
             return Err(NetnsError::Missing {
                 program: program.into(),
                 package: package.into(),
@@ -203,7 +190,7 @@ pub fn programs(topo: &Topology) -> Result<(), NetnsError> {
     }
     if topo.mgmt.is_some() {
         for (program, package) in [("/usr/sbin/sshd", "openssh-server"), ("ssh-keygen", "openssh-client")] {
-            if sh(&format!("command -v {program}")).is_err() {
+            if !local::have(program) {
                 return Err(NetnsError::Missing {
                     program: program.into(),
                     package: package.into(),
@@ -213,7 +200,7 @@ pub fn programs(topo: &Topology) -> Result<(), NetnsError> {
     }
     if !topo.services.is_empty() {
         for (prog, pkg) in [("ipvsadm", "ipvsadm"), ("busybox", "busybox-static")] {
-            if sh(&format!("command -v {prog}")).is_err() {
+            if !local::have(prog) {
                 return Err(NetnsError::Missing {
                     program: prog.into(),
                     package: pkg.into(),
@@ -239,14 +226,14 @@ pub fn programs(topo: &Topology) -> Result<(), NetnsError> {
         (sync == Some(SyncMode::Rsync), "rsync", "rsync"),
     ];
     for (needed, program, package) in needs {
-        if needed && sh(&format!("command -v {program}")).is_err() {
+        if needed && !local::have(program) {
             return Err(NetnsError::Missing {
                 program: program.into(),
                 package: package.into(),
             });
         }
     }
-    if topo.ha.is_some() && sh("command -v keepalived").is_err() {
+    if topo.ha.is_some() && !local::have("keepalived") {
         return Err(NetnsError::Missing {
             program: "keepalived".into(),
             package: "keepalived".into(),
@@ -260,7 +247,8 @@ pub fn mgmt_bridge(lab: &str) -> String {
     short("lvm", &[lab])
 }
 
-/// Run `nsenter -t PID -m -- sh -c 'cat > PATH; chmod MODE PATH'` with `content` on stdin.
+/// Write `content` to `path` in a host's mount namespace (`nsenter … sh -c`
+/// with the path and mode as arguments, never in the command line).
 fn ns_write(pid: u32, path: &str, content: &[u8], mode: &str) -> Result<(), NetnsError> {
     use std::io::Write;
     let mut child = Command::new("nsenter")
@@ -271,7 +259,10 @@ fn ns_write(pid: u32, path: &str, content: &[u8], mode: &str) -> Result<(), Netn
             "--",
             "sh",
             "-c",
-            &format!("cat > {path} && chmod {mode} {path}"),
+            "cat > \"$1\" && chmod \"$2\" \"$1\"",
+            "sh",
+            path,
+            mode,
         ])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -297,40 +288,22 @@ fn ns_write(pid: u32, path: &str, content: &[u8], mode: &str) -> Result<(), Netn
 }
 
 fn keygen(path: &Path) -> Result<(), NetnsError> {
-    if path.exists() {
-        return Ok(());
-    }
-    if let Some(d) = path.parent() {
-        std::fs::create_dir_all(d).map_err(|e| NetnsError::Failed(format!("{}: {e}", d.display())))?;
-    }
-    sh(&format!(
-        "ssh-keygen -q -t ed25519 -N '' -C lvslab -f '{}'",
-        path.display()
-    ))
-    .map(|_| ())
+    Ok(local::keygen(path)?)
 }
 
 fn modprobe(module: &str, what: &str) -> Result<(), NetnsError> {
     if Path::new(&format!("/sys/module/{module}")).exists() {
         return Ok(());
     }
-    sh(&format!("modprobe {module}"))
-        .map(|_| ())
-        .map_err(|e| NetnsError::Kernel {
-            module: module.into(),
-            what: what.into(),
-            detail: e.to_string(),
-        })
-}
-
-fn proc_start(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = stat.rsplit_once(") ")?.1;
-    rest.split_whitespace().nth(19)?.parse().ok()
+    run(&["modprobe", module]).map(|_| ()).map_err(|e| NetnsError::Kernel {
+        module: module.into(),
+        what: what.into(),
+        detail: e.to_string(),
+    })
 }
 
 fn holder_alive(pid: u32, start: u64) -> bool {
-    proc_start(pid) == Some(start)
+    Proc { pid, start }.alive()
 }
 
 fn link_exists(name: &str) -> bool {
@@ -352,13 +325,18 @@ impl Netns<'_> {
         })
     }
 
-    /// Create what is missing (hosts, bridges, veths, addresses), recording
-    /// each object in `state` (and saving it) before creating it.
+    /// Bring this machine's part of the lab to the topology, whatever it
+    /// finds: after a clean run, an interrupted one (`kill -9` half way), or
+    /// an edit of the file. Creates what is missing (hosts, bridges, veths,
+    /// addresses, private mounts, sshds), repairs what is half made, and
+    /// removes the hosts, networks and interfaces the topology no longer has.
+    /// Each object is recorded in `state` (and saved) before it is created.
+    /// Returns the names of the hosts it removed.
     pub fn ensure(
         &self,
         state: &mut LabState,
         save: &dyn Fn(&LabState) -> Result<(), String>,
-    ) -> Result<(), NetnsError> {
+    ) -> Result<Vec<String>, NetnsError> {
         let lab = &self.topo.lab;
         state.provider = Some("netns".into());
         let record = &|state: &mut LabState, obj: Infra| -> Result<(), NetnsError> {
@@ -368,23 +346,26 @@ impl Netns<'_> {
             }
             Ok(())
         };
+        let removed = self.remove_undeclared(state, save)?;
         for net in &self.topo.networks {
             let br = bridge_name(lab, &net.name);
             if !link_exists(&br) {
                 record(state, Infra::Bridge { name: br.clone() })?;
-                sh(&format!("ip link add {br} type bridge && ip link set {br} up"))?;
+                run(&["ip", "link", "add", &br, "type", "bridge"])?;
             }
+            run(&["ip", "link", "set", &br, "up"])?;
         }
         if let Some(m) = &self.topo.mgmt {
             let br = mgmt_bridge(lab);
             if !link_exists(&br) {
                 record(state, Infra::Bridge { name: br.clone() })?;
-                sh(&format!(
-                    "ip link add {br} type bridge && ip addr add {}/{} dev {br} && ip link set {br} up",
-                    m.gateway,
-                    m.cidr.prefix()
-                ))?;
+                run(&["ip", "link", "add", &br, "type", "bridge"])?;
             }
+            let own = format!("{}/{}", m.gateway, m.cidr.prefix());
+            if !run(&["ip", "-o", "-4", "addr", "show", "dev", &br])?.contains(&format!("inet {own} ")) {
+                run(&["ip", "addr", "add", &own, "dev", &br])?;
+            }
+            run(&["ip", "link", "set", &br, "up"])?;
             keygen(&self.ssh_dir.join("lab_key"))?;
         }
         for dir in PRIVATE_DIRS {
@@ -395,83 +376,280 @@ impl Netns<'_> {
         }
         for (hi, host) in self.topo.hosts.iter().enumerate() {
             let ns = netns_name(lab, &host.name);
-            if self.holder(state, &host.name).is_some() && Path::new(&format!("/run/netns/{ns}")).exists() {
-                continue;
-            }
-            // A long-lived process in a new network and mount namespace.
-            let child = Command::new("unshare")
-                .args([
-                    "--net",
-                    "--mount",
-                    "--propagation",
-                    "private",
-                    "--",
-                    "sleep",
-                    "infinity",
-                ])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .process_group(0)
-                .spawn()
-                .map_err(|e| NetnsError::Failed(format!("unshare: {e}")))?;
-            let pid = child.id();
-            let me = std::fs::read_link("/proc/self/ns/net").ok();
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while std::fs::read_link(format!("/proc/{pid}/ns/net")).ok() == me {
-                if Instant::now() > deadline {
-                    return Err(NetnsError::Failed(format!(
-                        "{}: the namespace did not appear",
-                        host.name
-                    )));
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            let start = proc_start(pid).ok_or_else(|| NetnsError::Failed(format!("{}: holder exited", host.name)))?;
-            record(
-                state,
-                Infra::Holder {
-                    host: host.name.clone(),
-                    pid,
-                    start,
-                },
-            )?;
-            record(state, Infra::Netns { name: ns.clone() })?;
-            let _ = sh(&format!("ip netns delete {ns} 2>/dev/null"));
-            sh(&format!("ip netns attach {ns} {pid}"))?;
-            // Private directories inside the host's own mount namespace.
-            let mounts: Vec<String> = PRIVATE_DIRS
-                .iter()
-                .map(|d| format!("mount -t tmpfs -o mode=0755 lvslab-{} {d}", host.name))
-                .collect();
-            sh(&format!("nsenter -t {pid} -m -- sh -c '{}'", mounts.join(" && ")))?;
-            sh(&format!("nsenter -t {pid} -n -- ip link set lo up"))?;
+            let pid = match self.holder(state, &host.name) {
+                Some((pid, _)) if Path::new(&format!("/run/netns/{ns}")).exists() => pid,
+                _ => self.new_holder(state, record, &host.name, &ns)?,
+            };
+            self.private_mounts(pid, &host.name)?;
+            run(&["ip", "-n", &ns, "link", "set", "lo", "up"])?;
+            let links = crate::iproute::links(&run(&["ip", "-n", &ns, "-o", "link"])?);
+            let addrs = crate::iproute::addresses(&run(&["ip", "-n", &ns, "-o", "-4", "addr"])?);
+            let mut wanted = Vec::new();
             for iface in &host.interfaces {
                 let (outer, inner) = veth_names(lab, &host.name, &iface.name);
+                wanted.push(outer.clone());
                 let br = bridge_name(lab, &self.topo.network(iface.network).name);
-                record(state, Infra::Veth { name: outer.clone() })?;
-                if link_exists(&outer) {
-                    sh(&format!("ip link del {outer}"))?;
+                let have = |name: &str| links.iter().find(|l| l.name == name);
+                match have(&iface.name) {
+                    None => {
+                        // Missing, or half made by an interrupted run: made anew.
+                        record(
+                            state,
+                            Infra::Veth {
+                                name: outer.clone(),
+                                host: Some(host.name.clone()),
+                            },
+                        )?;
+                        if link_exists(&outer) {
+                            run(&["ip", "link", "del", &outer])?;
+                        }
+                        if links.iter().any(|l| l.name == inner) {
+                            run(&["ip", "-n", &ns, "link", "del", &inner])?;
+                        }
+                        run(&["ip", "link", "add", &outer, "type", "veth", "peer", "name", &inner])?;
+                        run(&["ip", "link", "set", &inner, "netns", &ns])?;
+                        run(&["ip", "-n", &ns, "link", "set", &inner, "name", &iface.name])?;
+                    }
+                    Some(_) => {
+                        record(
+                            state,
+                            Infra::Veth {
+                                name: outer.clone(),
+                                host: Some(host.name.clone()),
+                            },
+                        )?;
+                    }
                 }
-                sh(&format!(
-                    "ip link add {outer} type veth peer name {inner} && ip link set {inner} netns {ns} && \
-                     ip link set {outer} master {br} up"
-                ))?;
-                sh(&format!(
-                    "ip -n {ns} link set {inner} name {n} && ip -n {ns} addr add {a}/{p} dev {n} && ip -n {ns} link set {n} up",
-                    n = iface.name,
-                    a = iface.address,
-                    p = iface.prefix
-                ))?;
+                run(&["ip", "link", "set", &outer, "master", &br, "up"])?;
+                // The declared address; an address it had before (the
+                // topology changed it) goes. VIPs (/32) are the steps' business.
+                let own: Vec<&(String, std::net::Ipv4Addr, u8)> =
+                    addrs.iter().filter(|(dev, _, _)| *dev == iface.name).collect();
+                for (_, a, p) in &own {
+                    if *p == iface.prefix && *a != iface.address {
+                        run(&["ip", "-n", &ns, "addr", "del", &format!("{a}/{p}"), "dev", &iface.name])?;
+                    }
+                }
+                if !own.iter().any(|(_, a, p)| *a == iface.address && *p == iface.prefix) {
+                    let a = format!("{}/{}", iface.address, iface.prefix);
+                    run(&["ip", "-n", &ns, "addr", "add", &a, "dev", &iface.name])?;
+                }
+                run(&["ip", "-n", &ns, "link", "set", &iface.name, "up"])?;
             }
             if let Some(m) = &self.topo.mgmt {
-                self.start_sshd(state, record, &ns, pid, &host.name, m.addresses[hi], m)?;
+                wanted.push(veth_names(lab, &host.name, "mgmt0").0);
+                if !self.sshd_runs(pid) || !links.iter().any(|l| l.name == "mgmt0") {
+                    self.start_sshd(state, record, &ns, pid, &host.name, m.addresses[hi], m)?;
+                }
+            }
+            // Interfaces the host had and no longer has.
+            let stale: Vec<String> = state
+                .infra
+                .iter()
+                .filter_map(|i| match i {
+                    Infra::Veth { name, host: Some(h) } if *h == host.name && !wanted.contains(name) => {
+                        Some(name.clone())
+                    }
+                    _ => None,
+                })
+                .collect();
+            for name in stale {
+                if link_exists(&name) {
+                    run(&["ip", "link", "del", &name])?;
+                }
+                state
+                    .infra
+                    .retain(|i| !matches!(i, Infra::Veth { name: n, .. } if *n == name));
+                save(state).map_err(NetnsError::Failed)?;
             }
         }
         if self.topo.mgmt.is_some() {
             self.write_known_hosts()?;
         }
+        Ok(removed)
+    }
+
+    /// A long-lived process in a new network and mount namespace for a
+    /// host, registered as its netns. Returns its pid.
+    fn new_holder(
+        &self,
+        state: &mut LabState,
+        record: &dyn Fn(&mut LabState, Infra) -> Result<(), NetnsError>,
+        host: &str,
+        ns: &str,
+    ) -> Result<u32, NetnsError> {
+        let child = Command::new("unshare")
+            .args([
+                "--net",
+                "--mount",
+                "--propagation",
+                "private",
+                "--",
+                "sleep",
+                "infinity",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .map_err(|e| NetnsError::Failed(format!("unshare: {e}")))?;
+        let pid = child.id();
+        let me = std::fs::read_link("/proc/self/ns/net").ok();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::fs::read_link(format!("/proc/{pid}/ns/net")).ok() == me {
+            if Instant::now() > deadline {
+                return Err(NetnsError::Failed(format!("{host}: the namespace did not appear")));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let start =
+            crate::process::start_time(pid).ok_or_else(|| NetnsError::Failed(format!("{host}: holder exited")))?;
+        record(
+            state,
+            Infra::Holder {
+                host: host.to_string(),
+                pid,
+                start,
+            },
+        )?;
+        record(state, Infra::Netns { name: ns.to_string() })?;
+        if Path::new(&format!("/run/netns/{ns}")).exists() {
+            run(&["ip", "netns", "delete", ns])?;
+        }
+        run(&["ip", "netns", "attach", ns, &pid.to_string()])?;
+        Ok(pid)
+    }
+
+    /// The host's private directories (tmpfs in its own mount namespace), each
+    /// mounted unless it already is.
+    fn private_mounts(&self, pid: u32, host: &str) -> Result<(), NetnsError> {
+        let pid = pid.to_string();
+        let source = format!("lvslab-{host}");
+        let mounted = run(&[
+            "nsenter",
+            "-t",
+            &pid,
+            "-m",
+            "--",
+            "findmnt",
+            "-rn",
+            "-o",
+            "SOURCE,TARGET",
+        ])?;
+        for dir in PRIVATE_DIRS {
+            if !mounted.lines().any(|l| l == format!("{source} {dir}")) {
+                run(&[
+                    "nsenter",
+                    "-t",
+                    &pid,
+                    "-m",
+                    "--",
+                    "mount",
+                    "-t",
+                    "tmpfs",
+                    "-o",
+                    "mode=0755",
+                    &source,
+                    dir,
+                ])?;
+            }
+        }
         Ok(())
+    }
+
+    /// Whether the host's own sshd (management network) runs.
+    fn sshd_runs(&self, pid: u32) -> bool {
+        run(&[
+            "nsenter",
+            "-t",
+            &pid.to_string(),
+            "-m",
+            "--",
+            "cat",
+            "/run/lvslab-ssh/sshd.pid",
+        ])
+        .ok()
+        .and_then(|p| p.trim().parse::<u32>().ok())
+        .and_then(Proc::find)
+        .is_some()
+    }
+
+    /// Remove what the lab has and the topology no longer declares: hosts
+    /// (every process in their namespace, the namespace, and with it their
+    /// interfaces) and networks' bridges. Only recorded objects. Returns the
+    /// hosts removed.
+    fn remove_undeclared(
+        &self,
+        state: &mut LabState,
+        save: &dyn Fn(&LabState) -> Result<(), String>,
+    ) -> Result<Vec<String>, NetnsError> {
+        let lab = &self.topo.lab;
+        let declared: Vec<&str> = self.topo.hosts.iter().map(|h| h.name.as_str()).collect();
+        let mut gone: Vec<String> = Vec::new();
+        for i in &state.infra {
+            if let Infra::Holder { host, .. } = i
+                && !declared.contains(&host.as_str())
+                && !gone.contains(host)
+            {
+                gone.push(host.clone());
+            }
+        }
+        for host in &gone {
+            let ns = netns_name(lab, host);
+            let mut procs: Vec<Proc> = pids_in(&ns).into_iter().filter_map(Proc::find).collect();
+            procs.extend(state.infra.iter().filter_map(|i| match i {
+                Infra::Holder { host: h, pid, start } if h == host => Some(Proc {
+                    pid: *pid,
+                    start: *start,
+                }),
+                _ => None,
+            }));
+            if let Some(p) = crate::process::stop_all(&procs, Duration::from_secs(3)).first() {
+                return Err(NetnsError::Failed(format!(
+                    "removing host {host}: process {} does not stop",
+                    p.pid
+                )));
+            }
+            if Path::new(&format!("/run/netns/{ns}")).exists() {
+                run(&["ip", "netns", "delete", &ns])?;
+            }
+            // Its veths went with its namespace (a veth's ends go together).
+            let mut veths = Vec::new();
+            state.infra.retain(|i| match i {
+                Infra::Holder { host: h, .. } => h != host,
+                Infra::Netns { name } => *name != ns,
+                Infra::Veth { name, host: Some(h) } if h == host => {
+                    veths.push(name.clone());
+                    false
+                }
+                _ => true,
+            });
+            for v in veths.iter().filter(|v| link_exists(v)) {
+                run(&["ip", "link", "del", v])?;
+            }
+            save(state).map_err(NetnsError::Failed)?;
+        }
+        let mut bridges: Vec<String> = self.topo.networks.iter().map(|n| bridge_name(lab, &n.name)).collect();
+        bridges.push(mgmt_bridge(lab));
+        let stale: Vec<String> = state
+            .infra
+            .iter()
+            .filter_map(|i| match i {
+                Infra::Bridge { name } if !bridges.contains(name) => Some(name.clone()),
+                _ => None,
+            })
+            .collect();
+        for br in stale {
+            if link_exists(&br) {
+                run(&["ip", "link", "del", &br])?;
+            }
+            state
+                .infra
+                .retain(|i| !matches!(i, Infra::Bridge { name } if *name == br));
+            save(state).map_err(NetnsError::Failed)?;
+        }
+        Ok(gone)
     }
 
     /// A management interface and an sshd of its own for one host.
@@ -488,21 +666,41 @@ impl Netns<'_> {
     ) -> Result<(), NetnsError> {
         let lab = &self.topo.lab;
         let (outer, inner) = veth_names(lab, host, "mgmt0");
-        record(state, Infra::Veth { name: outer.clone() })?;
+        record(
+            state,
+            Infra::Veth {
+                name: outer.clone(),
+                host: Some(host.to_string()),
+            },
+        )?;
         if link_exists(&outer) {
-            sh(&format!("ip link del {outer}"))?;
+            run(&["ip", "link", "del", &outer])?;
         }
-        sh(&format!(
-            "ip link add {outer} type veth peer name {inner} && ip link set {inner} netns {ns} && \
-             ip link set {outer} master {br} up && ip -n {ns} link set {inner} name mgmt0 && \
-             ip -n {ns} addr add {addr}/{p} dev mgmt0 && ip -n {ns} link set mgmt0 up",
-            br = mgmt_bridge(lab),
-            p = m.cidr.prefix()
-        ))?;
+        if run(&["ip", "-n", ns, "-o", "link", "show", "dev", "mgmt0"]).is_ok() {
+            run(&["ip", "-n", ns, "link", "del", "mgmt0"])?;
+        }
+        let own = format!("{addr}/{}", m.cidr.prefix());
+        run(&["ip", "link", "add", &outer, "type", "veth", "peer", "name", &inner])?;
+        run(&["ip", "link", "set", &inner, "netns", ns])?;
+        run(&["ip", "link", "set", &outer, "master", &mgmt_bridge(lab), "up"])?;
+        run(&["ip", "-n", ns, "link", "set", &inner, "name", "mgmt0"])?;
+        run(&["ip", "-n", ns, "addr", "add", &own, "dev", "mgmt0"])?;
+        run(&["ip", "-n", ns, "link", "set", "mgmt0", "up"])?;
         let host_key = self.ssh_dir.join(format!("host_{host}"));
         keygen(&host_key)?;
         let read = |p: &Path| std::fs::read(p).map_err(|e| NetnsError::Failed(format!("{}: {e}", p.display())));
-        sh(&format!("nsenter -t {pid} -m -- mkdir -p /run/sshd /run/lvslab-ssh"))?;
+        let pid_s = pid.to_string();
+        run(&[
+            "nsenter",
+            "-t",
+            &pid_s,
+            "-m",
+            "--",
+            "mkdir",
+            "-p",
+            "/run/sshd",
+            "/run/lvslab-ssh",
+        ])?;
         ns_write(pid, "/run/lvslab-ssh/host_key", &read(&host_key)?, "600")?;
         ns_write(
             pid,
@@ -516,9 +714,17 @@ impl Netns<'_> {
              UsePAM no\nPermitRootLogin prohibit-password\nPrintMotd no\nMaxSessions 50\n"
         );
         ns_write(pid, "/run/lvslab-ssh/sshd_config", config.as_bytes(), "600")?;
-        sh(&format!(
-            "nsenter -t {pid} -n -m -- /usr/sbin/sshd -f /run/lvslab-ssh/sshd_config"
-        ))?;
+        run(&[
+            "nsenter",
+            "-t",
+            &pid_s,
+            "-n",
+            "-m",
+            "--",
+            "/usr/sbin/sshd",
+            "-f",
+            "/run/lvslab-ssh/sshd_config",
+        ])?;
         Ok(())
     }
 
@@ -642,7 +848,8 @@ fn pids_in(ns: &str) -> Vec<u32> {
 /// Remove every recorded object, last created first. Returns what could not be removed.
 pub fn destroy(state: &mut LabState) -> Vec<String> {
     let mut problems = Vec::new();
-    // Stop every process in the lab's namespaces (daemons, holders).
+    // Stop every process in the lab's namespaces (daemons, holders): TERM,
+    // then KILL what is left, and only go on once they are gone.
     let namespaces: Vec<String> = state
         .infra
         .iter()
@@ -651,41 +858,35 @@ pub fn destroy(state: &mut LabState) -> Vec<String> {
             _ => None,
         })
         .collect();
-    for ns in &namespaces {
-        let pids = pids_in(ns);
-        if !pids.is_empty() {
-            let list: Vec<String> = pids.iter().map(u32::to_string).collect();
-            let _ = sh(&format!("kill -TERM {} 2>/dev/null", list.join(" ")));
-        }
-    }
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while namespaces.iter().any(|ns| !pids_in(ns).is_empty()) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    for ns in &namespaces {
-        let pids = pids_in(ns);
-        if !pids.is_empty() {
-            let list: Vec<String> = pids.iter().map(u32::to_string).collect();
-            let _ = sh(&format!("kill -KILL {} 2>/dev/null", list.join(" ")));
-        }
+    let procs: Vec<Proc> = namespaces
+        .iter()
+        .flat_map(|ns| pids_in(ns))
+        .filter_map(Proc::find)
+        .collect();
+    for p in crate::process::stop_all(&procs, Duration::from_secs(3)) {
+        problems.push(format!("process {} does not stop", p.pid));
     }
     for i in state.infra.iter().rev() {
         match i {
             Infra::Holder { pid, start, .. } => {
-                if holder_alive(*pid, *start) {
-                    let _ = sh(&format!("kill -KILL {pid}"));
-                }
+                crate::process::stop_all(
+                    &[Proc {
+                        pid: *pid,
+                        start: *start,
+                    }],
+                    Duration::from_secs(3),
+                );
             }
             Infra::Netns { name } => {
                 if Path::new(&format!("/run/netns/{name}")).exists()
-                    && let Err(e) = sh(&format!("ip netns delete {name}"))
+                    && let Err(e) = run(&["ip", "netns", "delete", name])
                 {
                     problems.push(e.to_string());
                 }
             }
-            Infra::Veth { name } | Infra::Bridge { name } => {
+            Infra::Veth { name, .. } | Infra::Bridge { name } => {
                 if link_exists(name)
-                    && let Err(e) = sh(&format!("ip link del {name}"))
+                    && let Err(e) = run(&["ip", "link", "del", name])
                 {
                     problems.push(e.to_string());
                 }
@@ -711,7 +912,7 @@ pub fn leftovers(state: &LabState) -> Vec<String> {
         .filter_map(|i| match i {
             Infra::Holder { pid, start, host } if holder_alive(*pid, *start) => Some(format!("process {pid} ({host})")),
             Infra::Netns { name } if Path::new(&format!("/run/netns/{name}")).exists() => Some(format!("netns {name}")),
-            Infra::Veth { name } | Infra::Bridge { name } if link_exists(name) => Some(format!("link {name}")),
+            Infra::Veth { name, .. } | Infra::Bridge { name } if link_exists(name) => Some(format!("link {name}")),
             Infra::Dir { path } if Path::new(path).exists() => Some(format!("directory {path}")),
             _ => None,
         })

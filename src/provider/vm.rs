@@ -27,6 +27,7 @@ use sha2::{Digest, Sha256};
 use crate::exec::connect::Reach;
 use crate::exec::state::LabState;
 use crate::model::{Mgmt, Topology};
+use crate::process::Proc;
 
 /// Where the VM sees its share (this machine's `<vm dir>/share`, writable).
 pub const GUEST_SHARE: &str = "/mnt/lvslab";
@@ -658,35 +659,24 @@ pub fn host_reach(topo: &Topology, rec: &VmRecord) -> BTreeMap<String, Reach> {
         .collect()
 }
 
-fn proc_start(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = stat.rsplit_once(") ")?.1;
-    let mut fields = rest.split_whitespace();
-    // Not a zombie.
-    if fields.next()? == "Z" {
-        return None;
-    }
-    fields.nth(18)?.parse().ok()
-}
-
 /// Whether the recorded qemu still runs.
 pub fn alive(rec: &VmRecord) -> bool {
-    match (rec.pid, rec.start) {
-        (Some(pid), Some(start)) => proc_start(pid) == Some(start),
-        _ => false,
-    }
+    qemu(rec).is_some_and(|p| p.alive())
+}
+
+/// The recorded qemu process.
+fn qemu(rec: &VmRecord) -> Option<Proc> {
+    Some(Proc {
+        pid: rec.pid?,
+        start: rec.start?,
+    })
 }
 
 /// qemu processes of this VM: the recorded one, and any whose command line
 /// names this VM's directory (one an interrupted `up` started before it
 /// could record the pid).
-fn qemu_pids(rec: &VmRecord) -> Vec<u32> {
-    let mut pids = Vec::new();
-    if alive(rec)
-        && let Some(p) = rec.pid
-    {
-        pids.push(p);
-    }
+fn qemu_procs(rec: &VmRecord) -> Vec<Proc> {
+    let mut procs: Vec<Proc> = qemu(rec).filter(Proc::alive).into_iter().collect();
     let console = rec.dir.join("console.log").display().to_string();
     if let Ok(entries) = std::fs::read_dir("/proc") {
         for e in entries.flatten() {
@@ -699,43 +689,27 @@ fn qemu_pids(rec: &VmRecord) -> Vec<u32> {
             let cmd = String::from_utf8_lossy(&cmd);
             if cmd.starts_with("qemu-system")
                 && cmd.contains(&console)
-                && proc_start(pid).is_some()
-                && !pids.contains(&pid)
+                && let Some(p) = Proc::find(pid)
+                && !procs.iter().any(|q| q.pid == pid)
             {
-                pids.push(pid);
+                procs.push(p);
             }
         }
     }
-    pids
+    procs
 }
 
 /// Stop the VM (everything in it goes with it) and remove its directory.
-/// Returns what was done, a line each.
+/// Returns what was done, a line each, and only once qemu has exited.
 pub fn stop(rec: &VmRecord) -> Result<Vec<String>, VmError> {
     let mut done = Vec::new();
-    let pids = qemu_pids(rec);
-    if !pids.is_empty() {
-        let list: Vec<String> = pids.iter().map(u32::to_string).collect();
-        let _ = sh(&format!("kill -TERM {} 2>/dev/null", list.join(" ")));
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while pids.iter().any(|p| proc_start(*p).is_some()) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let left: Vec<String> = pids
-            .iter()
-            .filter(|p| proc_start(**p).is_some())
-            .map(u32::to_string)
-            .collect();
-        if !left.is_empty() {
-            let _ = sh(&format!("kill -KILL {} 2>/dev/null", left.join(" ")));
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while pids.iter().any(|p| proc_start(*p).is_some()) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-        if let Some(p) = pids.iter().find(|p| proc_start(**p).is_some()) {
+    let procs = qemu_procs(rec);
+    if !procs.is_empty() {
+        let list: Vec<String> = procs.iter().map(|p| p.pid.to_string()).collect();
+        if let Some(p) = crate::process::stop_all(&procs, Duration::from_secs(5)).first() {
             return Err(failed(format!(
-                "qemu (pid {p}) does not stop; kill it and run `lvslab down` again"
+                "qemu (pid {}) does not stop; kill it and run `lvslab down` again",
+                p.pid
             )));
         }
         done.push(format!("stopped the VM (qemu pid {})", list.join(", ")));
@@ -892,7 +866,7 @@ async fn boot(rec: &mut VmRecord, kernel: &Kernel, progress: &dyn Progress) -> R
         ));
         let mut child = spawn_qemu(rec, kernel, accel)?;
         rec.pid = Some(child.id());
-        rec.start = proc_start(child.id());
+        rec.start = crate::process::start_time(child.id());
         rec.accel = accel.to_string();
         // KVM that hangs shows nothing: give it a short time to reach init.
         if !last && let Err(why) = wait_mark(&mut child, rec, INIT_MARK, Duration::from_secs(30)).await {

@@ -84,6 +84,15 @@ pub fn plan_text(plan: &Plan) -> String {
             }
         }
     }
+    if !plan.removals.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n== removals: the running lab has these, the topology no longer declares them (`up` removes them) =="
+        );
+        for r in &plan.removals {
+            let _ = writeln!(out, "  - {r}");
+        }
+    }
     out
 }
 

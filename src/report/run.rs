@@ -22,6 +22,8 @@ pub fn status_word(s: Status) -> &'static str {
         Status::WouldChange => "would change",
         Status::Conditional => "conditional",
         Status::Reverted => "reverted",
+        Status::Removed => "removed",
+        Status::WouldRemove => "would remove",
     }
 }
 

@@ -406,14 +406,26 @@ impl<'de> de::Deserializer<'de> for De<'_> {
 
     fn deserialize_enum<V: Visitor<'de>>(
         self,
-        _: &'static str,
-        _: &'static [&'static str],
+        name: &'static str,
+        variants: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, DeError> {
         let span = self.node.span;
         match &self.node.kind {
             NodeKind::Scalar { value, .. } => {
-                let d: de::value::StrDeserializer<DeError> = value.as_str().into_deserializer();
+                // An unknown name is a diagnostic, not the end of validation:
+                // it is reported, and the closest name stands in for it so the
+                // rest of the file is still checked (and reported) at once.
+                let known = variants.contains(&value.as_str()) || enum_aliases(name).contains(&value.as_str());
+                let stand_in = match (known, variants.first()) {
+                    (false, Some(first)) => {
+                        let e = <DeError as de::Error>::unknown_variant(value, variants).or_span(span);
+                        self.ctx.diags.borrow_mut().push(e.into_diagnostic(&self.ctx.file));
+                        did_you_mean(value, variants.iter().copied()).unwrap_or(first)
+                    }
+                    _ => value.as_str(),
+                };
+                let d: de::value::StrDeserializer<DeError> = stand_in.into_deserializer();
                 visitor.visit_enum(d)
             }
             NodeKind::Map(pairs) if pairs.len() == 1 => visitor.visit_enum(EnumAccess {
@@ -439,6 +451,25 @@ impl<'de> de::Deserializer<'de> for De<'_> {
     }
 
     serde::forward_to_deserialize_any! { i128 u128 }
+}
+
+/// The other spellings `#[serde(alias)]` accepts for the topology's enums
+/// (serde's variant list names only the primary ones). Pinned by the test
+/// `enum_aliases_are_accepted` in this module.
+fn enum_aliases(name: &str) -> &'static [&'static str] {
+    match name {
+        "OsFamily" => &["ubuntu", "centos", "rocky", "almalinux", "fedora"],
+        "CheckKind" => &[
+            "HTTP_GET",
+            "http_get",
+            "TCP_CHECK",
+            "tcp_check",
+            "MISC_CHECK",
+            "misc_check",
+        ],
+        "VrrpState" => &["master", "backup"],
+        _ => &[],
+    }
 }
 
 fn check_duplicates(pairs: &[(Node, Node)], ctx: &Ctx) {
@@ -666,5 +697,49 @@ mod tests {
         assert!(t.is_none());
         assert_eq!(d[0].message, "expected an integer, found `two`");
         assert_eq!(d[0].location.as_ref().unwrap().1.line, 2);
+    }
+
+    #[test]
+    fn enum_aliases_are_accepted() {
+        use crate::spec::{CheckKind, OsFamily, VrrpState};
+        for a in enum_aliases("OsFamily") {
+            let (v, d) = parse::<OsFamily>(a);
+            assert!(v.is_some() && d.is_empty(), "{a}: {d:?}");
+        }
+        for a in enum_aliases("CheckKind") {
+            let (v, d) = parse::<CheckKind>(a);
+            assert!(v.is_some() && d.is_empty(), "{a}: {d:?}");
+        }
+        for a in enum_aliases("VrrpState") {
+            let (v, d) = parse::<VrrpState>(a);
+            assert!(v.is_some() && d.is_empty(), "{a}: {d:?}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_name_is_reported_and_the_rest_still_read() {
+        use crate::spec::Scheduler;
+        #[derive(Debug, Deserialize)]
+        #[serde(rename = "svc")]
+        struct Svc {
+            scheduler: Spanned<Scheduler>,
+            other: Spanned<Scheduler>,
+            #[serde(default)]
+            typo: Option<i64>,
+        }
+        let (t, d) = parse::<Svc>("scheduler: wrrr\nother: zzz\ntypoo: 1\n");
+        let t = t.expect("read to the end");
+        assert_eq!(t.typo, None);
+        assert_eq!(t.scheduler.value, Scheduler::Wrr, "the closest name stands in");
+        assert_eq!(t.other.value, Scheduler::Rr, "else the first");
+        let msgs: Vec<&str> = d.iter().map(|d| d.message.as_str()).collect();
+        assert_eq!(
+            msgs,
+            [
+                "unknown key `typoo` in svc",
+                "unknown value `wrrr`",
+                "unknown value `zzz`"
+            ]
+        );
     }
 }

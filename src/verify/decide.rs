@@ -406,7 +406,7 @@ fn ipvs_table(cx: &Ctx, d: &Host) -> Check {
         .filter(|h| h.host == d.name)
         .flat_map(|h| &h.steps)
         .filter_map(|s| match &s.resource {
-            Resource::IpvsTable { services } => Some(services.clone()),
+            Resource::IpvsTable { services, .. } => Some(services.clone()),
             _ => None,
         })
         .flatten()
@@ -431,7 +431,12 @@ fn ipvs_table(cx: &Ctx, d: &Host) -> Check {
         Err(e) => return c.settle(vec![format!("cannot parse `ipvsadm -Sn`: {e}")], String::new()),
     };
     let ka: Vec<&Service> = cx.t.services_of_director(d.id).filter(|s| s.keepalived).collect();
-    let a = ipvs::audit(&desired, &crate::compile::context::keepalived_table(cx.t, d), &live);
+    let a = ipvs::audit(
+        &desired,
+        &[],
+        &crate::compile::context::keepalived_table(cx.t, d),
+        &live,
+    );
     let mut problems: Vec<String> = Vec::new();
     for ch in a.owned.iter().chain(&a.keepalived) {
         problems.push(ch.description.clone());

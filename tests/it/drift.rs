@@ -51,7 +51,7 @@ fn as_planned(plan: &Plan, host: &str, file: impl Fn(&str, &str) -> String) -> V
                 Resource::Package { packages, .. } => {
                     packages.iter().map(|p| format!("{p} install ok installed\n")).collect()
                 }
-                Resource::IpvsTable { services } => lvslab::plan::ipvs::save_lines(services).join("\n"),
+                Resource::IpvsTable { services, .. } => lvslab::plan::ipvs::save_lines(services).join("\n"),
                 Resource::Mount { source, .. } => source.clone(),
                 Resource::Command { .. } => String::new(),
             };
@@ -78,7 +78,7 @@ fn planned_table(p: &Plan, host: &str) -> String {
     drift::host_steps(p, host)
         .iter()
         .find_map(|s| match &s.resource {
-            Resource::IpvsTable { services } => Some(lvslab::plan::ipvs::save_lines(services).join("\n")),
+            Resource::IpvsTable { services, .. } => Some(lvslab::plan::ipvs::save_lines(services).join("\n")),
             _ => None,
         })
         .unwrap_or_default()
@@ -268,6 +268,60 @@ fn file_diffs_never_show_secrets_and_keepalived_follows_its_rules() {
         Fix::Ipvsadm {
             args: vec!["-d -t 192.168.4.253:80 -r 192.168.4.99:80".into()]
         }
+    );
+}
+
+/// Issue 15, defect 1: a director whose keepalived does not run (its
+/// configuration refused, or stopped) has no table; `--fix` must start
+/// keepalived (its service step), never build keepalived's table with
+/// ipvsadm for nobody to own.
+#[test]
+fn keepalived_down_is_fixed_by_starting_it_never_by_ipvsadm() {
+    let path = repo().join("topologies/ha.yaml");
+    let t = load(&path).topology;
+    let p = plan(&path);
+    let obs: Vec<HostObservation> = drift::hosts(&t, &p)
+        .iter()
+        .map(|h| {
+            let mut steps = as_planned(&p, h, |_, c| c.to_string());
+            if h == "director2" {
+                for (s, o) in drift::host_steps(&p, h).iter().zip(steps.iter_mut()) {
+                    if s.id == "service:keepalived" {
+                        o.output = "inactive\n".into();
+                    }
+                }
+            }
+            // Neither director has a table: director2's keepalived is down,
+            // director1's table was emptied by hand while keepalived runs.
+            observed(h, steps, h.starts_with("director").then_some(""))
+        })
+        .collect();
+    let r = drift::decide(&t, &p, &obs, 0.1);
+    let find = |host: &str| r.hosts.iter().find(|h| h.host == host).unwrap().findings.clone();
+    let d2 = find("director2");
+    let table: Vec<&drift::Finding> = d2.iter().filter(|f| f.kind == "ipvs").collect();
+    assert!(!table.is_empty(), "{d2:#?}");
+    for f in &table {
+        assert!(f.message.ends_with("; keepalived is not running"), "{f:#?}");
+        assert_eq!(
+            f.fix,
+            Fix::Step {
+                id: "service:keepalived".into()
+            },
+            "{f:#?}"
+        );
+    }
+    assert!(
+        d2.iter().any(|f| f.message == "service keepalived not running"),
+        "{d2:#?}"
+    );
+    // While keepalived runs, its table is put back with ipvsadm (a restart would move the VIP).
+    let d1 = find("director1");
+    assert!(
+        d1.iter()
+            .filter(|f| f.kind == "ipvs")
+            .all(|f| matches!(f.fix, Fix::Ipvsadm { .. })),
+        "{d1:#?}"
     );
 }
 

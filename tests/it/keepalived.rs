@@ -121,6 +121,7 @@ async fn a_config_keepalived_refuses_is_never_installed() {
         lab: "k".into(),
         mode: lvslab::model::Mode::Dr,
         notes: Vec::new(),
+        removals: Vec::new(),
         phases: vec![Phase {
             name: "balancer".into(),
             hosts: vec![HostPlan {

@@ -84,6 +84,7 @@ async fn secrets_reach_files_but_never_results_or_diffs() {
         lab: "s".into(),
         mode: lvslab::model::Mode::Dr,
         notes: Vec::new(),
+        removals: Vec::new(),
         phases: vec![Phase {
             name: "balancer".into(),
             hosts: vec![HostPlan {

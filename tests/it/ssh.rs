@@ -271,7 +271,7 @@ fn up_is_idempotent_check_changes_nothing_and_down_restores_exactly() {
 
     let again = lab.lvslab(&["down".as_ref(), topo.as_os_str()]).run();
     ok(&again);
-    assert!(again.stderr.contains("was never brought up here"), "{}", again.stderr);
+    assert!(again.stderr.contains("is not up here"), "{}", again.stderr);
 }
 
 #[test]

@@ -49,7 +49,7 @@ nothing_left() {
   left+=$(ip netns list | grep "lvslab-$lab-" || true)
   left+=$(ip -o link show | grep -E ': (lvb|lvv|lvp)[0-9a-f]{8}' | grep -v lvb00000000 || true)
   left+=$(grep "lvslab-" /proc/mounts || true)
-  left+=$(ls "$LVSLAB_STATE_DIR/$lab/state.json" 2>/dev/null || true)
+  left+=$(ls -d "$LVSLAB_STATE_DIR/$lab" 2>/dev/null || true)
   left+=$(pgrep -af 'busybox httpd -f|sleep infinity|keepalived --dont-fork|lvslab-ssh|socat UDP4-RECVFROM|openssl s_server|rpc.mountd|rpcbind -w|rsync --daemon' || true)
   [ -z "$left" ] || { echo "     left behind: $left"; return 1; }
 }
