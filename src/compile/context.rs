@@ -287,8 +287,28 @@ pub fn build(topo: &Topology, host: &Host) -> Context {
             continue;
         }
         add_vip(s, &mut dr_vips, &mut tun_vips);
-        if !web_ports.contains(&port) {
-            web_ports.push(port);
+        // It answers where the service's packets arrive: the mark's ports,
+        // the service's (or the one NAT maps to), 80 for an all-ports service.
+        let (tcp, udp): (Vec<u16>, Vec<u16>) = match (s.key, s.mark_protocol) {
+            (ServiceKey::Fwmark(_), Protocol::Tcp) => (s.mark_ports.clone(), Vec::new()),
+            (ServiceKey::Fwmark(_), Protocol::Udp) => (Vec::new(), s.mark_ports.clone()),
+            (ServiceKey::Tcp(_), _) => (vec![if port == 0 { 80 } else { port }], Vec::new()),
+            (ServiceKey::Udp(_), _) => (Vec::new(), vec![port]),
+        };
+        for p in tcp.into_iter().filter(|p| *p != 0) {
+            if !web_ports.contains(&p) {
+                web_ports.push(p);
+            }
+        }
+        let bind = (s.mode != Mode::Nat).then_some(s.vip);
+        for p in udp.into_iter().filter(|p| *p != 0) {
+            let name = match bind {
+                Some(v) => format!("{p}-{}", v.to_string().replace('.', "-")),
+                None => p.to_string(),
+            };
+            if !udp_responders.iter().any(|u| u.name == name) {
+                udp_responders.push(UdpCtx { name, port: p, bind });
+            }
         }
         if page.is_none() {
             page = Some(sorry_page(&topo.lab, &host.name));
@@ -465,9 +485,9 @@ fn keepalived(topo: &Topology, host: &Host) -> Option<KeepalivedCtx> {
             quorum: s.quorum,
             inhibit_on_failure: s.inhibit_on_failure,
             // keepalived takes no port for a firewall mark's sorry server.
-            sorry_server: s.sorry_server.map(|(a, p)| match s.key {
-                ServiceKey::Fwmark(_) => a.to_string(),
-                _ => format!("{a} {p}"),
+            sorry_server: s.sorry_server.map(|(a, p)| match p {
+                0 => a.to_string(),
+                p => format!("{a} {p}"),
             }),
             real_servers: svc
                 .real_servers
@@ -560,10 +580,7 @@ pub fn keepalived_table(topo: &Topology, host: &Host) -> Vec<KeepalivedService> 
         .map(|s| KeepalivedService {
             service: ipvs_service(s),
             // As `ipvsadm -Sn` shows it: a mark's destinations have port 0.
-            sorry: s.sorry_server.map(|(a, p)| match s.key {
-                ServiceKey::Fwmark(_) => format!("{a}:0"),
-                _ => format!("{a}:{p}"),
-            }),
+            sorry: s.sorry_server.map(|(a, p)| format!("{a}:{p}")),
             inhibit_on_failure: s.inhibit_on_failure,
             names: s
                 .real_servers

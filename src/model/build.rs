@@ -1018,6 +1018,16 @@ fn build_ha(
             );
         }
         let nopreempt = inst.nopreempt.as_ref().is_some_and(|n| n.value);
+        if let (true, Some(d)) = (nopreempt, &inst.preempt_delay) {
+            cx.error(
+                d.span,
+                format!(
+                    "instance {} has both `nopreempt` and `preempt_delay`: keepalived refuses them together",
+                    inst.name.value
+                ),
+                "choose one: `nopreempt` (a recovered MASTER never takes the VIP back) or `preempt_delay` (it takes it back after that many seconds)",
+            );
+        }
         let mut members = Vec::new();
         let mut priorities: BTreeMap<u8, String> = BTreeMap::new();
         for m in &inst.members {
@@ -1491,12 +1501,30 @@ fn build_service(
     }
 
     // keepalived-only settings.
+    let udp = match key {
+        ServiceKey::Udp(_) => true,
+        ServiceKey::Fwmark(_) => protocol == Protocol::Udp,
+        ServiceKey::Tcp(_) => false,
+    };
     let health_check = s.health_check.as_ref().map(|h| {
         if !keepalived {
             cx.error(
                 h.span,
                 "health checks are run by keepalived, and this service has none",
                 "add an `ha:` section whose members are this service's directors",
+            );
+        }
+        if udp && matches!(h.kind.value, CheckKind::Http | CheckKind::Tcp) {
+            cx.error(
+                h.kind.span,
+                format!(
+                    "a `{}` health check connects over TCP, and service {name} is UDP: keepalived would find every real server down",
+                    match h.kind.value {
+                        CheckKind::Http => "http",
+                        _ => "tcp",
+                    }
+                ),
+                "use `type: misc` with a script that asks the UDP service, or leave the health check out",
             );
         }
         build_check(cx, h)
@@ -1524,17 +1552,43 @@ fn build_service(
                 return None;
             }
         };
-        let p = ss
+        let given = ss
             .port
             .as_ref()
-            .and_then(|p| cx.range(p, 1, 65535, "port", "ports are 1..=65535"))
-            .map_or(port.unwrap_or(80), |p| p as u16);
+            .and_then(|p| cx.range(p, 1, 65535, "port", "ports are 1..=65535").map(|v| (v as u16, p.span)));
+        // The sorry server is forwarded to like a real server: a firewall
+        // mark's or an all-ports service's packets keep their port (0 in
+        // IPVS), and outside NAT no port can be mapped.
+        let p = match (key, given) {
+            (ServiceKey::Fwmark(_), _) | (ServiceKey::Tcp(0) | ServiceKey::Udp(0), _) => 0,
+            (ServiceKey::Tcp(sp) | ServiceKey::Udp(sp), Some((gp, span))) if mode != Mode::Nat && gp != sp => {
+                cx.error(
+                    span,
+                    format!(
+                        "sorry server port {gp} differs from service port {sp} in {} mode",
+                        mode.as_str().to_uppercase()
+                    ),
+                    "the sorry server gets the packet unchanged, so it answers on the service's port: remove `port` (only NAT can map ports)",
+                );
+                sp
+            }
+            (ServiceKey::Tcp(_) | ServiceKey::Udp(_), Some((gp, _))) => gp,
+            (ServiceKey::Tcp(sp) | ServiceKey::Udp(sp), None) => sp,
+        };
         Some((addr, p))
     });
-    for (field, v) in [("delay_loop", &s.delay_loop), ("quorum", &s.quorum)] {
-        if let (Some(v), false) = (v, keepalived) {
+    let inhibit = s.inhibit_on_failure.as_ref().map(|i| (i.span, i.value));
+    for (field, span) in [
+        ("delay_loop", s.delay_loop.as_ref().map(|v| v.span)),
+        ("quorum", s.quorum.as_ref().map(|v| v.span)),
+        (
+            "inhibit_on_failure",
+            inhibit.filter(|(_, on)| *on).map(|(span, _)| span),
+        ),
+    ] {
+        if let (Some(span), false) = (span, keepalived) {
             cx.error(
-                v.span,
+                span,
                 format!("`{field}` is a keepalived setting, and this service has no keepalived"),
                 "add an `ha:` section, or remove it",
             );
@@ -1572,7 +1626,7 @@ fn build_service(
         sorry_server,
         delay_loop,
         quorum,
-        inhibit_on_failure: s.inhibit_on_failure.unwrap_or(false),
+        inhibit_on_failure: inhibit.is_some_and(|(_, on)| on),
     })
 }
 

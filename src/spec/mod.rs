@@ -383,7 +383,7 @@ pub struct ServiceSpec {
     #[serde(default)]
     pub quorum: Option<Spanned<i64>>,
     #[serde(default)]
-    pub inhibit_on_failure: Option<bool>,
+    pub inhibit_on_failure: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
