@@ -202,6 +202,9 @@ fn environment() -> Result<Environment<'static>, CompileError> {
             message: e.to_string(),
         })?;
     env.set_syntax(syntax);
+    // Nothing is HTML-escaped, whatever a template's name ends with (the
+    // playbook strings are named by their text, `…/index.html` among them).
+    env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
     env.add_filter("q", |s: String| crate::shell::quote(&s));
     for (name, src) in assets::TEMPLATES {
         env.add_template(name, src).map_err(|e| CompileError::Template {
@@ -209,19 +212,87 @@ fn environment() -> Result<Environment<'static>, CompileError> {
             message: format!("{e:#}"),
         })?;
     }
+    // Every template string of the embedded playbooks, compiled once and
+    // named by its own text (see `render`).
+    for (_, plays) in playbooks()? {
+        for play in plays {
+            for step in &play.steps {
+                let mut strings = Vec::new();
+                collect_templates(&serde_yaml::Value::Mapping(step.clone()), &mut strings);
+                for t in strings {
+                    if env.get_template(&t).is_err() {
+                        env.add_template_owned(t.clone(), t)
+                            .map_err(|e| CompileError::Template {
+                                template: "(a playbook string)".into(),
+                                message: format!("{e:#}"),
+                            })?;
+                    }
+                }
+            }
+        }
+    }
     Ok(env)
+}
+
+/// The template environment, built once per process: the embedded templates
+/// and playbook strings never change, so neither does it.
+fn shared_environment() -> Result<&'static Environment<'static>, CompileError> {
+    static ENV: std::sync::OnceLock<Result<Environment<'static>, String>> = std::sync::OnceLock::new();
+    ENV.get_or_init(|| environment().map_err(|e| e.to_string()))
+        .as_ref()
+        .map_err(|message| CompileError::Template {
+            template: "(environment)".into(),
+            message: message.clone(),
+        })
+}
+
+/// The strings of a step that are templates.
+fn collect_templates(v: &serde_yaml::Value, out: &mut Vec<String>) {
+    match v {
+        serde_yaml::Value::String(s) if s.contains("{{") || s.contains("{%") => out.push(s.clone()),
+        serde_yaml::Value::Sequence(items) => items.iter().for_each(|i| collect_templates(i, out)),
+        serde_yaml::Value::Mapping(m) => m.values().for_each(|i| collect_templates(i, out)),
+        _ => {}
+    }
+}
+
+/// Each embedded playbook's name and plays.
+type Playbooks = Vec<(&'static str, Vec<Play>)>;
+
+/// The embedded playbooks, parsed once per process (they are compiled in,
+/// so every parse gives the same plays).
+fn playbooks() -> Result<&'static [(&'static str, Vec<Play>)], CompileError> {
+    // On error: the playbook's name and serde's message.
+    static PLAYS: std::sync::OnceLock<Result<Playbooks, (String, String)>> = std::sync::OnceLock::new();
+    let parsed = PLAYS.get_or_init(|| {
+        assets::PLAYBOOKS
+            .iter()
+            .map(|(name, src)| {
+                serde_yaml::from_str::<Vec<Play>>(src)
+                    .map(|plays| (*name, plays))
+                    .map_err(|e| (name.to_string(), e.to_string()))
+            })
+            .collect()
+    });
+    parsed.as_deref().map_err(|(playbook, message)| CompileError::Play {
+        playbook: playbook.clone(),
+        play: "(the whole file)".into(),
+        message: format!("cannot read playbook: {message}"),
+    })
 }
 
 /// Compile a validated topology into a plan.
 pub fn compile(topo: &Topology) -> Result<Plan, CompileError> {
-    let env = environment()?;
+    let env = shared_environment()?;
     let mut per_host: Vec<BTreeMap<&str, Vec<Step>>> = vec![BTreeMap::new(); topo.hosts.len()];
-    for (playbook, src) in assets::PLAYBOOKS {
-        let plays: Vec<Play> = serde_yaml::from_str(src).map_err(|source| CompileError::Playbook {
-            playbook: playbook.to_string(),
-            source,
-        })?;
-        for play in &plays {
+    // Each host's context, built once.
+    let contexts: Vec<Value> = topo
+        .hosts
+        .iter()
+        .map(|h| Value::from(minijinja::value::Serde(context::build(topo, h))))
+        .collect();
+    for (playbook, plays) in playbooks()? {
+        for play in plays {
             let phase = PHASES
                 .iter()
                 .find(|p| **p == play.phase)
@@ -231,7 +302,7 @@ pub fn compile(topo: &Topology) -> Result<Plan, CompileError> {
                     message: format!("unknown phase `{}` (phases: {})", play.phase, PHASES.join(", ")),
                 })?;
             for host in topo.hosts.iter().filter(|h| play.hosts.matches(h.role)) {
-                let ctx = Value::from(minijinja::value::Serde(context::build(topo, host)));
+                let ctx = &contexts[host.id.0];
                 let fail = |step: usize, message: String| CompileError::Step {
                     playbook: playbook.to_string(),
                     play: play.name.clone(),
@@ -240,12 +311,12 @@ pub fn compile(topo: &Topology) -> Result<Plan, CompileError> {
                     message,
                 };
                 if let Some(expr) = &play.when
-                    && !eval_bool(&env, expr, &ctx).map_err(|m| fail(0, m))?
+                    && !eval_bool(env, expr, ctx).map_err(|m| fail(0, m))?
                 {
                     continue;
                 }
                 for (i, raw) in play.steps.iter().enumerate() {
-                    let steps = expand_step(&env, topo, host, raw, &ctx).map_err(|m| fail(i + 1, m))?;
+                    let steps = expand_step(env, topo, host, raw, ctx).map_err(|m| fail(i + 1, m))?;
                     per_host[host.id.0].entry(phase).or_default().extend(steps);
                 }
             }
@@ -256,9 +327,9 @@ pub fn compile(topo: &Topology) -> Result<Plan, CompileError> {
         if host.extra_steps.is_empty() {
             continue;
         }
-        let ctx = Value::from(minijinja::value::Serde(context::build(topo, host)));
+        let ctx = &contexts[host.id.0];
         for extra in &host.extra_steps {
-            let steps = expand_step(&env, topo, host, &extra.step, &ctx).map_err(|m| {
+            let steps = expand_step(env, topo, host, &extra.step, ctx).map_err(|m| {
                 CompileError::User(
                     crate::diag::Diagnostic::error(format!("step for host `{}`: {m}", host.name))
                         .at(&topo.source, extra.span)
@@ -333,9 +404,48 @@ fn dedup(host: &str, steps: Vec<Step>) -> Result<Vec<Step>, CompileError> {
     Ok(out)
 }
 
+/// The `when` and `loop` expressions of the embedded playbooks, compiled once.
+fn playbook_expressions() -> &'static BTreeMap<&'static str, minijinja::Expression<'static, 'static>> {
+    static EXPRS: std::sync::OnceLock<BTreeMap<&'static str, minijinja::Expression<'static, 'static>>> =
+        std::sync::OnceLock::new();
+    EXPRS.get_or_init(|| {
+        let mut out = BTreeMap::new();
+        let (Ok(env), Ok(plays)) = (shared_environment(), playbooks()) else {
+            return out;
+        };
+        for (_, plays) in plays {
+            for play in plays {
+                let steps = play.steps.iter().flat_map(|s| ["when", "loop"].map(|k| s.get(k)));
+                for e in play
+                    .when
+                    .iter()
+                    .map(String::as_str)
+                    .chain(steps.flatten().filter_map(|v| v.as_str()))
+                {
+                    if let Ok(compiled) = env.compile_expression(e) {
+                        out.insert(e, compiled);
+                    }
+                }
+            }
+        }
+        out
+    })
+}
+
+/// Evaluate an expression: a playbook's (compiled once), or a topology step's.
+fn eval(env: &Environment, expr: &str, ctx: &Value) -> Result<Value, String> {
+    match playbook_expressions().get(expr) {
+        Some(e) => e.eval(ctx),
+        None => env
+            .compile_expression(expr)
+            .map_err(|e| format!("`{expr}`: {e}"))?
+            .eval(ctx),
+    }
+    .map_err(|e| format!("`{expr}`: {e}"))
+}
+
 fn eval_bool(env: &Environment, expr: &str, ctx: &Value) -> Result<bool, String> {
-    let e = env.compile_expression(expr).map_err(|e| format!("`{expr}`: {e}"))?;
-    e.eval(ctx).map(|v| v.is_true()).map_err(|e| format!("`{expr}`: {e}"))
+    eval(env, expr, ctx).map(|v| v.is_true())
 }
 
 fn expand_step(
@@ -356,10 +466,7 @@ fn expand_step(
     }
     let items: Vec<Value> = match get("loop") {
         Some(expr) => {
-            let e = env
-                .compile_expression(expr)
-                .map_err(|e| format!("loop `{expr}`: {e}"))?;
-            let v = e.eval(ctx).map_err(|e| format!("loop `{expr}`: {e}"))?;
+            let v = eval(env, expr, ctx).map_err(|e| format!("loop {e}"))?;
             v.try_iter().map_err(|e| format!("loop `{expr}`: {e}"))?.collect()
         }
         None => vec![Value::UNDEFINED],
@@ -408,7 +515,13 @@ fn expand_step(
 
 fn render(env: &Environment, s: &str, ctx: &Value) -> Result<String, String> {
     if s.contains("{{") || s.contains("{%") {
-        env.render_str(s, ctx).map_err(|e| format!("template `{s}`: {e}"))
+        // A playbook string was compiled once (named by its text); a
+        // topology's own step is compiled here.
+        match env.get_template(s) {
+            Ok(t) => t.render(ctx),
+            Err(_) => env.render_str(s, ctx),
+        }
+        .map_err(|e| format!("template `{s}`: {e}"))
     } else {
         Ok(s.to_string())
     }
