@@ -23,9 +23,11 @@ pub enum Expect {
     Equal,
     /// wrr: shares proportional to the weights.
     Weighted,
-    /// lc, wlc: every real server with weight > 0 answers; shares follow
-    /// connection counts that earlier traffic changes, so they are shown, not judged.
-    Spread,
+    /// lc, wlc: each request goes to the real server with the least
+    /// connections (ActiveConn × 256 + InActConn, per weight for wlc); the
+    /// shares follow from the counts read before the traffic (earlier traffic
+    /// included), see [`least_connections`].
+    LeastConnections,
     /// Persistence, sh, dh, lblc, lblcr, mh: one client (and one VIP) maps to one real server.
     Sticky,
     /// sed, nq, fo, ovf: with one request at a time, one real server takes them all.
@@ -45,7 +47,7 @@ pub fn expect(s: &Service) -> Expect {
     match s.scheduler {
         Rr => Expect::Equal,
         Wrr => Expect::Weighted,
-        Lc | Wlc => Expect::Spread,
+        Lc | Wlc => Expect::LeastConnections,
         // The source port is hashed too: each new connection may land elsewhere.
         Sh | Mh if port_hashed => Expect::PortHashed,
         Sh | Dh | Lblc | Lblcr | Mh => Expect::Sticky,
@@ -61,8 +63,13 @@ fn expect_words(s: &Service) -> String {
         Expect::PortHashed => format!(
             "{sched} with the source port hashed: one client's connections reach more than one real server (which ones is the hash's choice: shown, not judged)"
         ),
-        Expect::Spread => format!(
-            "{sched}: every real server with weight > 0 answers (shares follow connection counts, which earlier traffic changes: shown, not judged)"
+        Expect::LeastConnections => format!(
+            "{sched}: each request to the real server with the fewest connections (active × 256 + inactive{}), counted from what the directors held before the traffic",
+            if s.scheduler == Scheduler::Wlc {
+                ", per weight"
+            } else {
+                ""
+            }
         ),
         Expect::Sticky => match s.persistence {
             Some(p) => format!("persistent ({p} s): all requests from one client go to one real server"),
@@ -836,24 +843,41 @@ fn distribution(cx: &Ctx, s: &Service) -> Check {
     let weight_sum: u32 = s.real_servers.iter().map(|r| r.weight).sum();
     let active = s.real_servers.iter().filter(|r| r.weight > 0).count() as f64;
     let exp = expect(s);
-    for rs in &s.real_servers {
+    // lc/wlc: the requests each real server should get, from the
+    // connections the directors held before the traffic.
+    let least = (exp == Expect::LeastConnections)
+        .then(|| least_connection_expectation(cx, s, answered_total, &mut c.evidence))
+        .flatten();
+    for (ri, rs) in s.real_servers.iter().enumerate() {
         let name = cx.name(rs.host);
         let answered = per_host.get(name).copied().unwrap_or(0);
         let expected = match exp {
             Expect::Equal if rs.weight > 0 => Some(1.0 / active),
             Expect::Weighted if weight_sum > 0 => Some(f64::from(rs.weight) / f64::from(weight_sum)),
             Expect::Equal | Expect::Weighted => Some(0.0),
+            Expect::LeastConnections if answered_total > 0 => {
+                least.as_ref().map(|(counts, _)| counts[ri] / f64::from(answered_total))
+            }
             _ => None,
         };
+        if let Some((counts, allowed)) = &least
+            && (f64::from(answered) - counts[ri]).abs() > *allowed
+        {
+            problems.push(format!(
+                "{name} answered {answered} request(s) (want {:.0} ±{allowed:.0}: {} sends each to the least connected real server)",
+                counts[ri],
+                s.scheduler.as_str()
+            ));
+        }
         let ipvs_conns = conns
             .as_ref()
             .map(|m| m.get(&format!("{}:{}", rs.address, rs.port)).copied().unwrap_or(0));
         if rs.weight == 0 && answered > 0 {
             problems.push(format!("{name} has weight 0 but answered {answered} request(s)"));
         }
-        if rs.weight > 0 && answered == 0 && matches!(exp, Expect::Equal | Expect::Weighted | Expect::Spread) {
+        if rs.weight > 0 && answered == 0 && matches!(exp, Expect::Equal | Expect::Weighted) {
             problems.push(format!("{name} (weight {}) answered no request", rs.weight));
-        } else if let (Some(e), true) = (expected, answered_total > 0) {
+        } else if let (Some(e), true) = (expected, answered_total > 0 && least.is_none()) {
             let share = f64::from(answered) / f64::from(answered_total);
             if (share - e).abs() > cx.t.verify.tolerance + 1e-9 {
                 problems.push(format!(
@@ -922,6 +946,122 @@ fn distribution(cx: &Ctx, s: &Service) -> Check {
         problems,
         format!("{answered_total}/{} answered: {}", tr.sent, summary.join(", ")),
     )
+}
+
+/// lc/wlc: the requests each real server (in service order) should answer,
+/// and the deviation allowed, from the connections its directors held before
+/// the traffic (and after it, for the entries of earlier traffic that expired
+/// meanwhile). `None` (said in `evidence`) when the counts were not read.
+fn least_connection_expectation(
+    cx: &Ctx,
+    s: &Service,
+    answered: u32,
+    evidence: &mut Vec<String>,
+) -> Option<(Vec<f64>, f64)> {
+    let key = stats_key(s);
+    let read = |round: &BTreeMap<String, BTreeMap<String, Out>>| -> Option<BTreeMap<String, (u64, u64)>> {
+        let mut sum: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        for d in &s.directors {
+            let out = round_probe(cx.ev, round, &cx.t.host(*d).name, "ipvs-conns").ok()?;
+            if let Some(svc) = parse::conns(&out.out).into_iter().find(|c| c.key == key) {
+                for (dest, (a, i)) in svc.dests {
+                    let e = sum.entry(dest).or_default();
+                    e.0 += a;
+                    e.1 += i;
+                }
+            }
+        }
+        Some(sum)
+    };
+    let Some(before) = read(&cx.ev.before) else {
+        evidence.push(format!(
+            "shares not judged: the connection counts before the traffic were not read ({} decides by them)",
+            s.scheduler.as_str()
+        ));
+        return None;
+    };
+    let dest = |rs: &crate::model::RealServer| format!("{}:{}", rs.address, rs.port);
+    let loads: Vec<(u32, u64)> = s
+        .real_servers
+        .iter()
+        .map(|rs| {
+            let (a, i) = before.get(&dest(rs)).copied().unwrap_or_default();
+            let weight = match (s.scheduler, rs.weight) {
+                (_, 0) => 0,
+                (Scheduler::Lc, _) => 1,
+                (_, w) => w,
+            };
+            (weight, a * 256 + i)
+        })
+        .collect();
+    let counts = least_connections(&loads, answered);
+    let total = |m: &BTreeMap<String, (u64, u64)>| -> u64 { m.values().map(|(a, i)| a + i).sum() };
+    // Earlier traffic's entries that expired during the measurement shift
+    // requests towards their real servers: allowed, one request each.
+    let expired = read(&cx.ev.after).map_or(0, |after| {
+        (total(&before) + u64::from(answered)).saturating_sub(total(&after))
+    });
+    let allowed = (cx.t.verify.tolerance * f64::from(answered)).ceil().max(2.0) + expired as f64;
+    let shown: Vec<String> = s
+        .real_servers
+        .iter()
+        .zip(&counts)
+        .map(|(rs, c)| {
+            let (a, i) = before.get(&dest(rs)).copied().unwrap_or_default();
+            format!("{} {a}+{i} → {c:.0}", cx.name(rs.host))
+        })
+        .collect();
+    evidence.push(format!(
+        "connections before the traffic (active+inactive) → requests each should get: {}{}",
+        shown.join(", "),
+        if expired > 0 {
+            format!("; {expired} earlier connection(s) expired meanwhile")
+        } else {
+            String::new()
+        }
+    ));
+    Some((counts, allowed))
+}
+
+/// What least-connection scheduling gives `n` sequential requests (each one
+/// finished before the next: it leaves one inactive connection behind) over
+/// real servers with these (weight, overhead) where overhead is ActiveConn ×
+/// 256 + InActConn: each request goes to the lowest overhead per weight, so
+/// the loads are filled up to one level T (water-filling), and a real server
+/// gets `max(0, T × weight − overhead)`. Weight 0 gets none.
+pub fn least_connections(loads: &[(u32, u64)], n: u32) -> Vec<f64> {
+    let given = |t: f64| -> f64 {
+        loads
+            .iter()
+            .filter(|(w, _)| *w > 0)
+            .map(|(w, o)| (t * f64::from(*w) - *o as f64).max(0.0))
+            .sum()
+    };
+    if n == 0 || !loads.iter().any(|(w, _)| *w > 0) {
+        return vec![0.0; loads.len()];
+    }
+    let (mut lo, mut hi) = (0.0_f64, 1.0_f64);
+    while given(hi) < f64::from(n) {
+        hi *= 2.0;
+    }
+    for _ in 0..100 {
+        let mid = (lo + hi) / 2.0;
+        if given(mid) < f64::from(n) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    loads
+        .iter()
+        .map(|(w, o)| {
+            if *w == 0 {
+                0.0
+            } else {
+                (hi * f64::from(*w) - *o as f64).max(0.0)
+            }
+        })
+        .collect()
 }
 
 fn stickiness(cx: &Ctx, s: &Service) -> Check {
@@ -1194,4 +1334,29 @@ fn user_check(cx: &Ctx, u: &UserCheck) -> Check {
         problems[0] = format!("{prefix}{}", problems[0]);
     }
     c.settle(problems, format!("{prefix}{want}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::least_connections;
+
+    fn round(v: Vec<f64>) -> Vec<i64> {
+        v.into_iter().map(|x| x.round() as i64).collect()
+    }
+
+    /// Issue 15, defect 3: lc/wlc after earlier traffic. The requests follow
+    /// the connections already there, so a real server may rightly get none.
+    #[test]
+    fn least_connections_fill_up_to_one_level() {
+        // A fresh lab: shares follow the weights.
+        assert_eq!(round(least_connections(&[(1, 0), (2, 0)], 60)), [20, 40]);
+        // After 60 wrr requests (20/40 inactive) the loads are level already.
+        assert_eq!(round(least_connections(&[(1, 20), (2, 40)], 60)), [20, 40]);
+        // A real server added next to loaded ones takes the first requests.
+        assert_eq!(round(least_connections(&[(1, 20), (2, 40), (1, 0)], 60)), [10, 20, 30]);
+        assert_eq!(round(least_connections(&[(1, 20), (1, 0)], 12)), [0, 12]);
+        // Active connections weigh 256 each; weight 0 gets nothing.
+        assert_eq!(round(least_connections(&[(1, 256), (1, 0), (0, 0)], 10)), [0, 10, 0]);
+        assert_eq!(round(least_connections(&[(0, 0)], 10)), [0]);
+    }
 }

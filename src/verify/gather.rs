@@ -124,6 +124,8 @@ pub fn before_probes(t: &Topology) -> BTreeMap<String, Vec<(String, String)>> {
         if h.role == Role::Director && t.services_of_director(h.id).next().is_some() {
             p.push(("ipvs-save".into(), "ipvsadm -Sn".into()));
             p.push(("ipvs-stats".into(), "ipvsadm -Ln --stats --exact".into()));
+            // Least-connection schedulers decide by these: what is there before the traffic.
+            p.push(("ipvs-conns".into(), "ipvsadm -Ln --exact".into()));
             for s in t.services_of_director(h.id).filter(|s| http(s).is_some()) {
                 for rs in &s.real_servers {
                     let port = real_port(s, rs.port);
@@ -174,19 +176,39 @@ const RESULT: &str = "@@lvslab-response";
 ///
 /// UDP (`udp://VIP:PORT`): `n` datagrams, each from a new socket (a new source
 /// port, so a new IPVS connection), each reply followed by the same result
-/// line (`200 0` answered, `000 28` no reply within a second).
+/// line (`200 0` answered, `000 28` no reply within 3 s): see [`udp_script`].
 pub fn traffic_script(url: &str, n: u32) -> String {
     if let Some(target) = url.strip_prefix("udp://") {
-        return format!(
-            "set +e\ni=0\nwhile [ $i -lt {n} ]; do i=$((i+1)); r=$(echo lvslab | socat -T 1 - UDP4:{t} 2>/dev/null); \
-             if [ -n \"$r\" ]; then printf '%s\\n{RESULT} 200 0\\n' \"$r\"; else echo '{RESULT} 000 28'; fi; done",
-            t = quote(target),
-        );
+        return udp_script(target, n);
     }
     format!(
         "set +e\nf=$(mktemp) || exit 1\ni=0\nwhile [ $i -lt {n} ]; do for u in {urls}; do [ $i -lt {n} ] || break; i=$((i+1)); printf 'url = \"%s\"\\n' \"$u\"; done; done > \"$f\"\n{curl} -H 'Connection: close' -w '\\n{RESULT} %{{http_code}} %{{exitcode}}\\n' -K \"$f\"\nrm -f \"$f\"",
         urls = url.split_whitespace().map(quote).collect::<Vec<_>>().join(" "),
         curl = curl_cmd(url),
+    )
+}
+
+/// `n` datagrams to `target` (`VIP:PORT`), each from a new connected socket,
+/// each reply followed by a result line. With bash (every Debian and RHEL
+/// host): `/dev/udp` and one `dd` read per datagram, which returns as soon as
+/// the reply is there (or at once on an ICMP error). Without bash: socat,
+/// whose `-t 3` makes it wait 3 s after sending even when the reply came
+/// sooner (its default 0.5 s gave up on replies that a loaded machine sends
+/// later: lost datagrams that were not lost).
+pub fn udp_script(target: &str, n: u32) -> String {
+    let (host, port) = target.rsplit_once(':').unwrap_or((target, ""));
+    let report =
+        format!("if [ -n \"$r\" ]; then printf '%s\\n{RESULT} 200 0\\n' \"$r\"; else echo '{RESULT} 000 28'; fi");
+    let bash = format!(
+        "i=0; while [ $i -lt {n} ]; do i=$((i+1)); r=; \
+         if exec 3<>/dev/udp/{host}/{port}; then echo lvslab >&3 && r=$(timeout 3 dd bs=65536 count=1 <&3 2>/dev/null); exec 3<&-; fi 2>/dev/null; \
+         {report}; done"
+    );
+    format!(
+        "set +e\nif command -v bash >/dev/null 2>&1; then bash -c {bash}; else \
+         i=0; while [ $i -lt {n} ]; do i=$((i+1)); r=$(echo lvslab | socat -t 3 -T 3 - UDP4:{t} 2>/dev/null); {report}; done; fi",
+        bash = quote(&bash),
+        t = quote(target),
     )
 }
 
@@ -346,9 +368,11 @@ fn after_probes(t: &Topology) -> BTreeMap<String, Vec<(String, String)>> {
         if t.services_of_director(h.id).next().is_some() {
             // The kernel folds its per-CPU counters into what ipvsadm reads
             // every 2 s (the rate estimator): wait for the last requests to show.
-            out.entry(h.name.clone())
-                .or_default()
-                .push(("ipvs-stats".into(), "sleep 2.5; ipvsadm -Ln --stats --exact".into()));
+            let p = out.entry(h.name.clone()).or_default();
+            // Right after the traffic: how many connections it left (and how
+            // many earlier ones expired meanwhile).
+            p.push(("ipvs-conns".into(), "ipvsadm -Ln --exact".into()));
+            p.push(("ipvs-stats".into(), "sleep 2.5; ipvsadm -Ln --stats --exact".into()));
         }
     }
     for s in t.services.iter().filter(|s| s.mode != Mode::Nat) {

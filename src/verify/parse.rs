@@ -183,6 +183,42 @@ pub fn stats(text: &str) -> Vec<ServiceStats> {
     out
 }
 
+/// One service's connection counts per real server (`address:port`):
+/// (active, inactive).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceConns {
+    /// As [`stats`] names it: `TCP 192.168.4.5:80`, `FWM 6`.
+    pub key: String,
+    pub dests: BTreeMap<String, (u64, u64)>,
+}
+
+/// `ipvsadm -Ln --exact` (ActiveConn and InActConn per real server):
+/// ```text
+/// Prot LocalAddress:Port Scheduler Flags
+///   -> RemoteAddress:Port           Forward Weight ActiveConn InActConn
+/// TCP  192.168.4.5:80 wlc
+///   -> 192.168.2.100:80             Masq    1      0          20
+/// ```
+pub fn conns(text: &str) -> Vec<ServiceConns> {
+    let mut out: Vec<ServiceConns> = Vec::new();
+    for line in text.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["->", addr, _forward, _weight, active, inactive, ..] => {
+                if let (Some(svc), Ok(a), Ok(i)) = (out.last_mut(), active.parse(), inactive.parse()) {
+                    svc.dests.insert(addr.to_string(), (a, i));
+                }
+            }
+            [proto @ ("TCP" | "UDP" | "FWM" | "SCTP"), addr, ..] => out.push(ServiceConns {
+                key: format!("{proto} {addr}"),
+                dests: BTreeMap::new(),
+            }),
+            _ => {}
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,5 +326,24 @@ FWM  8                                   0        0        0        0        0
         };
         assert_eq!(later.since(s[0].total).conns, 10);
         assert_eq!(s[0].total.since(later).conns, 0, "saturates after a reset");
+    }
+
+    #[test]
+    fn connection_counts() {
+        let text = "IP Virtual Server version 1.2.1 (size=4096)
+Prot LocalAddress:Port Scheduler Flags
+  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn
+TCP  192.168.4.5:80 wlc
+  -> 192.168.2.100:80             Masq    1      0          20
+  -> 192.168.2.200:80             Masq    2      3          41
+FWM  6 rr persistent 300
+  -> 192.168.4.52:0               Route   1      0          0
+";
+        let c = conns(text);
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[0].key, "TCP 192.168.4.5:80");
+        assert_eq!(c[0].dests["192.168.2.200:80"], (3, 41));
+        assert_eq!(c[1].key, "FWM 6");
+        assert_eq!(c[1].dests["192.168.4.52:0"], (0, 0));
     }
 }

@@ -263,7 +263,7 @@ fn packages_and_web_server_per_os_family() {
         (
             "schedulers",
             "lvslab-udp-5353-192-168-4-214",
-            "ExecStart=socat UDP4-RECVFROM:5353,bind=192.168.4.214,fork 'SYSTEM:read -r line; echo web1'",
+            "ExecStart=socat -t 5 UDP4-RECVFROM:5353,bind=192.168.4.214,fork 'SYSTEM:read -r line; echo web1'",
         ),
     ] {
         let plan = family_plan(lab, "debian", "apache2");

@@ -462,36 +462,59 @@ fn udp_services_are_judged_by_their_replies() {
     );
 }
 
+fn run_udp_script(script: &str, path: Option<&std::path::Path>) -> lvslab::verify::Traffic {
+    let mut cmd = std::process::Command::new("/bin/sh");
+    cmd.arg("-c").arg(script);
+    if let Some(p) = path {
+        cmd.env("PATH", p);
+    }
+    let out = cmd.output().unwrap();
+    lvslab::verify::gather::parse_traffic("udp://x", 3, &String::from_utf8_lossy(&out.stdout))
+}
+
 #[test]
 fn udp_traffic_script_sends_one_datagram_per_new_socket() {
     let s = lvslab::verify::gather::traffic_script("udp://192.168.4.214:5353", 3);
-    assert!(s.contains("socat -T 1 - UDP4:192.168.4.214:5353"), "{s}");
+    assert!(s.contains("/dev/udp/192.168.4.214/5353"), "{s}");
+    assert!(s.contains("socat -t 3 -T 3 - UDP4:192.168.4.214:5353"), "{s}");
     crate::assert_sh_parses("udp traffic", &s);
-    // Run it against a real responder on loopback.
+    // Run it against a responder on loopback that answers after a second, as
+    // a loaded lab does. socat's default `-t 0.5` gave up on such replies at
+    // both ends (the real servers' responder closed before its answer, the
+    // client stopped listening): correct labs failed verify with "lost"
+    // datagrams. The responder is the real servers' own (`-t 5`).
     let port = crate::ssh::free_port();
     let mut responder = std::process::Command::new("socat")
+        .arg("-t")
+        .arg("5")
         .arg(format!("UDP4-RECVFROM:{port},bind=127.0.0.1,fork"))
-        .arg("SYSTEM:read -r line; echo web9")
+        .arg("SYSTEM:read -r line; sleep 1; echo web9")
         .spawn()
         .expect("socat is installed (.ci/run installs it)");
     std::thread::sleep(std::time::Duration::from_millis(300));
     let script = lvslab::verify::gather::traffic_script(&format!("udp://127.0.0.1:{port}"), 3);
-    let out = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(&script)
-        .output()
-        .unwrap();
+    let started = std::time::Instant::now();
+    let t = run_udp_script(&script, None);
+    assert_eq!(t.answers.get("web9"), Some(&3), "{t:?}");
+    // With bash each datagram takes as long as its reply, not a fixed wait.
+    assert!(started.elapsed().as_secs_f64() < 6.0, "{:?}", started.elapsed());
+    // Without bash (only socat, timeout and dd on PATH): the socat path.
+    let dir = tempfile::tempdir().unwrap();
+    for prog in ["socat", "timeout", "dd"] {
+        let found = ["/usr/bin", "/bin"]
+            .iter()
+            .map(|d| std::path::Path::new(d).join(prog))
+            .find(|p| p.exists())
+            .unwrap();
+        std::os::unix::fs::symlink(found, dir.path().join(prog)).unwrap();
+    }
+    let script2 = lvslab::verify::gather::traffic_script(&format!("udp://127.0.0.1:{port}"), 2);
+    let t = run_udp_script(&script2, Some(dir.path()));
+    assert_eq!(t.answers.get("web9"), Some(&2), "{t:?}");
     let _ = responder.kill();
     let _ = responder.wait();
-    let t = lvslab::verify::gather::parse_traffic("udp://x", 3, &String::from_utf8_lossy(&out.stdout));
-    assert_eq!(t.answers.get("web9"), Some(&3), "{t:?}");
     // Nobody listening: three failures, none answered.
-    let out = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(&script)
-        .output()
-        .unwrap();
-    let t = lvslab::verify::gather::parse_traffic("udp://x", 3, &String::from_utf8_lossy(&out.stdout));
+    let t = run_udp_script(&script, None);
     assert!(t.answers.is_empty(), "{t:?}");
     assert_eq!(t.failures.values().sum::<u32>(), 3, "{t:?}");
 }
