@@ -1110,7 +1110,8 @@ async fn drift(file: &Path, format: Output, fix: bool, run: &RunArgs) -> anyhow:
         hosts.retain(|h| run.limit.contains(h));
     }
     let topo_hosts: Vec<String> = topo.hosts.iter().map(|h| h.name.clone()).collect();
-    // Hosts with steps the file no longer has are looked at too.
+    // Hosts with steps the file no longer has are looked at too; hosts the
+    // file has and the running lab does not (added since) cannot be.
     for h in converge::removals(&topo_hosts, &plan, &lab_state, &run.limit)
         .changes
         .keys()
@@ -1119,6 +1120,13 @@ async fn drift(file: &Path, format: Output, fix: bool, run: &RunArgs) -> anyhow:
             hosts.push(h.clone());
         }
     }
+    let known = lab_state.known_hosts();
+    let missing: Vec<String> = if known.is_empty() {
+        Vec::new()
+    } else {
+        hosts.iter().filter(|h| !known.contains(h)).cloned().collect()
+    };
+    hosts.retain(|h| !missing.contains(h));
     let start = std::time::Instant::now();
     let (conns, facts) = connections(topo, file, provider, run, &lab_state, &hosts, Some(&plan)).await?;
     let detected;
@@ -1143,7 +1151,7 @@ async fn drift(file: &Path, format: Output, fix: bool, run: &RunArgs) -> anyhow:
     };
     let observed = drift::observe(topo, &plan, copy(&conns)).await;
     let mut report = drift::decide(topo, &plan, &observed, start.elapsed().as_secs_f64());
-    drift::add_removals(&mut report, &removals);
+    drift::add_removals(&mut report, &removals, &missing);
     let fixable = report.hosts.iter().flat_map(|h| &h.findings).any(|f| f.fixable());
     if fix && fixable {
         let before = report.clone();
@@ -1285,7 +1293,11 @@ async fn drift(file: &Path, format: Output, fix: bool, run: &RunArgs) -> anyhow:
         let observed = drift::observe(topo, &plan, copy(&conns)).await;
         report = drift::decide(topo, &plan, &observed, start.elapsed().as_secs_f64());
         let now = dir.load()?.unwrap_or_default();
-        drift::add_removals(&mut report, &converge::removals(&topo_hosts, &plan, &now, &run.limit));
+        drift::add_removals(
+            &mut report,
+            &converge::removals(&topo_hosts, &plan, &now, &run.limit),
+            &missing,
+        );
         report.fixed = drift::fixed(&before, &report);
         if failed {
             eprintln!("--fix: some repairs failed (above); what is left is reported below");

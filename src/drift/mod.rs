@@ -370,7 +370,22 @@ fn table(
 /// What the running lab has and the topology no longer declares, as
 /// findings: a removed host as one finding of its own, a step lvslab applied
 /// and no longer plans under its host.
-pub fn add_removals(report: &mut Report, removals: &crate::exec::converge::Removals) {
+pub fn add_removals(report: &mut Report, removals: &crate::exec::converge::Removals, missing: &[String]) {
+    for h in missing {
+        report.hosts.retain(|x| &x.host != h);
+        report.hosts.push(HostDrift {
+            host: h.clone(),
+            findings: vec![Finding {
+                kind: "host".into(),
+                message: format!("host {h} is in the topology but not in the running lab"),
+                diff: None,
+                fix: Fix::Never {
+                    why: "`lvslab up` creates hosts".into(),
+                },
+            }],
+            ..HostDrift::default()
+        });
+    }
     for h in &removals.hosts {
         report.hosts.push(HostDrift {
             host: h.clone(),

@@ -112,8 +112,42 @@ pub fn veth_names(lab: &str, host: &str, iface: &str) -> (String, String) {
     (short("lvv", &[lab, host, iface]), short("lvp", &[lab, host, iface]))
 }
 
+/// The MAC address of a lab interface: locally administered, derived from
+/// its lab, host and name, so an interface made again (after an interrupted
+/// `up`, or deleted by hand) has the MAC its neighbours remember.
+pub fn mac_address(lab: &str, host: &str, iface: &str) -> String {
+    let mut h = Sha256::new();
+    for p in [lab, host, iface] {
+        h.update(p.as_bytes());
+        h.update([0]);
+    }
+    let d = h.finalize();
+    format!("02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", d[0], d[1], d[2], d[3], d[4])
+}
+
 fn run(argv: &[&str]) -> Result<String, NetnsError> {
     Ok(local::run(argv)?)
+}
+
+/// Delete a link (in a namespace, or here), if it is there. Gone already
+/// counts as done: a veth's peer goes with it, and a deleted namespace's
+/// links go a moment later, in the kernel's own time.
+fn del_link(ns: Option<&str>, name: &str) -> Result<(), NetnsError> {
+    let exists = || match ns {
+        Some(ns) => run(&["ip", "-n", ns, "-o", "link", "show", "dev", name]).is_ok(),
+        None => link_exists(name),
+    };
+    if !exists() {
+        return Ok(());
+    }
+    let r = match ns {
+        Some(ns) => run(&["ip", "-n", ns, "link", "del", name]),
+        None => run(&["ip", "link", "del", name]),
+    };
+    match r {
+        Err(_) if !exists() => Ok(()),
+        other => other.map(|_| ()),
+    }
 }
 
 /// Whether this process runs as root.
@@ -400,13 +434,12 @@ impl Netns<'_> {
                                 host: Some(host.name.clone()),
                             },
                         )?;
-                        if link_exists(&outer) {
-                            run(&["ip", "link", "del", &outer])?;
-                        }
-                        if links.iter().any(|l| l.name == inner) {
-                            run(&["ip", "-n", &ns, "link", "del", &inner])?;
-                        }
-                        run(&["ip", "link", "add", &outer, "type", "veth", "peer", "name", &inner])?;
+                        del_link(None, &outer)?;
+                        del_link(Some(&ns), &inner)?;
+                        let mac = mac_address(lab, &host.name, &iface.name);
+                        run(&[
+                            "ip", "link", "add", &outer, "type", "veth", "peer", "name", &inner, "address", &mac,
+                        ])?;
                         run(&["ip", "link", "set", &inner, "netns", &ns])?;
                         run(&["ip", "-n", &ns, "link", "set", &inner, "name", &iface.name])?;
                     }
@@ -454,9 +487,7 @@ impl Netns<'_> {
                 })
                 .collect();
             for name in stale {
-                if link_exists(&name) {
-                    run(&["ip", "link", "del", &name])?;
-                }
+                del_link(None, &name)?;
                 state
                     .infra
                     .retain(|i| !matches!(i, Infra::Veth { name: n, .. } if *n == name));
@@ -625,8 +656,8 @@ impl Netns<'_> {
                 }
                 _ => true,
             });
-            for v in veths.iter().filter(|v| link_exists(v)) {
-                run(&["ip", "link", "del", v])?;
+            for v in &veths {
+                del_link(None, v)?;
             }
             save(state).map_err(NetnsError::Failed)?;
         }
@@ -641,9 +672,7 @@ impl Netns<'_> {
             })
             .collect();
         for br in stale {
-            if link_exists(&br) {
-                run(&["ip", "link", "del", &br])?;
-            }
+            del_link(None, &br)?;
             state
                 .infra
                 .retain(|i| !matches!(i, Infra::Bridge { name } if *name == br));
@@ -673,12 +702,8 @@ impl Netns<'_> {
                 host: Some(host.to_string()),
             },
         )?;
-        if link_exists(&outer) {
-            run(&["ip", "link", "del", &outer])?;
-        }
-        if run(&["ip", "-n", ns, "-o", "link", "show", "dev", "mgmt0"]).is_ok() {
-            run(&["ip", "-n", ns, "link", "del", "mgmt0"])?;
-        }
+        del_link(None, &outer)?;
+        del_link(Some(ns), "mgmt0")?;
         let own = format!("{addr}/{}", m.cidr.prefix());
         run(&["ip", "link", "add", &outer, "type", "veth", "peer", "name", &inner])?;
         run(&["ip", "link", "set", &inner, "netns", ns])?;
@@ -885,9 +910,7 @@ pub fn destroy(state: &mut LabState) -> Vec<String> {
                 }
             }
             Infra::Veth { name, .. } | Infra::Bridge { name } => {
-                if link_exists(name)
-                    && let Err(e) = run(&["ip", "link", "del", name])
-                {
+                if let Err(e) = del_link(None, name) {
                     problems.push(e.to_string());
                 }
             }
@@ -931,5 +954,14 @@ mod tests {
         let (o, i) = veth_names("nat", "director", "eth1");
         assert!(o.len() <= 15 && i.len() <= 15 && o != i);
         assert_eq!(netns_name("nat", "client"), "lvslab-nat-client");
+    }
+
+    #[test]
+    fn interfaces_keep_their_mac_when_made_again() {
+        let m = mac_address("nat", "web2", "eth0");
+        assert_eq!(m, mac_address("nat", "web2", "eth0"));
+        assert_ne!(m, mac_address("nat", "web1", "eth0"));
+        assert!(m.starts_with("02:"), "locally administered, unicast: {m}");
+        assert_eq!(m.len(), 17);
     }
 }

@@ -77,3 +77,122 @@ fn a_management_network_meeting_an_existing_route_is_refused() {
         "nothing was created"
     );
 }
+
+fn netns_exec(ns: &str, args: &[&str]) -> String {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn netns_list() -> String {
+    String::from_utf8_lossy(&Command::new("ip").args(["netns", "list"]).output().unwrap().stdout).into_owned()
+}
+
+/// Issue 15, defects 2, 4 and 5 without a kernel with IPVS (a lab of plain
+/// hosts runs here): an `up` killed half way, or a host whose interface was
+/// deleted, is converged by the next `up`; an edited file (a host and a
+/// network removed, an address changed) converges too, `plan` showing the
+/// removals first; `down` leaves nothing, not even the lab's directory.
+#[test]
+fn netns_hosts_converge_after_a_kill_damage_and_edits() {
+    let state = tempfile::tempdir().unwrap();
+    let v1 = "lab: cvg\nmode: dr\nnetworks:\n  lan: { cidr: 10.77.0.0/24 }\n  lan2: { cidr: 10.78.0.0/24 }\nhosts:\n  \
+              a: { role: client, interfaces: [{ network: lan, address: 10.77.0.10 }] }\n  \
+              b: { role: client, interfaces: [{ network: lan, address: 10.77.0.11 }, { network: lan2, address: 10.78.0.11 }] }\n  \
+              c: { role: client, interfaces: [{ network: lan, address: 10.77.0.12 }] }\n";
+    let v2 = "lab: cvg\nmode: dr\nnetworks:\n  lan: { cidr: 10.77.0.0/24 }\nhosts:\n  \
+              a: { role: client, interfaces: [{ network: lan, address: 10.77.0.20 }] }\n  \
+              b: { role: client, interfaces: [{ network: lan, address: 10.77.0.11 }] }\n";
+    let (_d1, f1) = world_readable_topology(v1);
+    let (_d2, f2) = world_readable_topology(v2);
+    let lvslab = |args: &[&std::ffi::OsStr]| {
+        Lvslab::new()
+            .args(args)
+            .env("LVSLAB_STATE_DIR", state.path())
+            .env("CI", "true")
+            .run()
+    };
+    let up = |f: &std::path::Path| lvslab(&["up".as_ref(), f.as_os_str(), "--provider".as_ref(), "netns".as_ref()]);
+    // Killed while making the hosts (once the first veth is recorded).
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lvslab"))
+        .args(["up".as_ref(), f1.as_os_str(), "--provider".as_ref(), "netns".as_ref()])
+        .env("LVSLAB_STATE_DIR", state.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let record = state.path().join("cvg/state.json");
+    for _ in 0..400 {
+        if std::fs::read_to_string(&record).is_ok_and(|s| s.contains("\"veth\"")) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = up(&f1);
+    assert_eq!(out.code, 0, "up after a killed up:\n{}\n{}", out.stdout, out.stderr);
+    for (h, a) in [
+        ("a", "10.77.0.10/24"),
+        ("b", "10.77.0.11/24"),
+        ("b", "10.78.0.11/24"),
+        ("c", "10.77.0.12/24"),
+    ] {
+        assert!(
+            netns_exec(&format!("lvslab-cvg-{h}"), &["ip", "-o", "-4", "addr"]).contains(a),
+            "{h} has {a}"
+        );
+    }
+    // An interface deleted by hand comes back.
+    netns_exec("lvslab-cvg-b", &["ip", "link", "del", "eth0"]);
+    let out = up(&f1);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(netns_exec("lvslab-cvg-b", &["ip", "-o", "-4", "addr"]).contains("10.77.0.11/24"));
+    // The edit: c and lan2 gone, a's address changed. `plan` shows the removals first.
+    let plan = lvslab(&["plan".as_ref(), f2.as_os_str()]);
+    assert!(
+        plan.stdout.contains("c: host c (no longer in the topology)"),
+        "{}",
+        plan.stdout
+    );
+    let out = up(&f2);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("host c (no longer in the topology)"),
+        "{}",
+        out.stderr
+    );
+    assert!(!netns_list().contains("lvslab-cvg-c"), "c's namespace is gone");
+    let a = netns_exec("lvslab-cvg-a", &["ip", "-o", "-4", "addr"]);
+    assert!(a.contains("10.77.0.20/24") && !a.contains("10.77.0.10/"), "{a}");
+    let b = netns_exec("lvslab-cvg-b", &["ip", "-o", "link"]);
+    assert!(!b.contains("eth1"), "b's interface on the removed network is gone: {b}");
+    let bridge = lvslab::provider::netns::bridge_name("cvg", "lan2");
+    assert!(
+        !std::path::Path::new(&format!("/sys/class/net/{bridge}")).exists(),
+        "lan2's bridge is gone"
+    );
+    let listed = lvslab(&["list".as_ref()]);
+    assert!(
+        listed
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("cvg ") && l.contains(" 2 ")),
+        "{}",
+        listed.stdout
+    );
+    let out = lvslab(&["down".as_ref(), f2.as_os_str()]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(!netns_list().contains("lvslab-cvg-"));
+    assert!(
+        !state.path().join("cvg").exists(),
+        "nothing of the lab is left, no lock either"
+    );
+    let again = lvslab(&["down".as_ref(), "cvg".as_ref()]);
+    assert_eq!(again.code, 0);
+    assert!(again.stderr.contains("is not up here"), "{}", again.stderr);
+    assert!(!state.path().join("cvg").exists(), "asking created nothing");
+}
