@@ -558,6 +558,45 @@ fn finish(outcome: &runner::RunOutcome, run: &RunArgs, title: &str, changed: &st
     }
 }
 
+/// Make the file's hosts as network namespaces (converging what an earlier
+/// or interrupted run left); returns the hosts it removed.
+fn ensure_netns(
+    topo: &lvslab::model::Topology,
+    dir: &state::LabDir,
+    lab_state: &mut state::LabState,
+) -> anyhow::Result<Vec<String>> {
+    let nsp = netns::Netns {
+        topo,
+        ssh_dir: dir.path.join("ssh"),
+    };
+    Ok(nsp.ensure(lab_state, &|s: &state::LabState| dir.save(s).map_err(|e| e.to_string()))?)
+}
+
+/// Boot the lab's VM (or find it running) and have the lvslab inside it make
+/// the file's hosts (and remove those the file no longer has), with a spinner.
+async fn ensure_vm(
+    topo: &lvslab::model::Topology,
+    file: &Path,
+    dir: &state::LabDir,
+    lab_state: &mut state::LabState,
+    run: &RunArgs,
+) -> anyhow::Result<vm::VmRecord> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let spinner = report::Spinner::new();
+    let booted = vm::ensure(
+        topo,
+        &text,
+        &dir.path.join("vm"),
+        lab_state,
+        &|s: &state::LabState| dir.save(s).map_err(|e| e.to_string()),
+        run.conn.vm_kernel().as_deref(),
+        &spinner,
+    )
+    .await;
+    spinner.finish();
+    Ok(booted?)
+}
+
 async fn up(file: &Path, check: bool, no_verify: bool, run: &RunArgs) -> anyhow::Result<ExitCode> {
     let Some(loaded) = load_reported(file) else {
         return Ok(ExitCode::from(1));
@@ -616,14 +655,7 @@ async fn up(file: &Path, check: bool, no_verify: bool, run: &RunArgs) -> anyhow:
             );
         }
         if !check {
-            let nsp = netns::Netns {
-                topo,
-                ssh_dir: dir.path.join("ssh"),
-            };
-            let dir2 = state::LabDir::new(&topo.lab);
-            let gone = nsp.ensure(&mut lab_state, &|s: &state::LabState| {
-                dir2.save(s).map_err(|e| e.to_string())
-            })?;
+            let gone = ensure_netns(topo, &dir, &mut lab_state)?;
             removed_outcome = removed_outcome.merge(hosts_removed(&mut lab_state, &gone, "netns", &reporter));
             dir.save(&lab_state)?;
         }
@@ -636,21 +668,7 @@ async fn up(file: &Path, check: bool, no_verify: bool, run: &RunArgs) -> anyhow:
             );
         }
         if !check {
-            let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-            let dir2 = state::LabDir::new(&topo.lab);
-            let spinner = report::Spinner::new();
-            let booted = vm::ensure(
-                topo,
-                &text,
-                &dir.path.join("vm"),
-                &mut lab_state,
-                &|s: &state::LabState| dir2.save(s).map_err(|e| e.to_string()),
-                run.conn.vm_kernel().as_deref(),
-                &spinner,
-            )
-            .await;
-            spinner.finish();
-            let rec = booted?;
+            let rec = ensure_vm(topo, file, &dir, &mut lab_state, run).await?;
             // The lvslab inside the VM removed the hosts the file no longer has.
             removed_outcome = removed_outcome.merge(hosts_removed(&mut lab_state, &removals.hosts, "vm", &reporter));
             // `down --limit` reaches the hosts without the topology.
@@ -1166,32 +1184,11 @@ async fn drift(file: &Path, format: Output, fix: bool, run: &RunArgs) -> anyhow:
             let mut outcome = runner::RunOutcome::default();
             match provider {
                 Chosen::Netns if !removals.hosts.is_empty() => {
-                    let nsp = netns::Netns {
-                        topo,
-                        ssh_dir: dir.path.join("ssh"),
-                    };
-                    let dir2 = state::LabDir::new(&topo.lab);
-                    let gone = nsp.ensure(&mut lab_state, &|s: &state::LabState| {
-                        dir2.save(s).map_err(|e| e.to_string())
-                    })?;
+                    let gone = ensure_netns(topo, &dir, &mut lab_state)?;
                     outcome = outcome.merge(hosts_removed(&mut lab_state, &gone, "netns", &reporter));
                 }
                 Chosen::Vm if !removals.hosts.is_empty() => {
-                    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-                    let dir2 = state::LabDir::new(&topo.lab);
-                    let spinner = report::Spinner::new();
-                    let booted = vm::ensure(
-                        topo,
-                        &text,
-                        &dir.path.join("vm"),
-                        &mut lab_state,
-                        &|s: &state::LabState| dir2.save(s).map_err(|e| e.to_string()),
-                        run.conn.vm_kernel().as_deref(),
-                        &spinner,
-                    )
-                    .await;
-                    spinner.finish();
-                    booted?;
+                    ensure_vm(topo, file, &dir, &mut lab_state, run).await?;
                     outcome = outcome.merge(hosts_removed(&mut lab_state, &removals.hosts, "vm", &reporter));
                 }
                 _ => {}

@@ -35,7 +35,9 @@ fn nat_dr_tun_on_a_real_kernel() {
     // Of the matrix's nine covering labs, CI's kernel lab runs mx-tun-dual
     // (TUN, dual-master keepalived, NFS storage, all seven service kinds):
     // each covering lab takes 4-5 minutes under TCG, and all nine do not fit
-    // CI's time limit next to the other scenarios. All run by name:
+    // CI's time limit next to the other scenarios. For the same reason the
+    // tun and dual scenarios (TUN and dual-master, which mx-tun-dual brings
+    // up and verifies) run by name only, as do all nine covering labs:
     // `tests/kernel-lab/vm run tests/kernel-lab/e2e.sh BINARY,matrix`.
     for name in [
         "nat",

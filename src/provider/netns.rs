@@ -424,34 +424,23 @@ impl Netns<'_> {
                 wanted.push(outer.clone());
                 let br = bridge_name(lab, &self.topo.network(iface.network).name);
                 let have = |name: &str| links.iter().find(|l| l.name == name);
-                match have(&iface.name) {
-                    None => {
-                        // Missing, or half made by an interrupted run: made anew.
-                        record(
-                            state,
-                            Infra::Veth {
-                                name: outer.clone(),
-                                host: Some(host.name.clone()),
-                            },
-                        )?;
-                        del_link(None, &outer)?;
-                        del_link(Some(&ns), &inner)?;
-                        let mac = mac_address(lab, &host.name, &iface.name);
-                        run(&[
-                            "ip", "link", "add", &outer, "type", "veth", "peer", "name", &inner, "address", &mac,
-                        ])?;
-                        run(&["ip", "link", "set", &inner, "netns", &ns])?;
-                        run(&["ip", "-n", &ns, "link", "set", &inner, "name", &iface.name])?;
-                    }
-                    Some(_) => {
-                        record(
-                            state,
-                            Infra::Veth {
-                                name: outer.clone(),
-                                host: Some(host.name.clone()),
-                            },
-                        )?;
-                    }
+                record(
+                    state,
+                    Infra::Veth {
+                        name: outer.clone(),
+                        host: Some(host.name.clone()),
+                    },
+                )?;
+                if have(&iface.name).is_none() {
+                    // Missing, or half made by an interrupted run: made anew.
+                    del_link(None, &outer)?;
+                    del_link(Some(&ns), &inner)?;
+                    let mac = mac_address(lab, &host.name, &iface.name);
+                    run(&[
+                        "ip", "link", "add", &outer, "type", "veth", "peer", "name", &inner, "address", &mac,
+                    ])?;
+                    run(&["ip", "link", "set", &inner, "netns", &ns])?;
+                    run(&["ip", "-n", &ns, "link", "set", &inner, "name", &iface.name])?;
                 }
                 run(&["ip", "link", "set", &outer, "master", &br, "up"])?;
                 // The declared address; an address it had before (the
