@@ -42,9 +42,7 @@ fn nat_dr_tun_on_a_real_kernel() {
     for name in [
         "nat",
         "dr",
-        "tun",
         "ha",
-        "dual",
         "sched",
         "rsync",
         "converge",
