@@ -8,10 +8,31 @@ use std::fmt;
 use std::sync::Arc;
 
 /// A source file kept in memory so diagnostics can quote its lines.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct SourceFile {
     pub path: String,
     pub text: String,
+    /// Where the file's secret values are (and what they are), once parsed:
+    /// a message never shows them, whatever the line or message.
+    pub secrets: std::sync::OnceLock<Vec<SecretValue>>,
+}
+
+impl SourceFile {
+    pub fn new(path: impl Into<String>, text: impl Into<String>) -> Self {
+        SourceFile {
+            path: path.into(),
+            text: text.into(),
+            secrets: std::sync::OnceLock::new(),
+        }
+    }
+}
+
+/// A secret value in a source file: its span (the first line of the value)
+/// and the value itself, which may run over several lines.
+#[derive(Debug, Clone)]
+pub struct SecretValue {
+    pub span: Span,
+    pub value: String,
 }
 
 /// A position in a source file: line (1-based), column (0-based, in characters)
@@ -75,18 +96,20 @@ impl fmt::Display for Diagnostic {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
-        writeln!(f, "{label}: {}", self.message)?;
+        let secrets = self.location.as_ref().and_then(|(file, _)| file.secrets.get());
+        writeln!(f, "{label}: {}", mask_values(secrets, &self.message))?;
         if let Some((file, span)) = &self.location {
             let line_no = span.line.to_string();
             let pad = " ".repeat(line_no.len());
             writeln!(f, "{pad}--> {}:{}:{}", file.path, span.line, span.col + 1)?;
             if let Some(text) = file.text.lines().nth(span.line.saturating_sub(1) as usize) {
-                let text = mask_secrets(&text.replace('\t', " "));
+                let text = mask_line(file, span.line, &text.replace('\t', " "));
+                let (text, col) = window(&text, span.col as usize);
                 writeln!(f, "{pad} |")?;
                 writeln!(f, "{line_no} | {text}")?;
-                let width = text.chars().count().saturating_sub(span.col as usize);
+                let width = text.chars().count().saturating_sub(col);
                 let len = (span.len as usize).clamp(1, width.max(1));
-                writeln!(f, "{pad} | {}{}", " ".repeat(span.col as usize), "^".repeat(len))?;
+                writeln!(f, "{pad} | {}{}", " ".repeat(col), "^".repeat(len))?;
             }
         }
         if let Some(hint) = &self.hint {
@@ -94,14 +117,72 @@ impl fmt::Display for Diagnostic {
                 Some((_, span)) => " ".repeat(span.line.to_string().len()),
                 None => String::new(),
             };
-            writeln!(f, "{pad} = hint: {hint}")?;
+            writeln!(f, "{pad} = hint: {}", mask_values(secrets, hint))?;
         }
         Ok(())
     }
 }
 
-/// Keys whose values are secrets: a quoted source line never shows them.
-const SECRET_KEYS: [&str; 1] = ["auth_pass"];
+/// Keys whose values are secrets: no message ever shows them.
+pub const SECRET_KEYS: [&str; 1] = ["auth_pass"];
+
+/// The longest source line quoted whole; a longer one is shown as a window
+/// around the caret.
+const MAX_QUOTED: usize = 120;
+
+/// The part of a long line around `col`, and the caret's column in it.
+fn window(line: &str, col: usize) -> (String, usize) {
+    let n = line.chars().count();
+    if n <= MAX_QUOTED {
+        return (line.to_string(), col);
+    }
+    let start = col.saturating_sub(MAX_QUOTED / 2).min(n.saturating_sub(MAX_QUOTED));
+    let mut out: String = line.chars().skip(start).take(MAX_QUOTED).collect();
+    let mut caret = col - start.min(col);
+    if start > 0 {
+        out.insert_str(0, "…");
+        caret += 1;
+    }
+    if start + MAX_QUOTED < n {
+        out.push('…');
+    }
+    (out, caret)
+}
+
+/// Replace every character of a secret in a source line with `*`: by the
+/// secrets' spans (values on their own line, block scalars, quoted or `?`
+/// keys), by value, and by key for a file whose secrets are not known yet (a
+/// syntax error). The length stays, so carets still line up.
+fn mask_line(file: &SourceFile, line_no: u32, line: &str) -> String {
+    let mut chars: Vec<char> = line.chars().collect();
+    let star = |c: &mut char| {
+        if !c.is_whitespace() {
+            *c = '*';
+        }
+    };
+    for s in file.secrets.get().into_iter().flatten() {
+        let lines = s.value.lines().count().max(1) as u32;
+        if line_no == s.span.line {
+            chars.iter_mut().skip(s.span.col as usize).for_each(star);
+        } else if line_no > s.span.line && line_no <= s.span.line + lines {
+            chars.iter_mut().for_each(star);
+        }
+    }
+    let masked: String = chars.into_iter().collect();
+    mask_values(file.secrets.get(), &mask_secrets(&masked))
+}
+
+/// Replace any occurrence of a secret value (or of a line of it) in a text
+/// with `*`.
+fn mask_values(secrets: Option<&Vec<SecretValue>>, text: &str) -> String {
+    let mut out = text.to_string();
+    for s in secrets.into_iter().flatten() {
+        for part in s.value.lines().map(str::trim).filter(|p| !p.is_empty()) {
+            out = out.replace(part, &"*".repeat(part.chars().count()));
+        }
+    }
+    out
+}
 
 /// Replace the value of any secret key on a source line with `*`, keeping the
 /// line's length so carets still line up.
@@ -117,7 +198,7 @@ fn mask_secrets(line: &str) -> String {
                 continue;
             };
             let start = after + colon + 1;
-            let end = out[start..].find([',', '}', '#']).map_or(out.len(), |e| start + e);
+            let end = out.len();
             let masked: String = out[start..end]
                 .chars()
                 .map(|c| if c.is_whitespace() { c } else { '*' })
@@ -192,10 +273,7 @@ mod tests {
 
     #[test]
     fn renders_caret_under_value() {
-        let file = Arc::new(SourceFile {
-            path: "t.yaml".into(),
-            text: "a: 1\nweight: 70000\n".into(),
-        });
+        let file = Arc::new(SourceFile::new("t.yaml", "a: 1\nweight: 70000\n"));
         let d = Diagnostic::error("weight 70000 is out of range")
             .at(
                 &file,
@@ -218,7 +296,7 @@ mod tests {
             mask_secrets(r#"      auth_pass: "s3cr3t""#),
             r#"      auth_pass: ********"#
         );
-        assert_eq!(mask_secrets("{ auth_pass: abc, x: 1 }"), "{ auth_pass: ***, x: 1 }");
+        assert_eq!(mask_secrets("{ auth_pass: abc, x: 1 }"), "{ auth_pass: *** ** ** *");
         assert_eq!(mask_secrets("auth_pass_file: /x"), "auth_pass_file: /x");
     }
 

@@ -34,21 +34,69 @@ pub struct Loaded {
 
 /// Read, parse and validate one topology file. On failure, every problem found.
 pub fn load(path: &Path) -> Result<Loaded, Diagnostics> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        Diagnostics(vec![
-            Diagnostic::error(format!("cannot read {}: {e}", path.display()))
-                .hint("give the path of a topology file, e.g. topologies/nat.yaml"),
-        ])
-    })?;
+    let text = read_topology(path).map_err(|d| Diagnostics(vec![d]))?;
     load_str(&path.display().to_string(), text)
+}
+
+/// The largest topology file lvslab reads (real ones are a few kilobytes).
+pub const MAX_TOPOLOGY_BYTES: u64 = 1 << 20;
+
+/// A topology file's text: a regular file (never a FIFO or a device, which
+/// could block or never end), at most [`MAX_TOPOLOGY_BYTES`], UTF-8 without
+/// NUL characters (a byte-order mark is dropped).
+pub fn read_topology(path: &Path) -> Result<String, Diagnostic> {
+    use std::io::Read;
+    let cannot = |why: String| {
+        Diagnostic::error(format!("cannot read {}: {why}", path.display()))
+            .hint("give the path of a topology file, e.g. topologies/nat.yaml")
+    };
+    let meta = std::fs::metadata(path).map_err(|e| cannot(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(cannot("not a regular file".into()));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_TOPOLOGY_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| cannot(e.to_string()))?;
+    if bytes.len() as u64 > MAX_TOPOLOGY_BYTES {
+        return Err(cannot(format!(
+            "larger than {} KiB; a topology is a few kilobytes",
+            MAX_TOPOLOGY_BYTES / 1024
+        )));
+    }
+    let name = path.display().to_string();
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+    let bad_at = |offset: usize, what: &str, hint: &str| {
+        let before = String::from_utf8_lossy(&bytes[..offset]);
+        let line = before.matches('\n').count() as u32 + 1;
+        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) as u32;
+        let file = Arc::new(SourceFile::new(
+            name.clone(),
+            String::from_utf8_lossy(bytes).replace('\0', " "),
+        ));
+        Diagnostic::error(what.to_string())
+            .at(&file, diag::Span { line, col, len: 1 })
+            .hint(hint.to_string())
+    };
+    if let Some(i) = bytes.iter().position(|b| *b == 0) {
+        return Err(bad_at(
+            i,
+            "the file contains a NUL byte; a topology is text",
+            "remove the NUL byte (was the file saved by a binary tool or truncated?)",
+        ));
+    }
+    String::from_utf8(bytes.to_vec()).map_err(|e| {
+        bad_at(
+            e.utf8_error().valid_up_to(),
+            "the file is not UTF-8 text",
+            "save the file as UTF-8",
+        )
+    })
 }
 
 /// Like [`load`], for text already in memory; `name` is used in messages.
 pub fn load_str(name: &str, text: String) -> Result<Loaded, Diagnostics> {
-    let file = Arc::new(SourceFile {
-        path: name.to_string(),
-        text,
-    });
+    let file = Arc::new(SourceFile::new(name, text));
     let (spec, mut diags) = spec::parse(&file);
     let Some(spec) = spec else {
         return Err(Diagnostics(diags).sorted());

@@ -581,7 +581,7 @@ async fn ensure_vm(
     lab_state: &mut state::LabState,
     run: &RunArgs,
 ) -> anyhow::Result<vm::VmRecord> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let text = lvslab::read_topology(file).map_err(|d| anyhow::anyhow!("{d}"))?;
     let spinner = report::Spinner::new();
     let booted = vm::ensure(
         topo,

@@ -15,15 +15,24 @@ pub fn quote(s: &str) -> String {
     }
 }
 
-/// A here-document delimiter that does not occur as a line of `content`.
+/// A here-document delimiter that does not occur anywhere in `content`, not
+/// even as part of a line, and not once NUL bytes are dropped (as sh, dash and
+/// busybox drop them): no line the shell reads can end the document early.
 pub fn heredoc_delimiter(content: &str) -> String {
+    let seen = content.replace('\0', "");
     let mut delim = "LVSLAB_EOF".to_string();
     let mut n = 0;
-    while content.lines().any(|l| l == delim) {
+    while seen.contains(&delim) {
         n += 1;
         delim = format!("LVSLAB_EOF_{n}");
     }
     delim
+}
+
+/// Whether a here-document carries `content` exactly: text without NUL bytes
+/// (which shells drop). Other content is written through `base64 -d`.
+pub fn heredoc_safe(content: &str) -> bool {
+    !content.contains('\0')
 }
 
 #[cfg(test)]
@@ -43,5 +52,11 @@ mod tests {
     fn delimiter_avoids_content() {
         assert_eq!(heredoc_delimiter("x\nLVSLAB_EOF\n"), "LVSLAB_EOF_1");
         assert_eq!(heredoc_delimiter("x"), "LVSLAB_EOF");
+        // What the shell sees: NUL bytes dropped, so `LVSLAB_EOF\0` is the delimiter line.
+        assert_eq!(heredoc_delimiter("x\nLVSLAB_EOF\0\ntouch /pwned\n"), "LVSLAB_EOF_1");
+        assert_eq!(heredoc_delimiter("LVSLAB\0_EOF"), "LVSLAB_EOF_1");
+        // Not even part of a line.
+        assert_eq!(heredoc_delimiter("a LVSLAB_EOF b LVSLAB_EOF_1"), "LVSLAB_EOF_2");
+        assert!(!heredoc_safe("a\0b") && heredoc_safe("a\tb\r\n"));
     }
 }

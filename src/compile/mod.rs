@@ -190,9 +190,14 @@ fn file_mode() -> String {
 
 const META_KEYS: [&str; 3] = ["why", "when", "loop"];
 
+/// How many instructions a template may run: ample for any playbook or page
+/// (they run a few thousand), so a template that would never end stops.
+pub const TEMPLATE_FUEL: u64 = 100_000;
+
 fn environment() -> Result<Environment<'static>, CompileError> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_fuel(Some(TEMPLATE_FUEL));
     // A file's content keeps its final newline.
     let syntax = minijinja::syntax::SyntaxConfig::builder()
         .keep_trailing_newline(true)

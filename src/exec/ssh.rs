@@ -97,33 +97,75 @@ fn fingerprint(key: &PublicKey) -> String {
     key.fingerprint(HashAlg::Sha256).to_string()
 }
 
+/// What known_hosts files say of a host's offered key.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HostKeyVerdict {
+    /// Recorded: connect.
+    Known,
+    /// The host is recorded, but not with this key: under the same algorithm
+    /// or another one (an impostor offering only RSA where ed25519 is pinned
+    /// is as suspect as a changed ed25519 key). Never learned.
+    Changed {
+        file: String,
+        line: usize,
+        recorded: String,
+    },
+    /// No key of any type is recorded for the host: may be learned.
+    Unknown,
+}
+
+/// Judge `key` offered by `host:port` against known_hosts files. A host known
+/// under any key type is never "unknown" (as OpenSSH's `accept-new`).
+pub fn judge_host_key(
+    host: &str,
+    port: u16,
+    key: &PublicKey,
+    files: &[std::path::PathBuf],
+) -> Result<HostKeyVerdict, String> {
+    let mut first_recorded = None;
+    for file in files {
+        if !file.exists() {
+            continue;
+        }
+        let recorded = russh::keys::known_hosts::known_host_keys_path(host, port, file)
+            .map_err(|e| format!("reading {}: {e}", file.display()))?;
+        for (line, k) in recorded {
+            if k.key_data() == key.key_data() {
+                return Ok(HostKeyVerdict::Known);
+            }
+            first_recorded.get_or_insert(HostKeyVerdict::Changed {
+                file: file.display().to_string(),
+                line,
+                recorded: k.algorithm().to_string(),
+            });
+        }
+    }
+    Ok(first_recorded.unwrap_or(HostKeyVerdict::Unknown))
+}
+
 impl Client {
     fn verify(&self, key: &PublicKey) -> Result<bool, TransportError> {
         let t = &self.target;
         let fp = fingerprint(key);
-        for file in &t.known_hosts {
-            if !file.exists() {
-                continue;
+        let verdict =
+            judge_host_key(&t.address, t.port, key, &t.known_hosts).map_err(|message| TransportError::Other {
+                host: t.host.clone(),
+                message,
+            })?;
+        match verdict {
+            HostKeyVerdict::Known => return Ok(true),
+            HostKeyVerdict::Changed { file, line, recorded } => {
+                return Err(TransportError::ChangedHostKey {
+                    host: t.host.clone(),
+                    addr: t.addr(),
+                    fingerprint: fp,
+                    offered: key.algorithm().to_string(),
+                    recorded,
+                    file,
+                    line,
+                });
             }
-            match russh::keys::check_known_hosts_path(&t.address, t.port, key, file) {
-                Ok(true) => return Ok(true),
-                Ok(false) => {}
-                Err(russh::keys::Error::KeyChanged { line }) => {
-                    return Err(TransportError::ChangedHostKey {
-                        host: t.host.clone(),
-                        addr: t.addr(),
-                        fingerprint: fp,
-                        file: file.display().to_string(),
-                        line,
-                    });
-                }
-                Err(e) => {
-                    return Err(TransportError::Other {
-                        host: t.host.clone(),
-                        message: format!("reading {}: {e}", file.display()),
-                    });
-                }
-            }
+            HostKeyVerdict::Unknown => {}
         }
         let files = t
             .known_hosts
@@ -379,5 +421,87 @@ impl Transport for SshTransport {
         out.stdout = String::from_utf8_lossy(&stdout).into_owned();
         out.stderr = String::from_utf8_lossy(&stderr).into_owned();
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod host_key_tests {
+    use super::*;
+
+    fn keygen(dir: &std::path::Path, name: &str, kind: &str, bits: &str) -> PublicKey {
+        let path = dir.join(name);
+        let st = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", kind, "-b", bits, "-N", "", "-f"])
+            .arg(&path)
+            .status()
+            .expect("ssh-keygen (openssh-client)");
+        assert!(st.success());
+        let text = std::fs::read_to_string(path.with_extension("pub")).unwrap();
+        PublicKey::from_openssh(text.trim()).unwrap()
+    }
+
+    /// Every pair of key types: a host recorded under any type is never
+    /// "unknown" (so never learned); only the very key recorded is known.
+    #[test]
+    fn a_host_known_under_any_key_type_is_never_unknown() {
+        let dir = tempfile::tempdir().unwrap();
+        let kinds = [
+            ("ed25519", "ed25519", "256"),
+            ("rsa", "rsa", "2048"),
+            ("ecdsa256", "ecdsa", "256"),
+            ("ecdsa384", "ecdsa", "384"),
+            ("ecdsa521", "ecdsa", "521"),
+        ];
+        let keys: Vec<(PublicKey, PublicKey)> = kinds
+            .iter()
+            .map(|(n, k, b)| {
+                (
+                    keygen(dir.path(), &format!("{n}-a"), k, b),
+                    keygen(dir.path(), &format!("{n}-b"), k, b),
+                )
+            })
+            .collect();
+        let file = dir.path().join("known_hosts");
+        let files = [file.clone()];
+        for (i, (pinned, _)) in keys.iter().enumerate() {
+            std::fs::write(
+                &file,
+                format!(
+                    "other.example {}
+[10.0.0.1]:2222 {}
+",
+                    keys[(i + 1) % keys.len()].0.to_openssh().unwrap(),
+                    pinned.to_openssh().unwrap()
+                ),
+            )
+            .unwrap();
+            assert_eq!(
+                judge_host_key("10.0.0.1", 2222, pinned, &files).unwrap(),
+                HostKeyVerdict::Known
+            );
+            for (j, (a, b)) in keys.iter().enumerate() {
+                for offered in [a, b] {
+                    if offered == pinned {
+                        continue;
+                    }
+                    let v = judge_host_key("10.0.0.1", 2222, offered, &files).unwrap();
+                    assert!(
+                        matches!(&v, HostKeyVerdict::Changed { line: 2, recorded, .. } if *recorded == pinned.algorithm().to_string()),
+                        "pinned {}, offered {} ({j}): {v:?}",
+                        kinds[i].0,
+                        kinds[j].0
+                    );
+                }
+            }
+            // Another port or address is another host: unknown.
+            assert_eq!(
+                judge_host_key("10.0.0.1", 22, &keys[j_other(i)].0, &files).unwrap(),
+                HostKeyVerdict::Unknown
+            );
+        }
+    }
+
+    fn j_other(i: usize) -> usize {
+        (i + 2) % 5
     }
 }

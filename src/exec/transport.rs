@@ -32,12 +32,15 @@ pub enum TransportError {
         files: String,
     },
     #[error(
-        "{host}: HOST KEY CHANGED for {addr}: it now offers {fingerprint}, which does not match {file} line {line}; refusing to connect (someone may be intercepting, or the host was reinstalled: if so, remove that line)"
+        "{host}: HOST KEY CHANGED for {addr}: it now offers {fingerprint} ({offered}), which does not match the {recorded} key in {file} line {line}; refusing to connect (someone may be intercepting, or the host was reinstalled: if so, remove that line)"
     )]
     ChangedHostKey {
         host: String,
         addr: String,
         fingerprint: String,
+        /// The offered key's algorithm, and the recorded one's.
+        offered: String,
+        recorded: String,
         file: String,
         line: usize,
     },

@@ -856,6 +856,8 @@ fn spec_rs_span(s: &Spanned<spec::ServiceSpec>, rs: &RealServer, hosts: &[Host])
 fn render_page(template: &str, lab: &str, host: &Host) -> Result<String, minijinja::Error> {
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    // A page is a few lines; a template that loops for ever runs out of fuel.
+    env.set_fuel(Some(crate::compile::TEMPLATE_FUEL));
     env.render_str(
         template,
         minijinja::context! {
@@ -969,7 +971,43 @@ fn build_ha(
             "seconds between adverts",
             1,
         ) as u32;
-        let auth_pass = inst.auth_pass.as_ref().map(|p| {
+        let from_env = match (&inst.auth_pass, &inst.auth_pass_env) {
+            (Some(_), Some(e)) => {
+                cx.error(
+                    e.span,
+                    "both auth_pass and auth_pass_env are given",
+                    "keep one: auth_pass_env names an environment variable holding the password",
+                );
+                None
+            }
+            (None, Some(e)) => {
+                let valid = !e.value.is_empty()
+                    && !e.value.starts_with(|c: char| c.is_ascii_digit())
+                    && e.value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !valid {
+                    cx.error(
+                        e.span,
+                        format!("`{}` is not an environment variable name", e.value),
+                        "use letters, digits and `_`, e.g. VRRP_PASS",
+                    );
+                    None
+                } else {
+                    match std::env::var(&e.value) {
+                        Ok(v) => Some(crate::spec::Spanned { value: v, span: e.span }),
+                        Err(_) => {
+                            cx.error(
+                                e.span,
+                                format!("the environment variable {} (auth_pass_env) is not set", e.value),
+                                format!("export {}=<password>; the password stays out of the lab file", e.value),
+                            );
+                            None
+                        }
+                    }
+                }
+            }
+            _ => None,
+        };
+        let auth_pass = inst.auth_pass.as_ref().or(from_env.as_ref()).map(|p| {
             if p.value.is_empty()
                 || !p
                     .value

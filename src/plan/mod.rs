@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::model::{Mode, Secret};
-use crate::shell::{heredoc_delimiter, quote};
+use crate::shell::{heredoc_delimiter, heredoc_safe, quote};
 
 pub use ipvs::{IpvsDest, IpvsService};
 
@@ -603,16 +603,28 @@ fn file_apply(path: &str, content: &str, mode: &str, validate: Option<&str>, fil
     let dir = path
         .rsplit_once('/')
         .map_or("/", |(d, _)| if d.is_empty() { "/" } else { d });
-    let delim = heredoc_delimiter(content);
     let body = if content.ends_with('\n') || content.is_empty() {
         content.to_string()
     } else {
         format!("{content}\n")
     };
-    let mut cmds = vec![
-        format!("mkdir -p {}", quote(dir)),
-        format!("cat > {} <<'{delim}'\n{body}{delim}", quote(&tmp)),
-    ];
+    // Made private (umask 077, after removing any file a killed run left) so a
+    // secret filled in below is never readable at the umask's mode; the last
+    // chmod sets the file's mode.
+    let write = if heredoc_safe(&body) {
+        let delim = heredoc_delimiter(&body);
+        format!(
+            "rm -f {tmp} && (umask 077 && cat > {tmp}) <<'{delim}'\n{body}{delim}",
+            tmp = quote(&tmp)
+        )
+    } else {
+        format!(
+            "rm -f {tmp} && (umask 077 && printf '%s' {b64} | base64 -d > {tmp})",
+            tmp = quote(&tmp),
+            b64 = quote(&assess::encode_base64(body.as_bytes()))
+        )
+    };
+    let mut cmds = vec![format!("mkdir -p {}", quote(dir)), write];
     cmds.extend(fill);
     cmds.push(format!("chmod {} {}", quote(mode), quote(&tmp)));
     if let Some(v) = validate {

@@ -631,10 +631,7 @@ mod tests {
     }
 
     fn parse<T: for<'de> Deserialize<'de>>(text: &str) -> (Option<T>, Vec<Diagnostic>) {
-        let file = Arc::new(SourceFile {
-            path: "t.yaml".into(),
-            text: text.into(),
-        });
+        let file = Arc::new(SourceFile::new("t.yaml", text));
         let node = yaml::parse(&file).expect("yaml");
         from_node(&node, &file)
     }

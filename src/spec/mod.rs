@@ -496,6 +496,10 @@ pub struct VrrpInstanceSpec {
     pub advert_int: Option<Spanned<i64>>,
     #[serde(default)]
     pub auth_pass: Option<Spanned<String>>,
+    /// The name of an environment variable holding `auth_pass` (so the lab
+    /// file can be committed without the password).
+    #[serde(default)]
+    pub auth_pass_env: Option<Spanned<String>>,
     pub vips: Vec<Spanned<String>>,
     #[serde(default)]
     pub nopreempt: Option<Spanned<bool>>,

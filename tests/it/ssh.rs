@@ -801,3 +801,54 @@ fn packages_missing_are_installed_with_apt_and_down_removes_only_those() {
     assert!(dpkg_installed("curl"), "and nothing that was there before");
     restore();
 }
+
+/// Issue 16: a host pinned under one key type that offers a key of another
+/// type (or another key of the same type) is an impostor: refused as a
+/// changed key, even with `--accept-new-host-keys`, and never recorded.
+/// Every pair of the three key families sshd offers, through a real sshd.
+#[test]
+fn an_impostor_key_of_any_type_is_refused_and_never_learned() {
+    let types = ["ed25519", "rsa", "ecdsa"];
+    let lab = Lab::new();
+    let work = lab.work();
+    for pinned in types {
+        // The genuine host's key, pinned in known_hosts.
+        let genuine = lab.path(&format!("genuine-{pinned}"));
+        keygen(&genuine, pinned);
+        for offered in types {
+            let name = format!("impostor-{pinned}-{offered}");
+            std::fs::create_dir_all(lab.path(&name)).unwrap();
+            keygen(&lab.path(&format!("{name}/hostkey")), offered);
+            let sshd = lab.sshd(&name);
+            let pub_line = std::fs::read_to_string(genuine.with_extension("pub")).unwrap();
+            let mut fields = pub_line.split_whitespace();
+            let pinned_line = format!(
+                "[127.0.0.1]:{} {} {}\n",
+                sshd.port,
+                fields.next().unwrap(),
+                fields.next().unwrap()
+            );
+            std::fs::write(lab.path("known_hosts"), &pinned_line).unwrap();
+            let hosts = format!(
+                "  box1:\n    role: client\n    interfaces: [{{ network: lan }}]\n    steps:\n      - file: {{ path: {work}/{name}, content: x }}\n        why: something\n"
+            );
+            let topo = lab.topology(&name, sshd.port, &hosts);
+            let out = lab
+                .lvslab(&["up".as_ref(), topo.as_os_str(), "--accept-new-host-keys".as_ref()])
+                .run();
+            assert_eq!(out.code, 1, "pinned {pinned}, offered {offered}: {}", out.stdout);
+            assert!(
+                out.stdout.contains("HOST KEY CHANGED") && out.stdout.contains("known_hosts line 1"),
+                "pinned {pinned}, offered {offered}: {}",
+                out.stdout
+            );
+            assert!(!out.stdout.contains("unknown host key"), "{}", out.stdout);
+            assert_eq!(
+                std::fs::read_to_string(lab.path("known_hosts")).unwrap(),
+                pinned_line,
+                "pinned {pinned}, offered {offered}: the impostor's key is never recorded"
+            );
+            assert!(!Path::new(&format!("{work}/{name}")).exists(), "nothing ran");
+        }
+    }
+}
