@@ -140,7 +140,7 @@ fn window(line: &str, col: usize) -> (String, usize) {
     let mut out: String = line.chars().skip(start).take(MAX_QUOTED).collect();
     let mut caret = col - start.min(col);
     if start > 0 {
-        out.insert_str(0, "…");
+        out.insert(0, '…');
         caret += 1;
     }
     if start + MAX_QUOTED < n {
@@ -296,7 +296,7 @@ mod tests {
             mask_secrets(r#"      auth_pass: "s3cr3t""#),
             r#"      auth_pass: ********"#
         );
-        assert_eq!(mask_secrets("{ auth_pass: abc, x: 1 }"), "{ auth_pass: *** ** ** *");
+        assert_eq!(mask_secrets("{ auth_pass: abc, x: 1 }"), "{ auth_pass: **** ** * *");
         assert_eq!(mask_secrets("auth_pass_file: /x"), "auth_pass_file: /x");
     }
 

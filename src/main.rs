@@ -236,7 +236,13 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            let text = format!("{e:#}");
+            // A diagnostic says `error:` itself.
+            if text.starts_with("error: ") {
+                eprintln!("{}", text.trim_end());
+            } else {
+                eprintln!("error: {text}");
+            }
             ExitCode::from(1)
         }
     }
@@ -323,6 +329,17 @@ fn validate(files: &[PathBuf]) -> ExitCode {
                 if !loaded.warnings.0.is_empty() {
                     eprintln!("{}", loaded.warnings);
                 }
+                // What `plan` would refuse, `validate` refuses: the file's
+                // own steps and templates are compiled too.
+                if let Err(e) = compile::compile(&loaded.topology) {
+                    bad += 1;
+                    match e {
+                        compile::CompileError::User(d) => eprintln!("{d}"),
+                        other => eprintln!("error: {other}"),
+                    }
+                    eprintln!("{}: invalid: 1 error", file.display());
+                    continue;
+                }
                 let t = &loaded.topology;
                 let warnings = match loaded.warnings.warning_count() {
                     0 => String::new(),
@@ -389,8 +406,7 @@ fn plan(file: &Path, host: Option<&str>, format: Format, out_dir: Option<&Path>)
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             for (host, script) in report::plan_sh(&plan) {
                 let path = dir.join(format!("{host}.sh"));
-                std::fs::write(&path, script).with_context(|| format!("writing {}", path.display()))?;
-                set_executable(&path)?;
+                write_script(&path, script.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
                 eprintln!("wrote {}", path.display());
             }
         }
@@ -399,12 +415,32 @@ fn plan(file: &Path, host: Option<&str>, format: Format, out_dir: Option<&Path>)
     Ok(ExitCode::SUCCESS)
 }
 
-fn set_executable(path: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let mut perm = std::fs::metadata(path)?.permissions();
-    perm.set_mode(0o755);
-    std::fs::set_permissions(path, perm)?;
-    Ok(())
+/// Write a script as a new file (mode 0755) and rename it into place: a
+/// symlink or another file at `path` is replaced, never written through, and
+/// no existing file's mode is changed.
+fn write_script(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.lvslab-{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o700)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(&tmp)?;
+    let written = f
+        .write_all(bytes)
+        .and_then(|_| f.set_permissions(std::fs::Permissions::from_mode(0o755)))
+        .and_then(|_| f.sync_all())
+        .and_then(|_| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// Load a topology, printing its problems (and warnings) on stderr; `None` if invalid.
@@ -529,24 +565,48 @@ fn list() -> anyhow::Result<ExitCode> {
         "{:<16} {:<8} {:<5} {:<12} topology",
         "lab", "provider", "hosts", "since (unix)"
     );
+    // Every lab, the unreadable ones marked (and the reason on stderr).
+    let mut unreadable = 0;
     for lab in labs {
-        if let Some(s) = state::LabDir::new(&lab).load()? {
-            println!(
+        let dir = if lvslab::model::is_simple_name(&lab) {
+            state::LabDir::new(&lab)
+        } else {
+            unreadable += 1;
+            println!("{:<16} UNREADABLE (not a lab name)", lab.escape_debug());
+            continue;
+        };
+        match dir.load() {
+            Ok(Some(s)) => println!(
                 "{:<16} {:<8} {:<5} {:<12} {}",
                 lab,
                 s.provider.as_deref().unwrap_or("ssh"),
                 s.known_hosts().len(),
                 s.since,
                 s.topology.as_deref().unwrap_or("-")
-            );
+            ),
+            Ok(None) => println!("{lab:<16} -        -     -            (no record)"),
+            Err(e) => {
+                unreadable += 1;
+                println!("{lab:<16} UNREADABLE");
+                eprintln!("{lab}: {e}");
+            }
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if unreadable == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn finish(outcome: &runner::RunOutcome, run: &RunArgs, title: &str, changed: &str) -> ExitCode {
     if run.output == Output::Json {
-        let summary = serde_json::json!({ "event": "summary", "recap": outcome.recap, "failed": outcome.failed });
+        let summary = serde_json::json!({
+            "event": "summary",
+            "recap": outcome.recap,
+            "failed": outcome.failed,
+            "failures": report::failures_json(outcome),
+        });
         println!("{summary}");
     } else {
         print!("{}", report::recap_text(outcome, title, changed));
@@ -1349,6 +1409,10 @@ async fn down(lab: &str, run: &RunArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     };
     if !run.limit.is_empty() {
+        let known = lab_state.known_hosts();
+        if let Some(h) = run.limit.iter().find(|h| !known.contains(h)) {
+            anyhow::bail!("--limit {h}: lab {name} has no host {h} (hosts: {})", known.join(", "));
+        }
         lab_state.hosts.retain(|h, _| run.limit.contains(h));
     }
     let is_netns = lab_state.provider.as_deref() == Some("netns");
@@ -1408,6 +1472,15 @@ async fn down(lab: &str, run: &RunArgs) -> anyhow::Result<ExitCode> {
         let left = netns::leftovers(&full);
         for p in problems.iter().chain(left.iter()) {
             eprintln!("FAILED       {p}");
+            outcome.results.push(runner::StepResult {
+                host: name.clone(),
+                phase: "infra".into(),
+                id: "netns".into(),
+                summary: "remove the lab's namespaces, links and directories".into(),
+                status: runner::Status::Failed,
+                details: vec![p.clone()],
+                diff: None,
+            });
         }
         if problems.is_empty() && left.is_empty() {
             full.infra.clear();
@@ -1490,11 +1563,25 @@ async fn exec(file: &Path, host: &str, command: &[String], provider: Option<Prov
                 .unwrap_or_else(|| Err("no connection".into()))
                 .map_err(|e| anyhow::anyhow!(e))?;
             let script: Vec<String> = command.iter().map(|a| lvslab::shell::quote(a)).collect();
-            let out = t.run(&format!("{}\n", script.join(" "))).await?;
+            // Streamed as it comes: a command printing gigabytes never
+            // gathers them in memory.
             use std::io::Write as _;
-            std::io::stdout().write_all(out.stdout.as_bytes())?;
-            std::io::stderr().write_all(out.stderr.as_bytes())?;
-            Ok(ExitCode::from(out.status.clamp(0, 255) as u8))
+            let mut write_err = None;
+            let status = t
+                .run_streaming(&format!("{}\n", script.join(" ")), &mut |stream, data| {
+                    let r = match stream {
+                        lvslab::exec::transport::Stream::Stdout => std::io::stdout().write_all(data),
+                        lvslab::exec::transport::Stream::Stderr => std::io::stderr().write_all(data),
+                    };
+                    if let Err(e) = r {
+                        write_err.get_or_insert(e);
+                    }
+                })
+                .await?;
+            if let Some(e) = write_err {
+                return Err(e.into());
+            }
+            Ok(ExitCode::from(status.clamp(0, 255) as u8))
         }
     }
 }

@@ -11,7 +11,7 @@ use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertific
 use russh::{ChannelMsg, Disconnect};
 
 use super::connect::Reach;
-use super::transport::{CmdOutput, Transport, TransportError};
+use super::transport::{Sink, Stream, Transport, TransportError, command_timeout};
 
 /// Everything needed to reach one host: its [`Reach`] (the settings, as kept
 /// in the lab state), plus what only a run decides.
@@ -159,8 +159,7 @@ impl Client {
                     host: t.host.clone(),
                     addr: t.addr(),
                     fingerprint: fp,
-                    offered: key.algorithm().to_string(),
-                    recorded,
+                    algorithms: Box::new((key.algorithm().to_string(), recorded)),
                     file,
                     line,
                 });
@@ -395,32 +394,36 @@ impl Transport for SshTransport {
         &self.host
     }
 
-    async fn run(&self, script: &str) -> Result<CmdOutput, TransportError> {
+    async fn run_streaming(&self, script: &str, sink: Sink<'_>) -> Result<i32, TransportError> {
         let err = |e: russh::Error| TransportError::Other {
             host: self.host.clone(),
             message: format!("ssh: {e}"),
         };
-        let mut ch = self.handle.channel_open_session().await.map_err(err)?;
-        let cmd = if self.become_root { "sudo -n sh -s" } else { "sh -s" };
-        ch.exec(true, cmd).await.map_err(err)?;
-        ch.data(script.as_bytes()).await.map_err(err)?;
-        ch.eof().await.map_err(err)?;
-        let mut out = CmdOutput {
-            status: -1,
-            ..CmdOutput::default()
-        };
-        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-        while let Some(msg) = ch.wait().await {
-            match msg {
-                ChannelMsg::Data { data } => stdout.extend_from_slice(&data),
-                ChannelMsg::ExtendedData { data, ext: 1 } => stderr.extend_from_slice(&data),
-                ChannelMsg::ExitStatus { exit_status } => out.status = exit_status as i32,
-                _ => {}
+        let work = async {
+            let mut ch = self.handle.channel_open_session().await.map_err(err)?;
+            let cmd = if self.become_root { "sudo -n sh -s" } else { "sh -s" };
+            ch.exec(true, cmd).await.map_err(err)?;
+            ch.data(script.as_bytes()).await.map_err(err)?;
+            ch.eof().await.map_err(err)?;
+            let mut status = -1;
+            while let Some(msg) = ch.wait().await {
+                match msg {
+                    ChannelMsg::Data { data } => sink(Stream::Stdout, &data),
+                    ChannelMsg::ExtendedData { data, ext: 1 } => sink(Stream::Stderr, &data),
+                    ChannelMsg::ExitStatus { exit_status } => status = exit_status as i32,
+                    _ => {}
+                }
             }
+            Ok(status)
+        };
+        let limit = command_timeout();
+        match tokio::time::timeout(limit, work).await {
+            Ok(r) => r,
+            Err(_) => Err(TransportError::Timeout {
+                host: self.host.clone(),
+                secs: limit.as_secs(),
+            }),
         }
-        out.stdout = String::from_utf8_lossy(&stdout).into_owned();
-        out.stderr = String::from_utf8_lossy(&stderr).into_owned();
-        Ok(out)
     }
 }
 

@@ -70,8 +70,18 @@ pub fn list_labs() -> Result<Vec<String>, StateError> {
     Ok(labs)
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// The version of the record's layout this lvslab writes. A record without
+/// one is from before versions (read as 1); a newer one is refused.
+pub const SCHEMA: u32 = 2;
+
+fn legacy_schema() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LabState {
+    #[serde(default = "legacy_schema")]
+    pub schema: u32,
     pub lab: String,
     /// The topology file it was brought up from.
     pub topology: Option<String>,
@@ -114,7 +124,129 @@ pub struct Change {
     pub original: Original,
 }
 
+impl Default for LabState {
+    fn default() -> Self {
+        LabState {
+            schema: SCHEMA,
+            lab: String::new(),
+            topology: None,
+            since: 0,
+            provider: None,
+            reach: BTreeMap::new(),
+            infra: Vec::new(),
+            vm: None,
+            lab_hosts: Vec::new(),
+            hosts: BTreeMap::new(),
+        }
+    }
+}
+
 impl LabState {
+    /// Check a record read from disk before anything acts on it: a record is
+    /// input, not trusted. Every name must pass the grammar it passed when it
+    /// was created (lab and host names, namespace and link names lvslab
+    /// makes), every path must be one lvslab makes (the VM's directory is the
+    /// lab directory's `vm`), and every recorded change must be a resource
+    /// lvslab plans ([`Resource::check_recorded`]).
+    pub fn check(&self, dir: &LabDir) -> Result<(), String> {
+        use crate::model::names::{is_safe_path, is_simple_name};
+        use crate::provider::netns::Infra;
+        if self.schema > SCHEMA {
+            return Err(format!(
+                "written by a newer lvslab (record version {}, this one reads up to {SCHEMA})",
+                self.schema
+            ));
+        }
+        if self.lab != dir.lab || !is_simple_name(&self.lab) {
+            return Err(format!(
+                "it names lab {:?}, in the directory of lab {:?}",
+                self.lab, dir.lab
+            ));
+        }
+        let host = |h: &str| {
+            if is_simple_name(h) {
+                Ok(())
+            } else {
+                Err(format!("{h:?} is not a host name"))
+            }
+        };
+        for h in self.lab_hosts.iter().chain(self.hosts.keys()).chain(self.reach.keys()) {
+            host(h)?;
+        }
+        let link = |n: &str| {
+            let ok = n.len() == 11
+                && n.starts_with("lv")
+                && n[2..3].chars().all(|c| c.is_ascii_lowercase())
+                && n[3..].chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase());
+            if ok {
+                Ok(())
+            } else {
+                Err(format!("{n:?} is not a link lvslab makes"))
+            }
+        };
+        for i in &self.infra {
+            match i {
+                Infra::Holder { host: h, pid, .. } => {
+                    host(h)?;
+                    if *pid < 2 {
+                        return Err(format!("process {pid} is not one lvslab starts"));
+                    }
+                }
+                Infra::Netns { name } => {
+                    let ok = name
+                        .strip_prefix(&format!("lvslab-{}-", self.lab))
+                        .is_some_and(is_simple_name);
+                    if !ok {
+                        return Err(format!("{name:?} is not a namespace of lab {}", self.lab));
+                    }
+                }
+                Infra::Bridge { name } => link(name)?,
+                Infra::Veth { name, host: h } => {
+                    link(name)?;
+                    if let Some(h) = h {
+                        host(h)?;
+                    }
+                }
+                Infra::Dir { path } => {
+                    if !is_safe_path(path) || path.trim_end_matches('/').matches('/').count() < 2 {
+                        return Err(format!("{path:?} is not a directory lvslab makes"));
+                    }
+                }
+            }
+        }
+        if let Some(vm) = &self.vm
+            && vm.dir != dir.path.join("vm")
+        {
+            return Err(format!(
+                "the VM's directory {} is not {}",
+                vm.dir.display(),
+                dir.path.join("vm").display()
+            ));
+        }
+        for (h, hs) in &self.hosts {
+            for c in &hs.changes {
+                c.resource.check_recorded().map_err(|e| format!("{h}: {e}"))?;
+            }
+        }
+        for (h, r) in &self.reach {
+            let user_ok = !r.user.is_empty()
+                && r.user
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+            let addr_ok = !r.address.is_empty()
+                && r.address
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'));
+            if !user_ok || !addr_ok {
+                return Err(format!(
+                    "{h}: recorded address {:?} or user {:?} is not valid",
+                    r.address, r.user
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub fn is_recorded(&self, host: &str, id: &str) -> bool {
         self.hosts
             .get(host)
@@ -231,13 +363,21 @@ impl LabDir {
     pub fn lock(&self) -> Result<Lock, StateError> {
         create_private_dir(&self.path)?;
         let path = self.path.join("lock");
+        use std::os::unix::fs::OpenOptionsExt;
+        // Never through a symlink (O_NOFOLLOW), and only a regular file is
+        // ever truncated.
         let mut file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .read(true)
             .write(true)
+            .mode(0o600)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32 | rustix::fs::OFlags::NONBLOCK.bits() as i32)
             .open(&path)
             .map_err(io(&path))?;
+        if !file.metadata().map_err(io(&path))?.is_file() {
+            return Err(io(&path)(std::io::Error::other("the lock is not a regular file")));
+        }
         match file.try_lock() {
             Ok(()) => {
                 file.set_len(0).map_err(io(&path))?;
@@ -252,16 +392,21 @@ impl LabDir {
         }
     }
 
+    /// The lab's record, checked ([`LabState::check`]) before anything may act on it.
     pub fn load(&self) -> Result<Option<LabState>, StateError> {
         let path = self.state_file();
-        match fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| StateError::Corrupt {
-                path: path.display().to_string(),
-                message: e.to_string(),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io(&path)(e)),
-        }
+        let corrupt = |message: String| StateError::Corrupt {
+            path: path.display().to_string(),
+            message,
+        };
+        let text = match read_regular(&path, MAX_STATE_BYTES) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(&path)(e)),
+        };
+        let state: LabState = serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
+        state.check(self).map_err(corrupt)?;
+        Ok(Some(state))
     }
 
     /// The lab's state, or a new one (first seen now) when there is none.
@@ -282,8 +427,11 @@ impl LabDir {
             path: path.display().to_string(),
             message: e.to_string(),
         })?;
-        fs::write(&tmp, text).map_err(io(&tmp))?;
-        fs::rename(&tmp, &path).map_err(io(&path))
+        write_private(&tmp, text.as_bytes()).map_err(io(&tmp))?;
+        fs::rename(&tmp, &path).map_err(io(&path))?;
+        File::open(&self.path)
+            .and_then(|d| d.sync_all())
+            .map_err(io(&self.path))
     }
 
     /// Remove the lab's whole directory (its state, lock, keys, and the vm
@@ -296,13 +444,61 @@ impl LabDir {
     }
 }
 
+/// The largest lab record read (a big lab's is some hundred kilobytes).
+const MAX_STATE_BYTES: u64 = 64 << 20;
+
+/// Read a regular file (not following a symlink at its last component), at
+/// most `limit` bytes.
+fn read_regular(path: &Path, limit: u64) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32 | rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut text = String::new();
+    file.take(limit + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > limit {
+        return Err(std::io::Error::other(format!("larger than {limit} bytes")));
+    }
+    Ok(text)
+}
+
+/// Write a new file, mode 0600, never through a symlink or into an existing
+/// file (one left by a crash is removed first), and flush it to disk.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
 fn create_private_dir(path: &Path) -> Result<(), StateError> {
     use std::os::unix::fs::DirBuilderExt;
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(path)
-        .map_err(io(path))
+        .map_err(io(path))?;
+    // A lab directory is a directory of its own, never a link to elsewhere.
+    if fs::symlink_metadata(path).map_err(io(path))?.file_type().is_symlink() {
+        return Err(io(path)(std::io::Error::other(
+            "a symbolic link, not the lab's directory",
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -18,8 +18,72 @@ pub struct CmdOutput {
     pub status: i32,
 }
 
+/// Which output stream a chunk of a command's output came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Most output kept of one stream of one command (observe reads files up to
+/// 1 MiB, base64: a few MiB at most); the rest is counted and dropped.
+pub const MAX_CAPTURE: usize = 16 << 20;
+
+/// How long one command may run (`LVSLAB_COMMAND_TIMEOUT` seconds, else 15
+/// minutes: package installs on a slow mirror take minutes).
+pub fn command_timeout() -> std::time::Duration {
+    let secs = std::env::var("LVSLAB_COMMAND_TIMEOUT")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|s| *s > 0)
+        .unwrap_or(900);
+    std::time::Duration::from_secs(secs)
+}
+
+/// A command's output as it is captured: at most [`MAX_CAPTURE`] bytes per
+/// stream are kept, and a note says how much was dropped.
+#[derive(Default)]
+pub struct Capture {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    dropped: [usize; 2],
+}
+
+impl Capture {
+    pub fn push(&mut self, stream: Stream, data: &[u8]) {
+        let (buf, dropped) = match stream {
+            Stream::Stdout => (&mut self.stdout, &mut self.dropped[0]),
+            Stream::Stderr => (&mut self.stderr, &mut self.dropped[1]),
+        };
+        let room = MAX_CAPTURE.saturating_sub(buf.len()).min(data.len());
+        buf.extend_from_slice(&data[..room]);
+        *dropped += data.len() - room;
+    }
+
+    pub fn finish(self, status: i32) -> CmdOutput {
+        let mut stderr = String::from_utf8_lossy(&self.stderr).into_owned();
+        for (name, n) in ["stdout", "stderr"].iter().zip(self.dropped) {
+            if n > 0 {
+                stderr.push_str(&format!(
+                    "\n[lvslab: {n} more bytes of {name} dropped; at most {MAX_CAPTURE} are kept]\n"
+                ));
+            }
+        }
+        CmdOutput {
+            stdout: String::from_utf8_lossy(&self.stdout).into_owned(),
+            stderr,
+            status,
+        }
+    }
+}
+
+/// Where streamed output goes, chunk by chunk.
+pub type Sink<'a> = &'a mut (dyn FnMut(Stream, &[u8]) + Send);
+
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
+    #[error("{host}: the command did not finish within {secs} s (stopped; LVSLAB_COMMAND_TIMEOUT sets the limit)")]
+    Timeout { host: String, secs: u64 },
     #[error("{host}: cannot connect to {addr}: {reason}")]
     Connect { host: String, addr: String, reason: String },
     #[error(
@@ -32,15 +96,16 @@ pub enum TransportError {
         files: String,
     },
     #[error(
-        "{host}: HOST KEY CHANGED for {addr}: it now offers {fingerprint} ({offered}), which does not match the {recorded} key in {file} line {line}; refusing to connect (someone may be intercepting, or the host was reinstalled: if so, remove that line)"
+        "{host}: HOST KEY CHANGED for {addr}: it now offers {fingerprint} ({}), which does not match the {} key in {file} line {line}; refusing to connect (someone may be intercepting, or the host was reinstalled: if so, remove that line)",
+        algorithms.0,
+        algorithms.1
     )]
     ChangedHostKey {
         host: String,
         addr: String,
         fingerprint: String,
         /// The offered key's algorithm, and the recorded one's.
-        offered: String,
-        recorded: String,
+        algorithms: Box<(String, String)>,
         file: String,
         line: usize,
     },
@@ -93,8 +158,18 @@ pub trait Transport: Send + Sync {
     /// The lab host this transport reaches.
     fn host(&self) -> &str;
 
-    /// Run `script` with `sh -s` on the host: one round trip.
-    async fn run(&self, script: &str) -> Result<CmdOutput, TransportError>;
+    /// Run `script` with `sh -s` on the host, handing its output to `sink`
+    /// as it comes (nothing is buffered here); returns the exit status. Bounded
+    /// by [`command_timeout`].
+    async fn run_streaming(&self, script: &str, sink: Sink<'_>) -> Result<i32, TransportError>;
+
+    /// Run `script` with `sh -s` on the host: one round trip. Output beyond
+    /// [`MAX_CAPTURE`] per stream is dropped (and said so).
+    async fn run(&self, script: &str) -> Result<CmdOutput, TransportError> {
+        let mut cap = Capture::default();
+        let status = self.run_streaming(script, &mut |s, d| cap.push(s, d)).await?;
+        Ok(cap.finish(status))
+    }
 
     /// Write a file atomically (temporary file, mode, rename): one round trip.
     async fn upload(&self, path: &str, content: &[u8], mode: &str) -> Result<(), TransportError> {
@@ -142,7 +217,8 @@ impl Transport for LocalTransport {
         &self.host
     }
 
-    async fn run(&self, script: &str) -> Result<CmdOutput, TransportError> {
+    async fn run_streaming(&self, script: &str, sink: Sink<'_>) -> Result<i32, TransportError> {
+        use tokio::io::AsyncReadExt;
         let err = |e: std::io::Error| TransportError::Other {
             host: self.host.clone(),
             message: e.to_string(),
@@ -157,15 +233,46 @@ impl Transport for LocalTransport {
             .kill_on_drop(true)
             .spawn()
             .map_err(err)?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(script.as_bytes()).await.map_err(err)?;
+        let stdin = child.stdin.take();
+        let (Some(mut out), Some(mut errs)) = (child.stdout.take(), child.stderr.take()) else {
+            return Err(err(std::io::Error::other("no pipes to the command")));
+        };
+        let script = script.as_bytes().to_vec();
+        let work = async {
+            // The script is written while output is read: a script larger
+            // than a pipe never deadlocks against its own output.
+            let feed = async move {
+                if let Some(mut stdin) = stdin {
+                    let _ = stdin.write_all(&script).await;
+                }
+            };
+            let read = async {
+                let (mut b1, mut b2) = (vec![0u8; 64 << 10], vec![0u8; 64 << 10]);
+                let (mut out_open, mut err_open) = (true, true);
+                while out_open || err_open {
+                    tokio::select! {
+                        n = out.read(&mut b1), if out_open => match n {
+                            Ok(0) | Err(_) => out_open = false,
+                            Ok(n) => sink(Stream::Stdout, &b1[..n]),
+                        },
+                        n = errs.read(&mut b2), if err_open => match n {
+                            Ok(0) | Err(_) => err_open = false,
+                            Ok(n) => sink(Stream::Stderr, &b2[..n]),
+                        },
+                    }
+                }
+            };
+            tokio::join!(feed, read);
+            child.wait().await
+        };
+        let limit = command_timeout();
+        match tokio::time::timeout(limit, work).await {
+            Ok(status) => Ok(status.map_err(err)?.code().unwrap_or(-1)),
+            Err(_) => Err(TransportError::Timeout {
+                host: self.host.clone(),
+                secs: limit.as_secs(),
+            }),
         }
-        let out = child.wait_with_output().await.map_err(err)?;
-        Ok(CmdOutput {
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            status: out.status.code().unwrap_or(-1),
-        })
     }
 }
 
@@ -194,9 +301,9 @@ impl Transport for Counting {
         self.inner.host()
     }
 
-    async fn run(&self, script: &str) -> Result<CmdOutput, TransportError> {
+    async fn run_streaming(&self, script: &str, sink: Sink<'_>) -> Result<i32, TransportError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        self.inner.run(script).await
+        self.inner.run_streaming(script, sink).await
     }
 }
 

@@ -3,7 +3,7 @@
 //! [`build`]; the compiler and everything after it see only these types.
 
 mod build;
-mod names;
+pub mod names;
 
 use std::fmt;
 use std::net::Ipv4Addr;

@@ -198,6 +198,131 @@ pub enum Resource {
     },
 }
 
+/// Directories `down` may never remove with their contents, whatever a
+/// record says.
+const NEVER_PURGED: [&str; 16] = [
+    "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/opt", "/proc", "/root", "/run", "/sbin", "/srv",
+    "/usr", "/var",
+];
+
+impl Resource {
+    /// Check a resource read back from a lab's record (which is input, not
+    /// trusted): every name and path must pass the grammar it passed when it
+    /// was planned, so a crafted record cannot name `/`, a path with `..`,
+    /// or a value that reads as more than one word. Free shell text
+    /// (`command` steps, `validate`) is the user's own, recorded as planned.
+    pub fn check_recorded(&self) -> Result<(), String> {
+        use crate::model::names::{is_interface_name, is_safe_path};
+        let bad = |what: &str, v: &str| Err(format!("recorded {what} {v:?} is not one lvslab plans"));
+        let word = |v: &str| {
+            !v.is_empty()
+                && v.len() <= 255
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/' | ':' | '+' | '@'))
+        };
+        let mode = |m: &str| m.len() <= 4 && !m.is_empty() && m.chars().all(|c| ('0'..='7').contains(&c));
+        match self {
+            Resource::Sysctl { key, value } => {
+                if !word(key) || key.contains(':') {
+                    return bad("sysctl", key);
+                }
+                if value.contains(['\n', '\0']) {
+                    return bad("sysctl value", value);
+                }
+            }
+            Resource::KernelModule { name } if !word(name) || name.contains('/') => return bad("module", name),
+            Resource::Address { address, dev } => {
+                if address.parse::<ipnetwork::IpNetwork>().is_err() {
+                    return bad("address", address);
+                }
+                if !is_interface_name(dev) {
+                    return bad("interface", dev);
+                }
+            }
+            Resource::Route { to, via, dev } => {
+                if to != "default" && to.parse::<ipnetwork::IpNetwork>().is_err() {
+                    return bad("route", to);
+                }
+                if via.parse::<std::net::IpAddr>().is_err() {
+                    return bad("gateway", via);
+                }
+                if let Some(d) = dev.as_deref().filter(|d| !is_interface_name(d)) {
+                    return bad("interface", d);
+                }
+            }
+            Resource::Link { name, .. } if !is_interface_name(name) => return bad("interface", name),
+            Resource::Directory { path, mode: m, purge } => {
+                if !is_safe_path(path) || !mode(m) {
+                    return bad("directory", path);
+                }
+                let trimmed = path.trim_end_matches('/');
+                let trimmed = if trimmed.is_empty() { "/" } else { trimmed };
+                if *purge && (NEVER_PURGED.contains(&trimmed) || trimmed.matches('/').count() < 2) {
+                    return bad("directory to purge", path);
+                }
+            }
+            Resource::File { path, mode: m, .. } if !is_safe_path(path) || !mode(m) => return bad("file", path),
+            Resource::Service {
+                name,
+                manager,
+                state_dir,
+                restart_on,
+                ..
+            } => {
+                if !word(name) || name.contains('/') {
+                    return bad("service", name);
+                }
+                if !is_safe_path(state_dir) {
+                    return bad("state directory", state_dir);
+                }
+                if let Some(p) = restart_on.iter().find(|p| !is_safe_path(p)) {
+                    return bad("file", p);
+                }
+                match manager {
+                    ServiceManager::Systemd { unit } if !word(unit) || unit.contains('/') => return bad("unit", unit),
+                    ServiceManager::Daemon { pidfile, .. } if !is_safe_path(pidfile) => {
+                        return bad("pid file", pidfile);
+                    }
+                    _ => {}
+                }
+            }
+            Resource::Package { packages, .. } => {
+                if let Some(p) = packages.iter().find(|p| !word(p) || p.contains('/')) {
+                    return bad("package", p);
+                }
+            }
+            Resource::IpvsTable { services, previous } => {
+                for s in services.iter().chain(previous) {
+                    if !word(&s.scheduler) || s.scheduler.contains('/') {
+                        return bad("scheduler", &s.scheduler);
+                    }
+                    if let Some(f) = s.flags.iter().find(|f| !word(f) || f.contains('/')) {
+                        return bad("scheduler flag", f);
+                    }
+                }
+            }
+            Resource::Mount {
+                source,
+                target,
+                fstype,
+                options,
+            } => {
+                if !is_safe_path(target) {
+                    return bad("mount point", target);
+                }
+                if !word(fstype) || fstype.contains('/') {
+                    return bad("file system type", fstype);
+                }
+                if source.contains(char::is_whitespace) || options.contains(char::is_whitespace) {
+                    return bad("mount", source);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
 /// What a mount's observe prints when its mount point does not exist (yet).
 pub const NO_MOUNT_POINT: &str = "(no mount point)";
 

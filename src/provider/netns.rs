@@ -336,8 +336,17 @@ fn modprobe(module: &str, what: &str) -> Result<(), NetnsError> {
     })
 }
 
+/// Whether the recorded holder runs: the very process (pid and start time),
+/// and in a network namespace of its own (a record naming a process of this
+/// machine's namespace never gets it signalled).
 fn holder_alive(pid: u32, start: u64) -> bool {
-    Proc { pid, start }.alive()
+    Proc { pid, start }.alive() && !in_own_netns(pid)
+}
+
+/// Whether a process shares this process's network namespace.
+fn in_own_netns(pid: u32) -> bool {
+    let me = std::fs::read_link("/proc/self/ns/net").ok();
+    me.is_none() || std::fs::read_link(format!("/proc/{pid}/ns/net")).ok() == me
 }
 
 fn link_exists(name: &str) -> bool {
@@ -845,6 +854,10 @@ fn pids_in(ns: &str) -> Vec<u32> {
     };
     use std::os::unix::fs::MetadataExt;
     let ino = target.ino();
+    // Never this machine's own namespace, whatever a record names.
+    if std::fs::metadata("/proc/self/ns/net").is_ok_and(|m| m.ino() == ino) {
+        return Vec::new();
+    }
     let mut pids = Vec::new();
     if let Ok(entries) = std::fs::read_dir("/proc") {
         for e in entries.flatten() {

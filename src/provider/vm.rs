@@ -81,29 +81,28 @@ pub fn cache_root() -> PathBuf {
         .join(".cache/lvslab")
 }
 
-fn sh(cmd: &str) -> Result<String, VmError> {
-    sh_in(cmd, None)
+/// Run a program (an argument vector: no value ever reaches a shell).
+fn run(argv: &[&str]) -> Result<String, VmError> {
+    run_in(argv, None)
 }
 
-fn sh_in(cmd: &str, dir: Option<&Path>) -> Result<String, VmError> {
-    let mut c = Command::new("sh");
-    c.arg("-c").arg(cmd).stdin(Stdio::null());
-    if let Some(d) = dir {
-        c.current_dir(d);
-    }
-    let out = c.output().map_err(|e| failed(format!("{cmd}: {e}")))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(failed(format!(
-            "`{cmd}` failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
-    }
+fn run_in(argv: &[&str], dir: Option<&Path>) -> Result<String, VmError> {
+    crate::local::run_in(argv, dir).map_err(|e| failed(e.to_string()))
+}
+
+fn path_arg(p: &Path) -> Result<&str, VmError> {
+    p.to_str()
+        .ok_or_else(|| failed(format!("{}: not a UTF-8 path", p.display())))
 }
 
 fn have(program: &str) -> bool {
-    sh(&format!("command -v {program}")).is_ok()
+    crate::local::have(program)
+}
+
+fn which(program: &str) -> Result<String, VmError> {
+    crate::local::which(program)
+        .map(|p| p.display().to_string())
+        .ok_or_else(|| failed(format!("`{program}` is not on PATH")))
 }
 
 /// What the VM needs on this machine, checked before anything is created:
@@ -137,7 +136,7 @@ pub fn preflight(topo: &Topology, kernel: Option<&Path>) -> Result<(), VmError> 
             });
         }
     }
-    let busybox = sh("command -v busybox")?;
+    let busybox = which("busybox")?;
     let ldd = Command::new("ldd")
         .arg(busybox.trim())
         .output()
@@ -172,7 +171,7 @@ pub struct Kernel {
 /// Debian's `linux-image-amd64` depends on one `linux-image-<release>`;
 /// Ubuntu's `linux-image-generic` on an image and its module packages.
 fn apt_kernel_packages(say: &dyn Fn(&str)) -> Result<Vec<String>, VmError> {
-    let arch = sh("dpkg --print-architecture")?.trim().to_string();
+    let arch = run(&["dpkg", "--print-architecture"])?.trim().to_string();
     if arch != "amd64" {
         return Err(failed(format!(
             "the vm provider boots x86_64 kernels with qemu-system-x86_64; this machine is {arch}"
@@ -190,7 +189,7 @@ fn apt_kernel_packages(say: &dyn Fn(&str)) -> Result<Vec<String>, VmError> {
     let kernel_pkg =
         regex::Regex::new(r"^linux-(image|modules|modules-extra)-[0-9]").map_err(|e| failed(e.to_string()))?;
     let depends = |pkg: &str| -> Vec<String> {
-        sh(&format!("apt-cache depends {pkg} 2>/dev/null"))
+        run(&["apt-cache", "depends", pkg])
             .unwrap_or_default()
             .lines()
             .filter_map(|l| l.trim().strip_prefix("Depends: "))
@@ -201,7 +200,7 @@ fn apt_kernel_packages(say: &dyn Fn(&str)) -> Result<Vec<String>, VmError> {
     let mut first = depends(meta);
     if first.is_empty() && super::netns::running_as_root() {
         say(&format!("apt-get update (no {meta} in the package lists)"));
-        sh("apt-get update -qq")?;
+        run(&["apt-get", "update", "-qq"])?;
         first = depends(meta);
     }
     if first.is_empty() {
@@ -232,7 +231,7 @@ fn modules_dir(root: &Path) -> Option<PathBuf> {
 fn unpack(dir: &Path, debs: &[PathBuf]) -> Result<(), VmError> {
     let root = dir.join("root");
     for deb in debs {
-        sh(&format!("dpkg -x '{}' '{}'", deb.display(), root.display()))?;
+        run(&["dpkg", "-x", path_arg(deb)?, path_arg(&root)?])?;
     }
     Ok(())
 }
@@ -298,7 +297,9 @@ pub fn prepare_kernel(user: Option<&Path>, say: &dyn Fn(&str)) -> Result<Kernel,
                 let _ = std::fs::remove_dir_all(&dir);
                 let debs = dir.join("debs");
                 std::fs::create_dir_all(&debs).map_err(|e| failed(format!("{}: {e}", debs.display())))?;
-                sh_in(&format!("apt-get download -q {}", pkgs.join(" ")), Some(&debs)).map_err(|e| {
+                let mut argv = vec!["apt-get", "download", "-q"];
+                argv.extend(pkgs.iter().map(String::as_str));
+                run_in(&argv, Some(&debs)).map_err(|e| {
                     failed(format!(
                         "{e}\n  hint: the VM needs a kernel package from the distribution's mirror; \
                          or give one with --vm-kernel FILE.deb"
@@ -326,7 +327,7 @@ pub fn prepare_kernel(user: Option<&Path>, say: &dyn Fn(&str)) -> Result<Kernel,
         )));
     }
     if !modules.join(&release).join("modules.dep").exists() {
-        sh(&format!("depmod -b '{}' {release}", root.display()))?;
+        run(&["depmod", "-b", path_arg(&root)?, &release])?;
     }
     let initramfs = build_initramfs(&cache, &root, &modules, &release)?;
     Ok(Kernel {
@@ -340,7 +341,7 @@ pub fn prepare_kernel(user: Option<&Path>, say: &dyn Fn(&str)) -> Result<Kernel,
 fn finish_unpack(dir: &Path) -> Result<(), VmError> {
     let root = dir.join("root");
     let (release, _) = release_of(&root)?;
-    sh(&format!("depmod -b '{}' {release}", root.display()))?;
+    run(&["depmod", "-b", path_arg(&root)?, &release])?;
     // Keep the kernel and its modules; drop documentation and the like.
     let _ = std::fs::remove_dir_all(root.join("usr/share"));
     std::fs::write(dir.join("ready"), b"").map_err(|e| failed(format!("{}: {e}", dir.display())))
@@ -463,7 +464,7 @@ fn cpio_newc(entries: &[CpioEntry]) -> Vec<u8> {
 /// A small busybox initramfs that loads the modules for virtio, 9p and
 /// overlay (with their dependencies, in load order), cached per kernel.
 fn build_initramfs(cache: &Path, root: &Path, modules: &Path, release: &str) -> Result<PathBuf, VmError> {
-    let busybox_path = sh("command -v busybox")?.trim().to_string();
+    let busybox_path = which("busybox")?.trim().to_string();
     let mut h = Sha256::new();
     for part in [INIT, &root.display().to_string(), release, &busybox_path] {
         h.update(part.as_bytes());
@@ -485,10 +486,7 @@ fn build_initramfs(cache: &Path, root: &Path, modules: &Path, release: &str) -> 
         .ok_or_else(|| failed(format!("{}: unexpected layout", modules.display())))?;
     let mut order: Vec<PathBuf> = Vec::new();
     for m in ["virtio_pci", "virtio_net", "9pnet_virtio", "9p", "overlay"] {
-        let out = sh(&format!(
-            "modprobe -d '{}' -S {release} --show-depends {m}",
-            base.display()
-        ))?;
+        let out = run(&["modprobe", "-d", path_arg(base)?, "-S", release, "--show-depends", m])?;
         for line in out.lines() {
             if let Some(rest) = line.strip_prefix("insmod ") {
                 let p = PathBuf::from(rest.split_whitespace().next().unwrap_or_default());
@@ -536,9 +534,9 @@ fn build_initramfs(cache: &Path, root: &Path, modules: &Path, release: &str) -> 
             .map(|f| f.to_string_lossy().into_owned())
             .unwrap_or_default();
         let (name, data) = if let Some(base) = file.strip_suffix(".xz") {
-            (base.to_string(), decompress("xz -dc", p)?)
+            (base.to_string(), decompress(&["xz", "-dc"], p)?)
         } else if let Some(base) = file.strip_suffix(".zst") {
-            (base.to_string(), decompress("zstd -dc", p)?)
+            (base.to_string(), decompress(&["zstd", "-dc"], p)?)
         } else {
             (file.clone(), read(p)?)
         };
@@ -565,17 +563,19 @@ fn build_initramfs(cache: &Path, root: &Path, modules: &Path, release: &str) -> 
     Ok(path)
 }
 
-fn decompress(tool: &str, p: &Path) -> Result<Vec<u8>, VmError> {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!("{tool} '{}'", p.display()))
+fn decompress(tool: &[&str], p: &Path) -> Result<Vec<u8>, VmError> {
+    let out = Command::new(tool[0])
+        .args(&tool[1..])
+        .arg(p)
+        .stdin(Stdio::null())
         .output()
-        .map_err(|e| failed(format!("{tool}: {e}")))?;
+        .map_err(|e| failed(format!("{}: {e}", tool[0])))?;
     if out.status.success() {
         Ok(out.stdout)
     } else {
         Err(failed(format!(
-            "{tool} {}: {}",
+            "{} {}: {}",
+            tool.join(" "),
             p.display(),
             String::from_utf8_lossy(&out.stderr).trim()
         )))
@@ -661,7 +661,7 @@ pub fn host_reach(topo: &Topology, rec: &VmRecord) -> BTreeMap<String, Reach> {
 
 /// Whether the recorded qemu still runs.
 pub fn alive(rec: &VmRecord) -> bool {
-    qemu(rec).is_some_and(|p| p.alive())
+    !qemu_procs(rec).is_empty()
 }
 
 /// The recorded qemu process.
@@ -672,31 +672,17 @@ fn qemu(rec: &VmRecord) -> Option<Proc> {
     })
 }
 
-/// qemu processes of this VM: the recorded one, and any whose command line
-/// names this VM's directory (one an interrupted `up` started before it
-/// could record the pid).
+/// qemu processes of this VM: the recorded one (by pid *and* start time,
+/// recorded as soon as qemu runs), never a process found by its command line.
 fn qemu_procs(rec: &VmRecord) -> Vec<Proc> {
-    let mut procs: Vec<Proc> = qemu(rec).filter(Proc::alive).into_iter().collect();
     let console = rec.dir.join("console.log").display().to_string();
-    if let Ok(entries) = std::fs::read_dir("/proc") {
-        for e in entries.flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-                continue;
-            };
-            let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-                continue;
-            };
-            let cmd = String::from_utf8_lossy(&cmd);
-            if cmd.starts_with("qemu-system")
-                && cmd.contains(&console)
-                && let Some(p) = Proc::find(pid)
-                && !procs.iter().any(|q| q.pid == pid)
-            {
-                procs.push(p);
-            }
-        }
-    }
-    procs
+    let is_this_vm = |p: &Proc| {
+        std::fs::read(format!("/proc/{}/cmdline", p.pid)).is_ok_and(|c| {
+            let c = String::from_utf8_lossy(&c);
+            c.starts_with("qemu-system") && c.contains(&console)
+        })
+    };
+    qemu(rec).filter(|p| p.alive() && is_this_vm(p)).into_iter().collect()
 }
 
 /// Stop the VM (everything in it goes with it) and remove its directory.
@@ -854,7 +840,14 @@ async fn wait_mark(
 }
 
 /// Boot the VM (KVM if it works, else TCG) and wait until its sshd runs.
-async fn boot(rec: &mut VmRecord, kernel: &Kernel, progress: &dyn Progress) -> Result<(), VmError> {
+/// `record` saves the VM's record as soon as qemu runs (its pid and start
+/// time), so an interrupted `up` leaves a record `down` stops it by.
+async fn boot(
+    rec: &mut VmRecord,
+    kernel: &Kernel,
+    progress: &dyn Progress,
+    record: &mut dyn FnMut(&VmRecord) -> Result<(), String>,
+) -> Result<(), VmError> {
     let cache = cache_root().join("vm");
     let order = accels(&cache);
     for (i, accel) in order.iter().enumerate() {
@@ -868,6 +861,11 @@ async fn boot(rec: &mut VmRecord, kernel: &Kernel, progress: &dyn Progress) -> R
         rec.pid = Some(child.id());
         rec.start = crate::process::start_time(child.id());
         rec.accel = accel.to_string();
+        if let Err(e) = record(rec) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(failed(e));
+        }
         // KVM that hangs shows nothing: give it a short time to reach init.
         if !last && let Err(why) = wait_mark(&mut child, rec, INIT_MARK, Duration::from_secs(30)).await {
             let _ = child.kill();
@@ -897,10 +895,18 @@ fn keygen(path: &Path) -> Result<(), VmError> {
     if path.exists() {
         return Ok(());
     }
-    sh(&format!(
-        "ssh-keygen -q -t ed25519 -N '' -C lvslab-vm -f '{}'",
-        path.display()
-    ))
+    run(&[
+        "ssh-keygen",
+        "-q",
+        "-t",
+        "ed25519",
+        "-N",
+        "",
+        "-C",
+        "lvslab-vm",
+        "-f",
+        path_arg(path)?,
+    ])
     .map(|_| ())
 }
 
@@ -968,7 +974,11 @@ pub async fn ensure(
             };
             state.vm = Some(rec.clone());
             save(state).map_err(VmError::Failed)?;
-            let booted = boot(&mut rec, &kernel, progress).await;
+            let booted = boot(&mut rec, &kernel, progress, &mut |r: &VmRecord| {
+                state.vm = Some(r.clone());
+                save(state)
+            })
+            .await;
             state.vm = Some(rec.clone());
             save(state).map_err(VmError::Failed)?;
             booted?;

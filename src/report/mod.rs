@@ -9,7 +9,7 @@ mod verify;
 
 pub use drift::{drift_json, drift_text};
 pub use plan::{count, plan_json, plan_sh, plan_text};
-pub use run::{JsonReporter, PlainReporter, TtyReporter, recap_text, status_word};
+pub use run::{JsonReporter, PlainReporter, TtyReporter, failures_json, recap_text, status_word};
 pub use verify::{verify_json, verify_junit, verify_summary, verify_text, xml_escape};
 
 /// The vm provider's boot progress on stderr: a spinner with the elapsed time on a terminal,

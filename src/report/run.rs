@@ -141,5 +141,24 @@ pub fn recap_text(outcome: &RunOutcome, title: &str, changed_label: &str) -> Str
             let _ = writeln!(s, "{:<width$}  error: {e}", "");
         }
     }
+    // Whatever failed says why at the end, however quiet the run was.
+    for r in outcome.results.iter().filter(|r| r.status == Status::Failed) {
+        let why = if r.details.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", r.details.join("; "))
+        };
+        let _ = writeln!(s, "FAILED {}: {}{why}", r.host, r.summary);
+    }
     s
+}
+
+/// Why each failed step failed (for the JSON summary).
+pub fn failures_json(outcome: &RunOutcome) -> Vec<serde_json::Value> {
+    outcome
+        .results
+        .iter()
+        .filter(|r| r.status == Status::Failed)
+        .map(|r| serde_json::json!({ "host": r.host, "phase": r.phase, "step": r.summary, "why": r.details }))
+        .collect()
 }
