@@ -6,6 +6,7 @@
 mod cli;
 mod compile;
 mod drift;
+mod hostile;
 mod injection;
 mod invalid;
 mod keepalived;
