@@ -513,6 +513,16 @@ fn judge(lab: &Lab) -> Outcome {
         (Ok(_), Some(why)) => Outcome::Wrong(format!("validates, but cannot work ({why}):\n{text}")),
         (Ok(l), None) => match lvslab::compile::compile(&l.topology) {
             Ok(plan) => {
+                // What `up` records of this plan, `down` must accept back (issue 16).
+                let refused = plan
+                    .phases
+                    .iter()
+                    .flat_map(|p| p.hosts.iter())
+                    .flat_map(|h| h.steps.iter())
+                    .find_map(|s| s.resource.check_recorded().err());
+                if let Some(e) = refused {
+                    return Outcome::Wrong(format!("a planned resource fails the record check: {e}\n{text}"));
+                }
                 let (confs, scripts) = keepalived_conf_and_scripts(&plan);
                 Outcome::Compiled { confs, scripts }
             }

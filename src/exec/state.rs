@@ -149,7 +149,7 @@ impl LabState {
     /// lab directory's `vm`), and every recorded change must be a resource
     /// lvslab plans ([`Resource::check_recorded`]).
     pub fn check(&self, dir: &LabDir) -> Result<(), String> {
-        use crate::model::names::{is_safe_path, is_simple_name};
+        use crate::model::names::is_simple_name;
         use crate::provider::netns::Infra;
         if self.schema > SCHEMA {
             return Err(format!(
@@ -208,7 +208,8 @@ impl LabState {
                     }
                 }
                 Infra::Dir { path } => {
-                    if !is_safe_path(path) || path.trim_end_matches('/').matches('/').count() < 2 {
+                    // Only the mount points the netns provider makes.
+                    if !crate::provider::netns::PRIVATE_DIRS.contains(&path.as_str()) {
                         return Err(format!("{path:?} is not a directory lvslab makes"));
                     }
                 }

@@ -469,3 +469,31 @@ fn detected_os_families_fill_only_undeclared_hosts() {
         "{err}"
     );
 }
+
+/// Issue 16: what `up` records of a plan, `down` must accept back: every
+/// resource of every example's plan (and of each OS family's) passes the
+/// check a lab record gets when it is read.
+#[test]
+fn every_planned_resource_passes_the_record_check() {
+    let mut plans: Vec<Plan> = topologies().iter().map(|t| plan(t)).collect();
+    for (lab, os, web) in [
+        ("storage", "debian", "apache2"),
+        ("storage", "rhel", "nginx"),
+        ("ha", "rhel", "apache2"),
+        ("persistence", "debian", "nginx"),
+    ] {
+        plans.push(family_plan(lab, os, web));
+    }
+    for p in &plans {
+        for step in p
+            .phases
+            .iter()
+            .flat_map(|ph| ph.hosts.iter())
+            .flat_map(|h| h.steps.iter())
+        {
+            if let Err(e) = step.resource.check_recorded() {
+                panic!("{}: {}: {e}", p.lab, step.summary);
+            }
+        }
+    }
+}
