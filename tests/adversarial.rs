@@ -363,39 +363,46 @@ const STUBS: &[&str] = &[
 
 /// Run scripts in the sandbox; returns the markers found (escapes).
 fn sandboxed(scripts: &[(String, String)]) -> Vec<String> {
-    // Not under /tmp: the sandbox lays a tmpfs over it.
-    std::fs::create_dir_all(repo().join("target")).unwrap();
-    let dir = tempfile::tempdir_in(repo().join("target")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
     let stubs = dir.path().join("stubs");
     std::fs::create_dir_all(&stubs).unwrap();
     for s in STUBS {
-        let p = stubs.join(s);
-        std::fs::write(&p, "#!/bin/sh\nexit 0\n").unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(stubs.join(s), "#!/bin/sh\nexit 0\n").unwrap();
     }
     let sdir = dir.path().join("scripts");
     std::fs::create_dir_all(&sdir).unwrap();
-    for (i, (_, text)) in scripts.iter().enumerate() {
+    // Every run ends with a canary that must leave its marker: a sandbox that
+    // runs nothing (scripts it cannot see, say) fails loudly instead of
+    // reporting zero escapes.
+    let canary = "mkdir -p /tmp/lvslab-escape && touch /tmp/lvslab-escape/canary\n";
+    for (i, text) in scripts.iter().map(|(_, t)| t.as_str()).chain([canary]).enumerate() {
         std::fs::write(sdir.join(format!("{i:05}.sh")), text).unwrap();
     }
+    // The driver starts in the work directory, so it still reads the scripts
+    // through its working directory once tmpfs hides wherever that lives.
     let driver = format!(
         r#"set -u
+cd {work}
 for m in $(findmnt -rn -o TARGET | sort -r); do mount -o remount,bind,ro "$m" 2>/dev/null; done
 for d in /tmp /etc /var /srv /run /root /home /opt /mnt /media /boot; do
   [ -d "$d" ] && mount -t tmpfs lvslab-sandbox "$d"
 done
-export PATH={stubs}:/usr/bin:/bin:/usr/sbin:/sbin HOME=/root
-export LVSLAB_SECRET_VRRP_VI_1=x LVSLAB_SECRET_VRRP_VI_2=x
-for f in {sdir}/*.sh; do
+mkdir -p /tmp/.lvslab-stubs
+for s in stubs/*; do cp "$s" /tmp/.lvslab-stubs/ && chmod 755 "/tmp/.lvslab-stubs/${{s#stubs/}}"; done
+export PATH=/tmp/.lvslab-stubs:/usr/bin:/bin:/usr/sbin:/sbin HOME=/root
+ran=0
+for f in scripts/*.sh; do
   for v in $(grep -o 'LVSLAB_SECRET_[A-Z0-9_]*' "$f" | sort -u); do export "$v=x"; done
-  (cd /tmp && /usr/bin/timeout 10 sh "$f" >/dev/null 2>&1)
+  exec 3< "$f"
+  (cd /tmp && /usr/bin/timeout 10 sh /dev/fd/3 >/dev/null 2>&1)
+  exec 3<&-
+  ran=$((ran + 1))
 done
+echo "RAN $ran"
 [ -d {mark} ] && ls -A {mark}
 exit 0
 "#,
-        stubs = stubs.display(),
-        sdir = sdir.display(),
+        work = dir.path().display(),
         mark = MARK_DIR,
     );
     let out = Command::new("unshare")
@@ -413,16 +420,20 @@ exit 0
         .arg(&driver)
         .output()
         .expect("unshare (util-linux)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
         "the sandbox did not run: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(String::from)
-        .filter(|l| !l.is_empty())
-        .collect()
+    let mut lines: Vec<String> = stdout.lines().map(String::from).filter(|l| !l.is_empty()).collect();
+    assert!(
+        lines.first() == Some(&format!("RAN {}", scripts.len() + 1)) && lines.contains(&"canary".to_string()),
+        "the sandbox did not run every script (its canary must leave a marker): {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    lines.retain(|l| l != "canary" && !l.starts_with("RAN "));
+    lines
 }
 
 /// The sandbox itself works: a script that runs a payload leaves a marker,

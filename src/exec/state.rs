@@ -560,6 +560,10 @@ mod tests {
             back.hosts["director"].changes[0].original,
             Original::Value { value: "0".into() }
         );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.path.join("state.json")), 0o600, "a record is private");
+        assert_eq!(mode(&dir.path), 0o700);
         dir.remove_all().unwrap();
         assert!(dir.load().unwrap().is_none());
         assert!(!dir.exists(), "nothing of the lab is left");

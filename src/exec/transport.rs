@@ -196,6 +196,7 @@ pub trait Transport: Send + Sync {
 pub struct LocalTransport {
     host: String,
     prefix: Vec<String>,
+    timeout: std::time::Duration,
 }
 
 impl LocalTransport {
@@ -207,7 +208,14 @@ impl LocalTransport {
         LocalTransport {
             host: host.into(),
             prefix,
+            timeout: command_timeout(),
         }
+    }
+
+    /// Another limit than [`command_timeout`] for each command.
+    pub fn timeout(mut self, limit: std::time::Duration) -> Self {
+        self.timeout = limit;
+        self
     }
 }
 
@@ -265,7 +273,7 @@ impl Transport for LocalTransport {
             tokio::join!(feed, read);
             child.wait().await
         };
-        let limit = command_timeout();
+        let limit = self.timeout;
         match tokio::time::timeout(limit, work).await {
             Ok(status) => Ok(status.map_err(err)?.code().unwrap_or(-1)),
             Err(_) => Err(TransportError::Timeout {
@@ -332,6 +340,32 @@ mod tests {
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         let f = t.facts().await.unwrap();
         assert_eq!(f.package_manager, "apt");
+    }
+
+    /// Output beyond the cap is dropped (and said so), not gathered; a
+    /// command that does not finish is stopped at its limit.
+    #[tokio::test]
+    async fn output_is_capped_and_commands_are_timed() {
+        let t = LocalTransport::new("here");
+        let big = MAX_CAPTURE + 3_000_000;
+        let out = t.run(&format!("head -c {big} /dev/zero; echo done >&2")).await.unwrap();
+        assert_eq!(out.stdout.len(), MAX_CAPTURE);
+        assert!(
+            out.stderr.starts_with("done\n") && out.stderr.contains("3000000 more bytes of stdout dropped"),
+            "{}",
+            out.stderr
+        );
+        let mut streamed = 0;
+        let status = t
+            .run_streaming(&format!("head -c {big} /dev/zero"), &mut |_, d| streamed += d.len())
+            .await
+            .unwrap();
+        assert_eq!((status, streamed), (0, big), "streaming hands over everything");
+        let started = std::time::Instant::now();
+        let slow = LocalTransport::new("here").timeout(std::time::Duration::from_millis(500));
+        let e = slow.run("sleep 30").await.unwrap_err();
+        assert!(matches!(e, TransportError::Timeout { .. }), "{e}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 
     #[test]

@@ -78,11 +78,15 @@ fn span_of(mark: Marker, len: usize) -> Span {
 type Refusal = (String, Span, &'static str);
 
 impl Builder {
-    fn finish(&mut self, node: Node, size: usize, anchor: usize) -> Result<(), Refusal> {
-        self.nodes = self.nodes.saturating_add(size);
+    /// Put a finished node in its parent. `size` is how many values it holds
+    /// (itself included); `new` how many of those are new to the count (1 for
+    /// a scalar or a collection whose items were counted as they came, `size`
+    /// for an alias, which copies its anchor).
+    fn finish(&mut self, node: Node, size: usize, new: usize, anchor: usize) -> Result<(), Refusal> {
+        self.nodes = self.nodes.saturating_add(new);
         if self.nodes > MAX_NODES {
             return Err((
-                format!("the topology has more than {MAX_NODES} values once its aliases are expanded"),
+                format!("the topology has more than {MAX_NODES} values (aliases counted as expanded)"),
                 node.span,
                 "a topology this large is not a lab; check for aliases (`*name`) that refer to other aliases",
             ));
@@ -142,7 +146,7 @@ impl Builder {
                         plain: style == TScalarStyle::Plain,
                     },
                 };
-                self.finish(node, 1, anchor)
+                self.finish(node, 1, 1, anchor)
             }
             Event::SequenceStart(anchor, tag) | Event::MappingStart(anchor, tag) if tag.is_some() => {
                 let _ = anchor;
@@ -161,7 +165,7 @@ impl Builder {
                         kind: NodeKind::Seq(items),
                         span,
                     };
-                    self.finish(node, size, anchor)
+                    self.finish(node, size, 1, anchor)
                 }
                 _ => Ok(()),
             },
@@ -179,14 +183,14 @@ impl Builder {
                         kind: NodeKind::Map(pairs),
                         span,
                     };
-                    self.finish(node, size, anchor)
+                    self.finish(node, size, 1, anchor)
                 }
                 _ => Ok(()),
             },
             Event::Alias(id) => match self.anchors.get(&id).cloned() {
                 Some((mut node, size)) => {
                     node.span = span_of(mark, 1);
-                    self.finish(node, size, 0)
+                    self.finish(node, size, size, 0)
                 }
                 None => Err((
                     "alias refers to an unknown anchor".into(),

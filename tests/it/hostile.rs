@@ -296,3 +296,85 @@ fn a_secret_is_never_printed_whatever_its_shape() {
         }
     }
 }
+
+/// `auth_pass_env` reads the password from the environment: refused (with
+/// the variable's name) when unset, and its value never printed.
+#[test]
+fn auth_pass_from_the_environment() {
+    let base = std::fs::read_to_string(crate::repo().join("topologies/ha.yaml")).unwrap();
+    let line = base.lines().find(|l| l.contains("auth_pass:")).unwrap();
+    let ind = &line[..line.len() - line.trim_start().len()];
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("env.yaml");
+    std::fs::write(&f, base.replace(line, &format!("{ind}auth_pass_env: LVSLAB_TEST_VRRP"))).unwrap();
+    let unset = lvslab_in(&dir.path().join("state"))
+        .args(["validate"])
+        .args([&f])
+        .env("LVSLAB_TEST_VRRP", "")
+        .run();
+    // An empty value is no password either.
+    assert_eq!(unset.code, 1, "{}", unset.stderr);
+    let plan = Lvslab::new()
+        .env("LVSLAB_STATE_DIR", dir.path().join("state"))
+        .env("LVSLAB_TEST_VRRP", "pW3nvX")
+        .args(["plan", "--format", "json"])
+        .args([&f])
+        .run();
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    assert!(
+        !plan.stdout.contains("pW3nvX") && plan.stdout.contains("@@lvslab-secret:"),
+        "{}",
+        plan.stdout
+    );
+    let both = dir.path().join("both.yaml");
+    std::fs::write(
+        &both,
+        base.replace(line, &format!("{line}\n{ind}auth_pass_env: LVSLAB_TEST_VRRP")),
+    )
+    .unwrap();
+    let out = lvslab_in(&dir.path().join("state"))
+        .args(["validate"])
+        .args([&both])
+        .run();
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("both auth_pass and auth_pass_env"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// A `down` that fails says why at the end, in text and in JSON.
+#[test]
+fn a_failed_down_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut record = good_record();
+    record["hosts"] = serde_json::json!({ "web1": { "changes": [{
+        "phase": "network", "order": [1, 0], "id": "sysctl:net.ipv4.ip_forward", "summary": "sysctl net.ipv4.ip_forward = 1",
+        "resource": { "kind": "sysctl", "key": "net.ipv4.ip_forward", "value": "1" },
+        "original": { "type": "value", "value": "0" } }] } });
+    record["lab_hosts"] = serde_json::json!(["web1"]);
+    // Over SSH with no way recorded to reach web1: its change stays recorded.
+    record["provider"] = "ssh".into();
+    write_record(dir.path(), "nat", &record);
+    let out = lvslab_in(dir.path()).args(["down", "nat"]).run();
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("FAILED web1: sysctl net.ipv4.ip_forward = 1: "),
+        "the recap says why: {}",
+        out.stdout
+    );
+    let json = lvslab_in(dir.path()).args(["down", "nat", "--output", "json"]).run();
+    assert_eq!(json.code, 1);
+    let summary = json
+        .stdout
+        .lines()
+        .find(|l| l.contains("\"summary\""))
+        .expect("a summary event");
+    let v: serde_json::Value = serde_json::from_str(summary).unwrap();
+    assert_eq!(v["failures"][0]["host"], "web1", "{summary}");
+    assert!(
+        !v["failures"][0]["why"][0].as_str().unwrap_or("").is_empty(),
+        "{summary}"
+    );
+}
