@@ -168,6 +168,15 @@ fn mask_line(file: &SourceFile, line_no: u32, line: &str) -> String {
             chars.iter_mut().for_each(star);
         }
     }
+    // The value of a key like `auth_pass:` may stand on the next line, and a
+    // file that did not parse has no known secrets yet: mask that line too.
+    let previous = line_no
+        .checked_sub(2)
+        .and_then(|i| file.text.lines().nth(i as usize))
+        .map(str::trim_end);
+    if previous.is_some_and(|p| p.contains("pass") && p.ends_with(':')) {
+        chars.iter_mut().for_each(star);
+    }
     let masked: String = chars.into_iter().collect();
     mask_values(file.secrets.get(), &mask_secrets(&masked))
 }
@@ -188,12 +197,18 @@ fn mask_values(secrets: Option<&Vec<SecretValue>>, text: &str) -> String {
 /// line's length so carets still line up.
 fn mask_secrets(line: &str) -> String {
     let mut out = line.to_string();
-    for key in SECRET_KEYS {
+    for key in ["pass"] {
         let mut from = 0;
         while let Some(pos) = out[from..].find(key).map(|p| p + from) {
             let after = pos + key.len();
             let rest = &out[after..];
-            let Some(colon) = rest.find(':').filter(|c| rest[..*c].trim().is_empty()) else {
+            // `pass`, and the rest of the key (`auth_pass`, `auth_passs`, `"auth_pass"`).
+            let key_rest = |c: &usize| {
+                rest[..*c]
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '_' | '-' | '"' | '\''))
+            };
+            let Some(colon) = rest.find(':').filter(key_rest) else {
                 from = after;
                 continue;
             };
@@ -297,7 +312,9 @@ mod tests {
             r#"      auth_pass: ********"#
         );
         assert_eq!(mask_secrets("{ auth_pass: abc, x: 1 }"), "{ auth_pass: **** ** * *");
-        assert_eq!(mask_secrets("auth_pass_file: /x"), "auth_pass_file: /x");
+        // Any key with `pass` in it (a typo'd `auth_passs` too): over-masking is safe.
+        assert_eq!(mask_secrets("auth_passs: abc"), "auth_passs: ***");
+        assert_eq!(mask_secrets("role: client"), "role: client");
     }
 
     #[test]

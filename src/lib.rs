@@ -99,11 +99,11 @@ pub fn load_str(name: &str, text: String) -> Result<Loaded, Diagnostics> {
     let file = Arc::new(SourceFile::new(name, text));
     let (spec, mut diags) = spec::parse(&file);
     let Some(spec) = spec else {
-        return Err(Diagnostics(diags).sorted());
+        return Err(capped(Diagnostics(diags).sorted()));
     };
     let (model, model_diags) = model::build(&spec, &file);
     diags.extend(model_diags.0);
-    let diags = Diagnostics(diags).sorted();
+    let diags = capped(Diagnostics(diags).sorted());
     match model {
         Some(topology) if !diags.has_errors() => Ok(Loaded {
             topology,
@@ -111,4 +111,24 @@ pub fn load_str(name: &str, text: String) -> Result<Loaded, Diagnostics> {
         }),
         _ => Err(diags),
     }
+}
+
+/// The most problems reported for one file: the first ones (in file order,
+/// errors first) and a line saying how many more there are. A file with
+/// thousands of mistakes is reported in bounded time.
+pub const MAX_DIAGNOSTICS: usize = 50;
+
+fn capped(mut d: Diagnostics) -> Diagnostics {
+    if d.0.len() > MAX_DIAGNOSTICS {
+        let more = d.0.len() - MAX_DIAGNOSTICS;
+        let errors = d.0[MAX_DIAGNOSTICS..].iter().filter(|x| x.is_error()).count();
+        d.0.truncate(MAX_DIAGNOSTICS);
+        let summary = format!("… and {more} more problems ({errors} of them errors) not shown");
+        d.0.push(if errors > 0 {
+            Diagnostic::error(summary).hint("fix the ones above first")
+        } else {
+            Diagnostic::warning(summary)
+        });
+    }
+    d
 }

@@ -582,7 +582,7 @@ fn list() -> anyhow::Result<ExitCode> {
                 s.provider.as_deref().unwrap_or("ssh"),
                 s.known_hosts().len(),
                 s.since,
-                s.topology.as_deref().unwrap_or("-")
+                s.topology.as_deref().unwrap_or("-").escape_debug()
             ),
             Ok(None) => println!("{lab:<16} -        -     -            (no record)"),
             Err(e) => {

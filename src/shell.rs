@@ -20,10 +20,27 @@ pub fn quote(s: &str) -> String {
 /// busybox drop them): no line the shell reads can end the document early.
 pub fn heredoc_delimiter(content: &str) -> String {
     let seen = content.replace('\0', "");
-    let mut delim = "LVSLAB_EOF".to_string();
-    let mut n = 0;
+    if !seen.contains("LVSLAB_EOF") {
+        return "LVSLAB_EOF".to_string();
+    }
+    // The numbers already written after `LVSLAB_EOF_` (one pass): the
+    // smallest other number's delimiter is no substring of the content, as
+    // no number written there starts with it... unless it is a prefix of a
+    // longer one, so take one more digit than the longest number seen.
+    let mut longest = 0;
+    for (i, _) in seen.match_indices("LVSLAB_EOF_") {
+        let digits = seen[i + "LVSLAB_EOF_".len()..]
+            .bytes()
+            .take_while(u8::is_ascii_digit)
+            .count();
+        longest = longest.max(digits);
+    }
+    let mut n: u64 = 1;
+    let mut delim = "LVSLAB_EOF_1".to_string();
     while seen.contains(&delim) {
-        n += 1;
+        // At most a few rounds: a number one digit longer than any written.
+        n = 10u64.saturating_pow(longest as u32).max(n + 1);
+        longest += 1;
         delim = format!("LVSLAB_EOF_{n}");
     }
     delim
@@ -56,7 +73,9 @@ mod tests {
         assert_eq!(heredoc_delimiter("x\nLVSLAB_EOF\0\ntouch /pwned\n"), "LVSLAB_EOF_1");
         assert_eq!(heredoc_delimiter("LVSLAB\0_EOF"), "LVSLAB_EOF_1");
         // Not even part of a line.
-        assert_eq!(heredoc_delimiter("a LVSLAB_EOF b LVSLAB_EOF_1"), "LVSLAB_EOF_2");
+        assert_eq!(heredoc_delimiter("a LVSLAB_EOF b LVSLAB_EOF_1"), "LVSLAB_EOF_10");
+        let many: String = (0..20_000).map(|i| format!("LVSLAB_EOF_{i}\n")).collect();
+        assert_eq!(heredoc_delimiter(&many), "LVSLAB_EOF_100000");
         assert!(!heredoc_safe("a\0b") && heredoc_safe("a\tb\r\n"));
     }
 }

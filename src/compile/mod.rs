@@ -386,6 +386,28 @@ pub fn compile(topo: &Topology) -> Result<Plan, CompileError> {
             .collect(),
         secrets: context::secrets(topo),
     };
+    // A secret is filled in only where lvslab's own templates put its
+    // placeholder (keepalived.conf, mode 0640); a page or a step's file that
+    // spells the placeholder would get the password served to anyone.
+    for step in plan
+        .phases
+        .iter()
+        .flat_map(|p| p.hosts.iter())
+        .flat_map(|h| h.steps.iter())
+    {
+        if let Resource::File { path, content, .. } = &step.resource
+            && content.contains(crate::plan::SECRET_PLACEHOLDER_PREFIX)
+            && path != crate::plan::KEEPALIVED_CONF
+        {
+            return Err(CompileError::User(
+                crate::diag::Diagnostic::error(format!(
+                    "the content of {path} holds lvslab's secret placeholder `{}…`",
+                    crate::plan::SECRET_PLACEHOLDER_PREFIX
+                ))
+                .hint("secrets are filled in only into keepalived.conf; remove the placeholder from pages and steps"),
+            ));
+        }
+    }
     Ok(persist::add(topo, bind_service_hashes(plan)?))
 }
 

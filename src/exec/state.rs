@@ -224,9 +224,36 @@ impl LabState {
                 dir.path.join("vm").display()
             ));
         }
+        if !matches!(self.provider.as_deref(), None | Some("ssh" | "netns" | "vm")) {
+            return Err(format!("provider {:?} is not one lvslab has", self.provider));
+        }
+        if self
+            .topology
+            .as_deref()
+            .is_some_and(|t| t.chars().any(char::is_control))
+        {
+            return Err("the topology's path holds control characters".into());
+        }
         for (h, hs) in &self.hosts {
             for c in &hs.changes {
                 c.resource.check_recorded().map_err(|e| format!("{h}: {e}"))?;
+                // What `down` puts back is checked too where it reaches a command line.
+                if let (Resource::Package { .. }, Original::Value { value }) = (&c.resource, &c.original) {
+                    let names = value.strip_prefix("missing:").unwrap_or(value);
+                    if let Some(bad) = names.split_whitespace().find(|n| {
+                        n.starts_with('-')
+                            || !n
+                                .chars()
+                                .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '.' | '+' | '-' | ':'))
+                    }) {
+                        return Err(format!("{h}: recorded package {bad:?} is not a package name"));
+                    }
+                }
+                if let (Resource::Directory { .. }, Original::Value { value }) = (&c.resource, &c.original)
+                    && u32::from_str_radix(value.trim(), 8).map_or(true, |m| m > 0o7777)
+                {
+                    return Err(format!("{h}: recorded mode {value:?} is not a directory's mode"));
+                }
             }
         }
         for (h, r) in &self.reach {

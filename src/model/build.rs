@@ -125,8 +125,9 @@ fn build_inner(spec: &TopologySpec, cx: &mut Cx) -> Topology {
     let mode = spec.mode.value;
 
     // Networks.
-    let mut networks = Vec::new();
+    let mut networks: Vec<Network> = Vec::new();
     let mut net_ids = BTreeMap::new();
+    let mut by_start: BTreeMap<u32, usize> = BTreeMap::new();
     for (name, net) in &spec.networks {
         cx.name(name, "network");
         let cidr = match net.cidr.value.trim().parse::<Ipv4Network>() {
@@ -157,18 +158,28 @@ fn build_inner(spec: &TopologySpec, cx: &mut Cx) -> Topology {
                 Ipv4Network::from(Ipv4Addr::UNSPECIFIED)
             }
         };
-        for other in &networks {
-            let other: &Network = other;
-            if other.cidr.overlaps(cidr) && cidr.prefix() < 32 {
-                cx.error(
-                    net.cidr.span,
-                    format!(
-                        "network `{}` ({cidr}) overlaps network `{}` ({})",
-                        name.value, other.name, other.cidr
-                    ),
-                    "lab networks must be disjoint",
-                );
+        // Earlier networks by first address: one that overlaps this one is
+        // the nearest below or above it (logarithmic, not a scan of all).
+        if cidr.prefix() < 32 {
+            let (first, last) = (u32::from(cidr.network()), u32::from(cidr.broadcast()));
+            let below = by_start.range(..=first).next_back().map(|(_, i)| *i);
+            let above = by_start.range(first..).next().map(|(_, i)| *i);
+            for idx in below.into_iter().chain(above) {
+                let other: &Network = &networks[idx];
+                let (o_first, o_last) = (u32::from(other.cidr.network()), u32::from(other.cidr.broadcast()));
+                if o_first <= last && first <= o_last {
+                    cx.error(
+                        net.cidr.span,
+                        format!(
+                            "network `{}` ({cidr}) overlaps network `{}` ({})",
+                            name.value, other.name, other.cidr
+                        ),
+                        "lab networks must be disjoint",
+                    );
+                    break;
+                }
             }
+            by_start.entry(first).or_insert(networks.len());
         }
         net_ids.insert(name.value.clone(), NetId(networks.len()));
         networks.push(Network {
@@ -187,6 +198,9 @@ fn build_inner(spec: &TopologySpec, cx: &mut Cx) -> Topology {
     for (name, host) in &spec.hosts {
         cx.name(name, "host");
         let mut ifaces: Vec<PendingIface> = Vec::new();
+        // Names and networks seen on this host (sets: linear in interfaces).
+        let mut seen_names = std::collections::HashSet::new();
+        let mut seen_nets = std::collections::HashSet::new();
         for (i, iface) in host.interfaces.iter().enumerate() {
             let iname = iface
                 .name
@@ -201,7 +215,7 @@ fn build_inner(spec: &TopologySpec, cx: &mut Cx) -> Topology {
                     "Linux interface names have 1 to 15 characters: letters, digits, `-`, `_`, `.`",
                 );
             }
-            if ifaces.iter().any(|o| o.name == iname) {
+            if !seen_names.insert(iname.clone()) {
                 cx.error(
                     iface.span,
                     format!("host `{}` has two interfaces named {iname}", name.value),
@@ -211,7 +225,7 @@ fn build_inner(spec: &TopologySpec, cx: &mut Cx) -> Topology {
             let Some(&net) = lookup(cx, &net_ids, &iface.network, "network") else {
                 continue;
             };
-            if ifaces.iter().any(|o| o.network == net) {
+            if !seen_nets.insert(net) {
                 cx.error(
                     iface.network.span,
                     format!(
@@ -220,6 +234,8 @@ fn build_inner(spec: &TopologySpec, cx: &mut Cx) -> Topology {
                     ),
                     "one interface per network and host",
                 );
+                // Nothing more to say of it (and no address to find for it).
+                continue;
             }
             let cidr = networks[net.0].cidr;
             let address = iface.address.as_ref().and_then(|a| {

@@ -83,8 +83,14 @@ impl Step {
 }
 
 pub fn secret_placeholder(name: &str) -> String {
-    format!("@@lvslab-secret:{name}@@")
+    format!("{SECRET_PLACEHOLDER_PREFIX}{name}@@")
 }
+
+/// How every secret placeholder starts.
+pub const SECRET_PLACEHOLDER_PREFIX: &str = "@@lvslab-secret:";
+
+/// The one file secrets are filled into.
+pub const KEEPALIVED_CONF: &str = "/etc/keepalived/keepalived.conf";
 
 /// The environment variable a generated shell script reads a secret from.
 pub fn secret_env(name: &str) -> String {
