@@ -103,8 +103,9 @@ impl fmt::Display for Diagnostic {
             let pad = " ".repeat(line_no.len());
             writeln!(f, "{pad}--> {}:{}:{}", file.path, span.line, span.col + 1)?;
             if let Some(text) = file.text.lines().nth(span.line.saturating_sub(1) as usize) {
-                let text = mask_line(file, span.line, &text.replace('\t', " "));
-                let (text, col) = window(&text, span.col as usize);
+                // Cut to a window first: a megabyte-long line is never worked over whole.
+                let (text, col, start) = window(&text.replace('\t', " "), span.col as usize);
+                let text = mask_line(file, span.line, &text, start);
                 writeln!(f, "{pad} |")?;
                 writeln!(f, "{line_no} | {text}")?;
                 let width = text.chars().count().saturating_sub(col);
@@ -131,10 +132,10 @@ pub const SECRET_KEYS: [&str; 1] = ["auth_pass"];
 const MAX_QUOTED: usize = 120;
 
 /// The part of a long line around `col`, and the caret's column in it.
-fn window(line: &str, col: usize) -> (String, usize) {
+fn window(line: &str, col: usize) -> (String, usize, usize) {
     let n = line.chars().count();
     if n <= MAX_QUOTED {
-        return (line.to_string(), col);
+        return (line.to_string(), col, 0);
     }
     let start = col.saturating_sub(MAX_QUOTED / 2).min(n.saturating_sub(MAX_QUOTED));
     let mut out: String = line.chars().skip(start).take(MAX_QUOTED).collect();
@@ -146,14 +147,15 @@ fn window(line: &str, col: usize) -> (String, usize) {
     if start + MAX_QUOTED < n {
         out.push('…');
     }
-    (out, caret)
+    // Where the window starts in the line, in characters (the `…` counts as one).
+    (out, caret, start.saturating_sub(usize::from(start > 0)))
 }
 
 /// Replace every character of a secret in a source line with `*`: by the
 /// secrets' spans (values on their own line, block scalars, quoted or `?`
 /// keys), by value, and by key for a file whose secrets are not known yet (a
 /// syntax error). The length stays, so carets still line up.
-fn mask_line(file: &SourceFile, line_no: u32, line: &str) -> String {
+fn mask_line(file: &SourceFile, line_no: u32, line: &str, start: usize) -> String {
     let mut chars: Vec<char> = line.chars().collect();
     let star = |c: &mut char| {
         if !c.is_whitespace() {
@@ -163,7 +165,10 @@ fn mask_line(file: &SourceFile, line_no: u32, line: &str) -> String {
     for s in file.secrets.get().into_iter().flatten() {
         let lines = s.value.lines().count().max(1) as u32;
         if line_no == s.span.line {
-            chars.iter_mut().skip(s.span.col as usize).for_each(star);
+            chars
+                .iter_mut()
+                .skip((s.span.col as usize).saturating_sub(start))
+                .for_each(star);
         } else if line_no > s.span.line && line_no <= s.span.line + lines {
             chars.iter_mut().for_each(star);
         }
@@ -174,7 +179,7 @@ fn mask_line(file: &SourceFile, line_no: u32, line: &str) -> String {
         .checked_sub(2)
         .and_then(|i| file.text.lines().nth(i as usize))
         .map(str::trim_end);
-    if previous.is_some_and(|p| p.contains("pass") && p.ends_with(':')) {
+    if previous.is_some_and(|p| p.contains("pas") && p.ends_with(':')) {
         chars.iter_mut().for_each(star);
     }
     let masked: String = chars.into_iter().collect();
@@ -197,7 +202,7 @@ fn mask_values(secrets: Option<&Vec<SecretValue>>, text: &str) -> String {
 /// line's length so carets still line up.
 fn mask_secrets(line: &str) -> String {
     let mut out = line.to_string();
-    for key in ["pass"] {
+    for key in ["pas"] {
         let mut from = 0;
         while let Some(pos) = out[from..].find(key).map(|p| p + from) {
             let after = pos + key.len();

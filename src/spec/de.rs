@@ -473,18 +473,17 @@ fn enum_aliases(name: &str) -> &'static [&'static str] {
 }
 
 fn check_duplicates(pairs: &[(Node, Node)], ctx: &Ctx) {
-    for (i, (k, _)) in pairs.iter().enumerate() {
-        if let NodeKind::Scalar { value, .. } = &k.kind {
-            let dup = pairs[..i]
-                .iter()
-                .any(|(p, _)| matches!(&p.kind, NodeKind::Scalar { value: v, .. } if v == value));
-            if dup {
-                ctx.diags.borrow_mut().push(
-                    Diagnostic::error(format!("duplicate key `{value}`"))
-                        .at(&ctx.file, k.span)
-                        .hint("each key may appear once in a mapping; merge the two entries"),
-                );
-            }
+    // A set of the keys seen: linear in the mapping's size.
+    let mut seen = std::collections::HashSet::new();
+    for (k, _) in pairs {
+        if let NodeKind::Scalar { value, .. } = &k.kind
+            && !seen.insert(value.as_str())
+        {
+            ctx.diags.borrow_mut().push(
+                Diagnostic::error(format!("duplicate key `{value}`"))
+                    .at(&ctx.file, k.span)
+                    .hint("each key may appear once in a mapping; merge the two entries"),
+            );
         }
     }
 }

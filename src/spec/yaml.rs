@@ -56,6 +56,8 @@ pub const MAX_DEPTH: usize = 64;
 /// few thousand): a few hundred bytes of nested aliases ("billion laughs") are
 /// refused instead of growing without bound.
 pub const MAX_NODES: usize = 200_000;
+/// Most secret values a topology may hold (every message is checked against each).
+pub const MAX_SECRETS: usize = 256;
 
 #[derive(Default)]
 struct Builder {
@@ -265,6 +267,13 @@ pub fn parse(file: &Arc<SourceFile>) -> Result<Node, Diagnostic> {
     if let Some(root) = &root {
         let mut found = Vec::new();
         secrets_in(root, false, &mut found);
+        if found.len() > MAX_SECRETS {
+            let span = found[MAX_SECRETS].span;
+            let _ = file.secrets.set(found);
+            return Err(Diagnostic::error(format!("more than {MAX_SECRETS} secret values"))
+                .at(file, span)
+                .hint("a lab has a few VRRP instances, each with one auth_pass"));
+        }
         let _ = file.secrets.set(found);
     }
     Ok(root.unwrap_or(Node {

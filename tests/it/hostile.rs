@@ -282,6 +282,10 @@ fn a_secret_is_never_printed_whatever_its_shape() {
         format!("{ind}? auth_pass\n{ind}: s3cr\"tQ"),
         format!("{ind}auth_pass: ab,s3cr\"tQ"),
         format!("{ind}auth_pass: [s3cr\"tQ]"),
+        // Found by a fresh-eyed attack: a syntax error on the value's line
+        // (secrets not known yet), and a typo'd key.
+        format!("{ind}auth_pass:\n{ind}  \"s3crtQ\" ]"),
+        format!("{ind}auth_pas: \"s3crtQ\""),
     ];
     let dir = tempfile::tempdir().unwrap();
     for (i, shape) in shapes.iter().enumerate() {
@@ -377,4 +381,28 @@ fn a_failed_down_says_why() {
         !v["failures"][0]["why"][0].as_str().unwrap_or("").is_empty(),
         "{summary}"
     );
+}
+
+/// A page (or a step's file) that spells the secret placeholder would have the
+/// password filled in and served by every web server: refused.
+#[test]
+fn a_page_cannot_ask_for_a_secret() {
+    let base = std::fs::read_to_string(crate::repo().join("topologies/ha.yaml")).unwrap();
+    let text = base.replacen(
+        "hosts:",
+        "web:\n  page: \"leak @@lvslab-secret:vrrp-VI_1@@ {{ host.name }}\"\nhosts:",
+        1,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("leak.yaml");
+    std::fs::write(&f, text).unwrap();
+    for verb in ["validate", "plan"] {
+        let out = lvslab_in(&dir.path().join("state")).args([verb]).args([&f]).run();
+        assert_eq!(out.code, 1, "{verb}: {}{}", out.stdout, out.stderr);
+        assert!(
+            out.stderr.contains("holds lvslab's secret placeholder"),
+            "{}",
+            out.stderr
+        );
+    }
 }
