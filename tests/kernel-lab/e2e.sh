@@ -373,8 +373,9 @@ schedulers() {
     esac
   done
   # UDP with one-packet scheduling: every datagram (each from a new socket)
+  # (waiting up to 3 s for each reply: under TCG a reply may take over 1 s)
   # is scheduled on its own, rr over three responders.
-  got=$(for i in $(seq 12); do echo hi | ns lvslab-sched-client socat -T 1 - UDP4:192.168.4.214:5353 || echo no-reply; done | sort | uniq -c | awk '{print $2, $1}')
+  got=$(for i in $(seq 12); do echo hi | ns lvslab-sched-client socat -T 3 - UDP4:192.168.4.214:5353 || echo no-reply; done | sort | uniq -c | awk '{print $2, $1}')
   echo "     udp: $(echo $got)"
   check "sched udp (rr, -o): 4/4/4 of 12 datagrams" test "$(n web1)/$(n web2)/$(n web3)" = 4/4/4
   check "sched udp: ipvsadm shows the one-packet UDP service" \
