@@ -525,10 +525,16 @@ fn provider_topology(
     topo: &lvslab::model::Topology,
     provider: Chosen,
 ) -> anyhow::Result<std::borrow::Cow<'_, lvslab::model::Topology>> {
-    Ok(if provider == Chosen::Vm {
-        std::borrow::Cow::Owned(vm::with_mgmt(topo)?)
-    } else {
-        std::borrow::Cow::Borrowed(topo)
+    Ok(match provider {
+        Chosen::Vm => std::borrow::Cow::Owned(vm::with_mgmt(topo)?),
+        // Over SSH the plan owns the hosts' addresses (`--provider ssh` on a
+        // topology that names another provider, or none).
+        Chosen::Ssh if topo.provider != Some(lvslab::model::Provider::Ssh) => {
+            let mut t = topo.clone();
+            t.provider = Some(lvslab::model::Provider::Ssh);
+            std::borrow::Cow::Owned(t)
+        }
+        _ => std::borrow::Cow::Borrowed(topo),
     })
 }
 

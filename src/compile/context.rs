@@ -51,6 +51,10 @@ pub struct HostCtx {
     pub os_assumed: bool,
     /// Install the packages the role needs when missing.
     pub packages: bool,
+    /// The plan brings up the host's interfaces and puts the lab's addresses
+    /// on them (`provider: ssh`: the machines are the user's; the netns and
+    /// vm providers make the interfaces with their addresses themselves).
+    pub owns_addresses: bool,
     /// The client that verify sends requests from.
     pub verify_client: bool,
     /// Some service is UDP (the client needs socat to send datagrams).
@@ -353,6 +357,9 @@ pub fn build(topo: &Topology, host: &Host) -> Context {
             os: host.os_family().as_str(),
             os_assumed: host.os.is_none(),
             packages: host.packages,
+            owns_addresses: host
+                .own_addresses
+                .unwrap_or(topo.provider == Some(crate::model::Provider::Ssh)),
             verify_client: topo.verify.client == Some(host.id),
             udp_services: topo
                 .services

@@ -149,9 +149,12 @@ enum Params {
         command: String,
         #[serde(default)]
         restart_on: Vec<String>,
-        /// Where the pid file (daemons) and the running configuration's hash live.
-        #[serde(default = "run_dir")]
-        state_dir: String,
+        /// Where the pid file (daemons) and the running configuration's hash
+        /// live. Default: `/run/lvslab` for daemons (a pid dies with the boot),
+        /// `/var/lib/lvslab/services` for systemd units (the unit comes back
+        /// after a reboot with the same configuration, so its hash must too).
+        #[serde(default)]
+        state_dir: Option<String>,
     },
     Package {
         #[serde(default)]
@@ -178,9 +181,10 @@ enum Params {
 fn yes() -> bool {
     true
 }
-fn run_dir() -> String {
-    "/run/lvslab".into()
-}
+/// Daemons' pid files and hashes: gone with the boot, as the daemon is.
+pub const DAEMON_STATE_DIR: &str = "/run/lvslab";
+/// Systemd units' hashes: the unit survives a reboot, so must its record.
+pub const UNIT_STATE_DIR: &str = "/var/lib/lvslab/services";
 fn dir_mode() -> String {
     "0755".into()
 }
@@ -666,6 +670,13 @@ fn resource(env: &Environment, topo: &Topology, host: &Host, p: Params, ctx: &Va
             restart_on,
             state_dir,
         } => {
+            let state_dir = state_dir.unwrap_or_else(|| {
+                match host.init {
+                    Init::Systemd => UNIT_STATE_DIR,
+                    Init::Daemon => DAEMON_STATE_DIR,
+                }
+                .to_string()
+            });
             check(is_safe_path(&state_dir), "state directory", &state_dir)?;
             check(is_word(&name, &['-', '_']), "service name", &name)?;
             check(is_word(&unit, &['-', '_', '.', '@']), "unit", &unit)?;

@@ -47,6 +47,9 @@ pub enum Status {
     Removed,
     /// `up --check`: would be removed (no longer in the topology).
     WouldRemove,
+    /// `down`: left as it is, on purpose, with the reason (a kernel module
+    /// still in use, or one this host cannot unload); forgotten like a revert.
+    Kept,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -239,7 +242,7 @@ pub async fn up(
     for r in &results {
         if let Some(c) = recap.get_mut(&r.host) {
             match r.status {
-                Status::Ok => c.ok += 1,
+                Status::Ok | Status::Kept => c.ok += 1,
                 Status::Changed
                 | Status::WouldChange
                 | Status::Conditional
@@ -808,7 +811,7 @@ async fn revert_all(
         }
     }
     // Forget what was reverted; keep what was not, so a later `down` retries it.
-    for r in results.iter().filter(|r| r.status == done) {
+    for r in results.iter().filter(|r| r.status == done || r.status == Status::Kept) {
         if let Some(h) = state.hosts.get_mut(&r.host) {
             h.changes.retain(|c| c.id != r.id);
         }
@@ -819,6 +822,7 @@ async fn revert_all(
             match r.status {
                 Status::Reverted | Status::Removed => c.changed += 1,
                 Status::Failed => c.failed += 1,
+                Status::Kept => c.ok += 1,
                 _ => c.skipped += 1,
             }
         }
@@ -895,6 +899,15 @@ async fn revert_host(
                 let mut d = vec![format!("exit status {}", o.rc)];
                 d.extend(mask(o.output.trim(), plan).lines().map(String::from));
                 res(c, Status::Failed, d)
+            }
+            (Some(_), Some(seen))
+                if matches!(c.resource, Resource::KernelModule { .. }) && seen.output.trim() == "loaded" =>
+            {
+                res(
+                    c,
+                    Status::Kept,
+                    vec!["still loaded: in use, built into the kernel, or this host may not unload modules (a container); left as it is".into()],
+                )
             }
             (Some(_), Some(seen)) if restored(&c.resource, &c.original, seen) => res(c, done, Vec::new()),
             (Some(_), Some(seen)) => res(

@@ -401,7 +401,13 @@ impl Transport for SshTransport {
         };
         let work = async {
             let mut ch = self.handle.channel_open_session().await.map_err(err)?;
-            let cmd = if self.become_root { "sudo -n sh -s" } else { "sh -s" };
+            // sudo resets the environment: SSH_CONNECTION is passed on, for the
+            // default-route guard (plan::default_route_guard).
+            let cmd = if self.become_root {
+                "sudo -n env SSH_CONNECTION=\"$SSH_CONNECTION\" sh -s"
+            } else {
+                "sh -s"
+            };
             ch.exec(true, cmd).await.map_err(err)?;
             ch.data(script.as_bytes()).await.map_err(err)?;
             ch.eof().await.map_err(err)?;

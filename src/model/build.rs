@@ -398,6 +398,11 @@ fn build_inner(spec: &TopologySpec, cx: &mut Cx) -> Topology {
                 |p| p.value,
             ),
             os: hspec.os.as_ref().or(spec.defaults.os.as_ref()).map(|o| o.value),
+            own_addresses: hspec
+                .own_addresses
+                .as_ref()
+                .or(spec.defaults.own_addresses.as_ref())
+                .map(|o| o.value),
             packages: hspec
                 .packages
                 .as_ref()

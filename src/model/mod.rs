@@ -79,6 +79,9 @@ pub struct Host {
     pub packages: bool,
     /// Write what a reboot would lose where the host restores it at boot.
     pub persist: bool,
+    /// `own_addresses` as the topology gives it (the default depends on the
+    /// provider the lab runs with: see `compile::context`).
+    pub own_addresses: Option<bool>,
     /// The rendered web page (real servers only).
     pub page: Option<String>,
     /// Steps the topology adds to this host (playbook step format).

@@ -346,8 +346,14 @@ impl Resource {
                 ));
             }
             (Resource::Service { manager, .. }, Original::Value { value }) if value == "active" => match manager {
-                // It ran before us: restart it so it picks up the restored configuration.
-                ServiceManager::Systemd { unit } => vec![format!("systemctl restart {}", quote(unit))],
+                // It ran before us (or its package's install started it):
+                // restart it so it picks up the restored configuration, and
+                // forget the configuration hash lvslab kept for it.
+                ServiceManager::Systemd { unit } => {
+                    let mut cmds = vec![format!("systemctl restart {}", quote(unit))];
+                    cmds.extend(self.revert().into_iter().skip(1));
+                    cmds
+                }
                 ServiceManager::Daemon { .. } => self.revert(),
             },
             (Resource::IpvsTable { services, .. }, orig) => {
@@ -366,13 +372,13 @@ impl Resource {
                 }
                 cmds
             }
-            (Resource::Package { manager, .. }, Original::Value { value }) => {
+            (Resource::Package { manager, packages }, Original::Value { value }) => {
                 let ours: Vec<&str> = value
                     .strip_prefix("missing:")
                     .unwrap_or("")
                     .split_whitespace()
                     .collect();
-                super::package_remove(*manager, &ours)
+                super::package_remove(*manager, packages, &ours)
             }
             (Resource::Command { revert, name, .. }, _) => match revert {
                 Some(r) => vec![r.clone()],

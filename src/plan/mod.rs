@@ -426,9 +426,12 @@ impl Resource {
     pub fn observe(&self) -> String {
         match self {
             Resource::Sysctl { key, .. } => format!("cat {}", quote(&sysctl_path(key))),
-            Resource::KernelModule { name } => {
-                format!("test -d /sys/module/{} && echo loaded || echo absent", quote(name))
-            }
+            // /sys/module lists built-in modules too, but some containers
+            // hide it; /proc/modules is the other witness.
+            Resource::KernelModule { name } => format!(
+                "if [ -d /sys/module/{m} ] || grep -q '^{m} ' /proc/modules 2>/dev/null; then echo loaded; else echo absent; fi",
+                m = quote(name)
+            ),
             Resource::Address { dev, .. } => format!("ip -o -4 addr show dev {}", quote(dev)),
             Resource::Route { to, .. } => format!("ip -4 route show {}", quote(to)),
             Resource::Link { name, .. } => format!("ip -o link show dev {}", quote(name)),
@@ -478,12 +481,16 @@ impl Resource {
                 if let Some(d) = dev {
                     c.push_str(&format!(" dev {}", quote(d)));
                 }
-                vec![c]
+                if to == "default" {
+                    vec![default_route_guard(via), c]
+                } else {
+                    vec![c]
+                }
             }
             Resource::Link { name, up } => vec![format!(
-                "ip link set dev {} {}",
-                quote(name),
-                if *up { "up" } else { "down" }
+                "ip link show dev {n} >/dev/null 2>&1 || {{ echo 'no interface {n} on this host: name each interface as the host calls it (`name:` under interfaces)' >&2; exit 1; }}; ip link set dev {n} {}",
+                if *up { "up" } else { "down" },
+                n = quote(name),
             )],
             Resource::Directory { path, mode, .. } => {
                 vec![format!("mkdir -p {p} && chmod {} {p}", quote(mode), p = quote(path))]
@@ -612,6 +619,7 @@ impl Resource {
                     }
                 };
                 cmds.push(format!("rm -f {}", quote(&format!("{state_dir}/{name}.hash"))));
+                cmds.push(remove_if_empty(state_dir));
                 cmds
             }
             // Without a record of what lvslab installed, nothing is removed
@@ -627,6 +635,23 @@ impl Resource {
             Resource::Command { revert, .. } => revert.iter().cloned().collect(),
         }
     }
+}
+
+/// Before a new default route: refuse if it would cut the SSH connection
+/// that runs this script, i.e. when the SSH peer (`$SSH_CONNECTION`) is
+/// reached only through the current default route (no connected network or
+/// more specific route covers it). A NAT real server managed from outside its
+/// private network is the case: its default route must go through the DIP.
+/// Outside SSH (netns, the boot script) there is no peer and nothing to check.
+pub fn default_route_guard(via: &str) -> String {
+    format!(
+        "lvslab_peer=${{SSH_CONNECTION%% *}}; if [ -n \"$lvslab_peer\" ] && ! ip -4 route show match \"$lvslab_peer\" 2>/dev/null | grep -qv '^default' \
+         && ip -4 route get \"$lvslab_peer\" 2>/dev/null | grep -q ' via ' \
+         && ! ip -4 route get \"$lvslab_peer\" 2>/dev/null | grep -qF ' via '{v}' '; then \
+         echo \"a default route via {v} would cut this SSH connection: $lvslab_peer reaches this host only through its current default route. \
+         Manage the host over a network it is directly on (a management network), or give it a route to $lvslab_peer (\\`routes:\\` in the topology)\" >&2; exit 1; fi",
+        v = quote(via)
+    )
 }
 
 /// Delete a route if it is there (`ip route show` matches the exact prefix).
@@ -675,16 +700,46 @@ impl Plan {
     }
 }
 
+/// Where a host keeps the names of the packages one package step installed
+/// (the step's own and the dependencies that came with them), so that `down`
+/// removes exactly those. On the host, because only the host knows which
+/// dependencies an install pulled in; under /var/lib, because it must
+/// survive a reboot.
+pub const PACKAGES_RECORD_DIR: &str = "/var/lib/lvslab/packages";
+
+/// The record file of one package step (named by a hash of its entries).
+pub fn packages_record(packages: &[String]) -> String {
+    use sha2::{Digest, Sha256};
+    let h = Sha256::digest(packages.join(" ").as_bytes());
+    let hex: String = h.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("{PACKAGES_RECORD_DIR}/{hex}.installed")
+}
+
+/// Every installed package's name, one per line, sorted.
+fn installed_list(manager: PackageManager) -> &'static str {
+    match manager {
+        PackageManager::Apt => {
+            "dpkg-query -W -f '${db:Status-Abbrev} ${Package}\\n' | awk '$1 ~ /^i/ {print $2}' | LC_ALL=C sort -u"
+        }
+        PackageManager::Dnf => "rpm -qa --qf '%{NAME}\\n' | LC_ALL=C sort -u",
+    }
+}
+
 /// Install the entries of a package step that are missing now (an entry
 /// `a|b` is satisfied by either; `a` is what gets installed). With apt, a
 /// failed install is retried once after `apt-get update` (stale lists).
+/// Every package the install added (dependencies too) is added to the
+/// step's record on the host ([`packages_record`]).
 fn package_install(manager: PackageManager, packages: &[String]) -> Vec<String> {
     let (installed, install) = match manager {
         PackageManager::Apt => (
             "dpkg-query -W -f '${Status}' \"$1\" 2>/dev/null | grep -q 'install ok installed'",
             "{ apt-get install -y -q --no-install-recommends $m || { apt-get update -q && apt-get install -y -q --no-install-recommends $m; }; }",
         ),
-        PackageManager::Dnf => ("rpm -q \"$1\" >/dev/null 2>&1", "dnf install -y $m"),
+        PackageManager::Dnf => (
+            "rpm -q \"$1\" >/dev/null 2>&1",
+            "{ command -v dnf >/dev/null && dnf install -y $m || yum install -y $m; }",
+        ),
     };
     let mut cmds = vec![format!("lvslab_installed() {{ {installed}; }}"), "m=''".to_string()];
     for p in packages {
@@ -697,20 +752,63 @@ fn package_install(manager: PackageManager, packages: &[String]) -> Vec<String> 
     } else {
         ""
     };
-    cmds.push(format!("[ -z \"$m\" ] || {{ {env}{install}; }}"));
+    let list = installed_list(manager);
+    let rec = quote(&packages_record(packages));
+    cmds.push(format!(
+        "[ -z \"$m\" ] || {{ {env}mkdir -p {dir} && lvslab_before=$(mktemp) && {list} > \"$lvslab_before\" && \
+         {{ {install}; lvslab_rc=$?; }}; {{ cat {rec} 2>/dev/null; {list} | LC_ALL=C comm -13 \"$lvslab_before\" -; }} \
+         | LC_ALL=C sort -u > {rec}.new && mv {rec}.new {rec}; rm -f \"$lvslab_before\"; [ $lvslab_rc -eq 0 ]; }}",
+        dir = quote(PACKAGES_RECORD_DIR),
+    ));
     cmds
 }
 
-/// Remove the packages lvslab installed (recorded as missing before it ran).
-pub(crate) fn package_remove(manager: PackageManager, installed_by_us: &[&str]) -> Vec<String> {
+/// Remove what one package step installed: the packages recorded missing
+/// before it ran, and the dependencies its record on the host names (apt:
+/// purged, so no configuration is left behind). Nothing else: if removing
+/// them would take another package with them (one installed later that
+/// needs them), nothing is removed and the step fails, naming it.
+pub(crate) fn package_remove(manager: PackageManager, packages: &[String], installed_by_us: &[&str]) -> Vec<String> {
     if installed_by_us.is_empty() {
         return Vec::new();
     }
-    let pkgs: Vec<String> = installed_by_us.iter().map(|p| quote(p)).collect();
-    vec![match manager {
-        PackageManager::Apt => format!("DEBIAN_FRONTEND=noninteractive apt-get remove -y -q {}", pkgs.join(" ")),
-        PackageManager::Dnf => format!("dnf remove -y {}", pkgs.join(" ")),
-    }]
+    let rec = quote(&packages_record(packages));
+    let ours: Vec<String> = installed_by_us.iter().map(|p| quote(p)).collect();
+    let still = match manager {
+        PackageManager::Apt => "dpkg-query -W -f '${db:Status-Abbrev}' \"$x\" 2>/dev/null | grep -q '^[ir]'",
+        PackageManager::Dnf => "rpm -q \"$x\" >/dev/null 2>&1",
+    };
+    let remove = match manager {
+        PackageManager::Apt => {
+            "export DEBIAN_FRONTEND=noninteractive; \
+             for x in $(apt-get -s purge $p 2>/dev/null | awk '/^Purg /{print $2}'); do \
+             case \" $p \" in *\" $x \"*) ;; *) echo \"removing$p would also remove $x, which lvslab did not install: all left installed\" >&2; exit 1;; esac; done; \
+             apt-get purge -y -qq $p"
+        }
+        // rpm -e removes exactly these, and refuses if anything else needs them.
+        PackageManager::Dnf => "rpm -e $p",
+    };
+    vec![
+        format!(
+            "p=''; for x in {} $(cat {rec} 2>/dev/null); do if {still}; then p=\"$p $x\"; fi; done",
+            ours.join(" ")
+        ),
+        format!("[ -z \"$p\" ] || {{ {remove}; }}"),
+        format!("rm -f {rec}"),
+        remove_if_empty(PACKAGES_RECORD_DIR),
+    ]
+}
+
+/// Remove one of lvslab's own record directories once nothing is left in it,
+/// and its parent too when that is lvslab's (`/var/lib/lvslab`): `down`
+/// leaves no empty directory behind.
+fn remove_if_empty(dir: &str) -> String {
+    // Scripts run under `set -e`: a directory still in use is no failure.
+    let mut cmd = format!("rmdir {} 2>/dev/null || true", quote(dir));
+    if let Some((parent, _)) = dir.rsplit_once('/').filter(|(p, _)| p.ends_with("/lvslab")) {
+        cmd.push_str(&format!("; rmdir {} 2>/dev/null || true", quote(parent)));
+    }
+    cmd
 }
 
 /// A `sed` command that fills secret placeholders in `path` from environment
@@ -860,6 +958,44 @@ mod tests {
         assert_eq!(once.apply().last().map(|c| c.starts_with("mount ")), Some(true));
     }
 
+    /// A service's revert runs under `set -e` (as every batch does): it
+    /// removes lvslab's record directory once empty, and a directory still
+    /// in use is no failure.
+    #[test]
+    fn service_revert_removes_empty_record_dirs_under_set_e() {
+        let tmp = tempfile::tempdir().unwrap();
+        let lv = tmp.path().join("lvslab");
+        let dir = lv.join("services");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(lv.join("packages")).unwrap();
+        std::fs::write(dir.join("web.hash"), "x").unwrap();
+        let svc = Resource::Service {
+            name: "web".into(),
+            manager: ServiceManager::Daemon {
+                command: "true".into(),
+                pidfile: dir.join("web.pid").display().to_string(),
+            },
+            config_hash: String::new(),
+            state_dir: dir.display().to_string(),
+            restart_on: Vec::new(),
+        };
+        let run = || {
+            let script = format!("set -e\n{}\n", svc.revert().join("\n"));
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(&script)
+                .status()
+                .unwrap()
+        };
+        // The parent still holds another record: it stays, and that is fine.
+        assert!(run().success());
+        assert!(!dir.exists() && lv.join("packages").exists());
+        std::fs::remove_dir(lv.join("packages")).unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+        assert!(run().success());
+        assert!(!lv.exists());
+    }
+
     #[test]
     fn package_commands_per_manager() {
         let apt = Resource::Package {
@@ -870,16 +1006,45 @@ mod tests {
             apt.observe(),
             "dpkg-query -W -f '${Package} ${Status}\\n' ipvsadm keepalived"
         );
+        let apply = apt.apply();
         assert_eq!(
-            apt.apply(),
+            apply[..4],
             [
                 "lvslab_installed() { dpkg-query -W -f '${Status}' \"$1\" 2>/dev/null | grep -q 'install ok installed'; }",
                 "m=''",
                 "lvslab_installed ipvsadm || m=\"$m ipvsadm\"",
                 "lvslab_installed keepalived || m=\"$m keepalived\"",
-                "[ -z \"$m\" ] || { export DEBIAN_FRONTEND=noninteractive; { apt-get install -y -q --no-install-recommends $m || { apt-get update -q && apt-get install -y -q --no-install-recommends $m; }; }; }",
             ]
         );
+        // The install (retried after an update) records every package it added.
+        let rec = packages_record(&["ipvsadm".into(), "keepalived".into()]);
+        assert!(
+            rec.starts_with("/var/lib/lvslab/packages/") && rec.ends_with(".installed"),
+            "{rec}"
+        );
+        assert!(
+            apply[4].contains("apt-get update -q && apt-get install -y -q --no-install-recommends $m"),
+            "{}",
+            apply[4]
+        );
+        assert!(
+            apply[4].contains(&format!(
+                "comm -13 \"$lvslab_before\" -; }} | LC_ALL=C sort -u > {rec}.new"
+            )),
+            "{}",
+            apply[4]
+        );
+        let orig = crate::plan::assess::Original::Value {
+            value: "missing: keepalived".into(),
+        };
+        let down = apt.revert_for(&orig).unwrap();
+        assert!(down[0].starts_with("p=''; for x in keepalived $(cat "), "{}", down[0]);
+        assert!(
+            down[1].contains("apt-get purge -y -qq $p") && down[1].contains("would also remove $x"),
+            "{}",
+            down[1]
+        );
+        assert_eq!(down[2], format!("rm -f {rec}"));
         let dnf = Resource::Package {
             manager: PackageManager::Dnf,
             packages: vec!["httpd".into(), "busybox|busybox-static".into()],
@@ -894,7 +1059,8 @@ mod tests {
         let orig = crate::plan::assess::Original::Value {
             value: "missing: busybox".into(),
         };
-        assert_eq!(dnf.revert_for(&orig).unwrap(), ["dnf remove -y busybox"]);
+        let down = dnf.revert_for(&orig).unwrap();
+        assert!(down[1].ends_with("{ rpm -e $p; }"), "{down:?}");
         let none = crate::plan::assess::Original::Value {
             value: "missing:".into(),
         };

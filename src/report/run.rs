@@ -24,6 +24,7 @@ pub fn status_word(s: Status) -> &'static str {
         Status::Reverted => "reverted",
         Status::Removed => "removed",
         Status::WouldRemove => "would remove",
+        Status::Kept => "kept",
     }
 }
 

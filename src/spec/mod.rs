@@ -185,6 +185,12 @@ pub struct DefaultsSpec {
     /// table, units enabled); default: on for `provider: ssh` hosts on systemd.
     #[serde(default)]
     pub persist: Option<Spanned<bool>>,
+    /// lvslab brings up the host's interfaces and puts the lab's addresses on
+    /// them (and `down` removes them); default: on for `provider: ssh`. Off:
+    /// the addresses are already there (set by the host's own network
+    /// configuration) and lvslab leaves them alone.
+    #[serde(default)]
+    pub own_addresses: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -221,6 +227,12 @@ pub struct HostSpec {
     /// table, units enabled); default: on for `provider: ssh` hosts on systemd.
     #[serde(default)]
     pub persist: Option<Spanned<bool>>,
+    /// lvslab brings up the host's interfaces and puts the lab's addresses on
+    /// them (and `down` removes them); default: on for `provider: ssh`. Off:
+    /// the addresses are already there (set by the host's own network
+    /// configuration) and lvslab leaves them alone.
+    #[serde(default)]
+    pub own_addresses: Option<Spanned<bool>>,
     /// Web page template for this real server (overrides `web.page`).
     #[serde(default)]
     pub page: Option<Spanned<String>>,

@@ -738,6 +738,13 @@ fn health(cx: &Ctx, s: &Service) -> Check {
             let target = format!("{dn} → {} {}:{port}", host.name, rs.address);
             match cx.before(dn, &format!("health:{}:{}", s.name, host.name)) {
                 Err(e) => problems.push(e),
+                Ok(o) if o.rc == 127 => {
+                    c.evidence.push(format!("{target}: curl exit 127 (no curl on {dn})"));
+                    problems.push(format!(
+                        "cannot ask {} from {dn}: curl is not installed on {dn} (install it, or set `packages: true`)",
+                        host.name
+                    ));
+                }
                 Ok(o) if o.rc != 0 => {
                     let e = super::gather::curl_error(&o.rc.to_string());
                     c.evidence.push(format!("{target}: {e}"));

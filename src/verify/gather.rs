@@ -261,6 +261,7 @@ pub fn curl_error(rc: &str) -> String {
         "35" => "TLS handshake failed",
         "52" => "empty reply",
         "56" => "connection reset",
+        "127" => "curl is not installed on this host",
         _ => "failed",
     };
     format!("curl exit {rc} ({what})")

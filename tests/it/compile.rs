@@ -109,7 +109,10 @@ fn tun_plan_loads_ipip_and_puts_the_vip_on_tunl0() {
     for web in ["web1", "web2"] {
         let cmds = applies(&plan, web);
         let ipip = position(&cmds, "modprobe ipip");
-        let up = position(&cmds, "ip link set dev tunl0 up");
+        let up = position(
+            &cmds,
+            "ip link show dev tunl0 >/dev/null 2>&1 || { echo 'no interface tunl0 on this host: name each interface as the host calls it (`name:` under interfaces)' >&2; exit 1; }; ip link set dev tunl0 up",
+        );
         let vip = position(&cmds, "ip addr add 192.168.4.253/32 dev tunl0");
         position(&cmds, "sysctl -qw net.ipv4.conf.all.rp_filter=0");
         position(&cmds, "sysctl -qw net.ipv4.conf.tunl0.rp_filter=0");
@@ -496,4 +499,50 @@ fn every_planned_resource_passes_the_record_check() {
             }
         }
     }
+}
+
+/// A default route that would cut the SSH connection running the script is
+/// refused (the peer reached only through the current default route), and
+/// one that would not is applied: the real kernel's routing table decides,
+/// in a network namespace of its own.
+#[test]
+fn default_route_refused_when_it_would_cut_the_ssh_connection() {
+    let step = lvslab::plan::Resource::Route {
+        to: "default".into(),
+        via: "10.1.0.254".into(),
+        dev: None,
+    };
+    let apply = step.apply().join("\n");
+    let run = |peer: &str, extra: &str| {
+        let script = format!(
+            "set -e\nip link set lo up\nip link add d0 type veth peer name d1\nip link set d1 up\nip link set d0 up\nip addr add 10.1.0.2/24 dev d0\n\
+             ip route add default via 10.1.0.1\n{extra}\n\
+             export SSH_CONNECTION='{peer} 40000 10.1.0.2 22'\n\
+             if ( {apply} ); then echo applied; else echo refused; fi\nip -4 route show default\n"
+        );
+        let out = std::process::Command::new("unshare")
+            .args(["-n", "/bin/sh", "-c", &script])
+            .output()
+            .expect("unshare (util-linux) runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        (
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    // The peer is beyond the current default route: changing it cuts SSH.
+    let (out, err) = run("203.0.113.9", "");
+    assert!(out.starts_with("refused\ndefault via 10.1.0.1 "), "{out}");
+    assert!(
+        err.contains("a default route via 10.1.0.254 would cut this SSH connection: 203.0.113.9 reaches this host only through its current default route"),
+        "{err}"
+    );
+    // A peer on a connected network, or with a route of its own, keeps its path.
+    let (out, _) = run("10.1.0.7", "");
+    assert!(out.starts_with("applied\ndefault via 10.1.0.254 "), "{out}");
+    let (out, _) = run("203.0.113.9", "ip route add 203.0.113.0/24 via 10.1.0.1");
+    assert!(out.starts_with("applied\ndefault via 10.1.0.254 "), "{out}");
+    // No SSH (the boot script, a namespace lab): nothing to check.
+    let (out, _) = run("", "");
+    assert!(out.starts_with("applied\n"), "{out}");
 }

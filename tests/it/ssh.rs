@@ -107,7 +107,7 @@ impl Lab {
     pub fn topology(&self, name: &str, port: u16, hosts: &str) -> PathBuf {
         let text = format!(
             "lab: {name}\nmode: dr\nprovider: ssh\nnetworks:\n  lan: {{ cidr: 10.99.0.0/24 }}\n\
-             defaults:\n  init: daemon\n  packages: false\n  ssh: {{ host: 127.0.0.1, port: {port}, key: userkey, known_hosts: known_hosts, connect_timeout: 3 }}\n\
+             defaults:\n  init: daemon\n  packages: false\n  own_addresses: false\n  ssh: {{ host: 127.0.0.1, port: {port}, key: userkey, known_hosts: known_hosts, connect_timeout: 3 }}\n\
              hosts:\n{hosts}"
         );
         let path = self.path(&format!("{name}.yaml"));
