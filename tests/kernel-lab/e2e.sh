@@ -682,7 +682,7 @@ hafw() {
   echo "     hafw took $((SECONDS - start)) s"
 }
 
-want=${*:-nat dr ha sched rsync converge killed hafw mx-tun-dual}
+want=${*:-dr ha converge killed hafw mx-tun-dual}
 suite_start=$SECONDS
 for s in $want; do
   case $s in
