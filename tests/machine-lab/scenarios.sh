@@ -30,15 +30,15 @@ num() { case $1 in client) echo 11;; director) echo 12;; web1) echo 13;; web2) e
 on() { local h=$1; shift; $S "10.10.0.$(num "$h")" "$@"; }
 
 # What a machine is, for the before/after comparison of `down`: packages,
-# enabled units, every file under /etc and /var/www with its hash, sysctls
+# enabled units (their links under /etc/systemd/system), every file under /etc and /var/www with its hash, sysctls
 # (less the counters that move by themselves), addresses, routes, the IPVS
 # table, iptables/nft rules.
 snapshot() {
   on "$1" 'set +e
 echo "## packages"; dpkg-query -W -f "\${db:Status-Abbrev} \${Package} \${Version}\n" | sort
-echo "## enabled units"; for i in 1 2 3 4 5; do u=$(systemctl list-unit-files --state=enabled --no-legend --no-pager 2>/dev/null) && break; sleep 2; done; echo "$u" | awk "{print \$1}" | sort
 echo "## files"; find /etc /var/www /var/lib/lvslab /usr/local -xdev -type f ! -path /etc/ld.so.cache -exec sha256sum {} + 2>/dev/null | cut -c1-16,65- | sort -k2
-echo "## links and directories"; find /etc /var/www /var/lib/lvslab /usr/local -xdev \( -type l -o -type d \) 2>/dev/null | sort
+echo "## links (enabled units are the links under /etc/systemd/system)"; find /etc /var/www /var/lib/lvslab /usr/local -xdev -type l -printf "%p -> %l\n" 2>/dev/null | sort
+echo "## directories"; find /etc /var/www /var/lib/lvslab /usr/local -xdev -type d 2>/dev/null | sort
 echo "## sysctl"; sysctl -a 2>/dev/null | grep -v -E "^(kernel\.random\.|fs\.(dentry-state|file-nr|inode-nr|inode-state|quota)|kernel\.(ns_last_pid|pty\.nr)|net\.netfilter\.nf_conntrack_count|kernel\.sched_domain)" | sort
 echo "## addresses"; ip -4 -o addr show | awk "{print \$2, \$4}" | sort
 echo "## links"; ip -o link show | awk -F": " "{print \$2}" | sed "s/@.*//" | sort
