@@ -45,7 +45,7 @@ fn nat_dr_tun_on_a_real_kernel() {
     // and on real machines over SSH by the machine lab; wlc after earlier
     // traffic and one-packet UDP (the sched scenario's defects) are in
     // converge and mx-tun-dual.
-    for name in ["dr", "ha", "sched", "converge", "killed", "hafw", "matrix mx-tun-dual"] {
+    for name in ["dr", "ha", "converge", "killed", "hafw", "matrix mx-tun-dual"] {
         assert!(
             stdout.contains(&format!("ok   {name}: down leaves nothing")),
             "{name} did not complete:\n{stdout}"

@@ -721,7 +721,8 @@ fn installed_list(manager: PackageManager) -> &'static str {
         PackageManager::Apt => {
             "dpkg-query -W -f '${db:Status-Abbrev} ${Package}\\n' | awk '$1 ~ /^i/ {print $2}' | LC_ALL=C sort -u"
         }
-        PackageManager::Dnf => "rpm -qa --qf '%{NAME}\\n' | LC_ALL=C sort -u",
+        // gpg-pubkey: repository keys an install imports are not packages to remove.
+        PackageManager::Dnf => "rpm -qa --qf '%{NAME}\\n' | grep -vx gpg-pubkey | LC_ALL=C sort -u",
     }
 }
 
@@ -738,7 +739,8 @@ fn package_install(manager: PackageManager, packages: &[String]) -> Vec<String> 
         ),
         PackageManager::Dnf => (
             "rpm -q \"$1\" >/dev/null 2>&1",
-            "{ command -v dnf >/dev/null && dnf install -y $m || yum install -y $m; }",
+            // yum where dnf is absent (CentOS 7, the handouts' platform).
+            "if command -v dnf >/dev/null; then dnf install -y $m; else yum install -y $m; fi",
         ),
     };
     let mut cmds = vec![format!("lvslab_installed() {{ {installed}; }}"), "m=''".to_string()];
@@ -754,10 +756,14 @@ fn package_install(manager: PackageManager, packages: &[String]) -> Vec<String> 
     };
     let list = installed_list(manager);
     let rec = quote(&packages_record(packages));
+    // What was installed before stays next to the record until the install
+    // is recorded, so an install that fails or is killed half-way is still
+    // recorded by the next run (or counted by `down`).
     cmds.push(format!(
-        "[ -z \"$m\" ] || {{ {env}mkdir -p {dir} && lvslab_before=$(mktemp) && {list} > \"$lvslab_before\" && \
-         {{ {install}; lvslab_rc=$?; }}; {{ cat {rec} 2>/dev/null; {list} | LC_ALL=C comm -13 \"$lvslab_before\" -; }} \
-         | LC_ALL=C sort -u > {rec}.new && mv {rec}.new {rec}; rm -f \"$lvslab_before\"; [ $lvslab_rc -eq 0 ]; }}",
+        "[ -z \"$m\" ] || {{ {env}mkdir -p {dir} && {{ [ -f {rec}.before ] || {list} > {rec}.before; }} && \
+         if {install}; then lvslab_rc=0; else lvslab_rc=$?; fi; \
+         {{ cat {rec} 2>/dev/null; {list} | LC_ALL=C comm -13 {rec}.before -; }} \
+         | LC_ALL=C sort -u > {rec}.new && mv {rec}.new {rec} && rm -f {rec}.before; [ $lvslab_rc -eq 0 ]; }}",
         dir = quote(PACKAGES_RECORD_DIR),
     ));
     cmds
@@ -789,12 +795,14 @@ pub(crate) fn package_remove(manager: PackageManager, packages: &[String], insta
         PackageManager::Dnf => "rpm -e $p",
     };
     vec![
+        // An install killed half-way left its "before" list: what came since is ours.
         format!(
-            "p=''; for x in {} $(cat {rec} 2>/dev/null); do if {still}; then p=\"$p $x\"; fi; done",
-            ours.join(" ")
+            "p=''; for x in {} $(cat {rec} 2>/dev/null) $([ ! -f {rec}.before ] || {list} | LC_ALL=C comm -13 {rec}.before -); do if {still}; then p=\"$p $x\"; fi; done",
+            ours.join(" "),
+            list = installed_list(manager)
         ),
         format!("[ -z \"$p\" ] || {{ {remove}; }}"),
-        format!("rm -f {rec}"),
+        format!("rm -f {rec} {rec}.before"),
         remove_if_empty(PACKAGES_RECORD_DIR),
     ]
 }
@@ -1028,9 +1036,7 @@ mod tests {
             apply[4]
         );
         assert!(
-            apply[4].contains(&format!(
-                "comm -13 \"$lvslab_before\" -; }} | LC_ALL=C sort -u > {rec}.new"
-            )),
+            apply[4].contains(&format!("comm -13 {rec}.before -; }} | LC_ALL=C sort -u > {rec}.new")),
             "{}",
             apply[4]
         );
@@ -1044,7 +1050,7 @@ mod tests {
             "{}",
             down[1]
         );
-        assert_eq!(down[2], format!("rm -f {rec}"));
+        assert_eq!(down[2], format!("rm -f {rec} {rec}.before"));
         let dnf = Resource::Package {
             manager: PackageManager::Dnf,
             packages: vec!["httpd".into(), "busybox|busybox-static".into()],

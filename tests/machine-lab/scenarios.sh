@@ -41,7 +41,7 @@ echo "## links (enabled units are the links under /etc/systemd/system)"; find /e
 echo "## directories"; find /etc /var/www /var/lib/lvslab /usr/local -xdev -type d 2>/dev/null | sort
 echo "## sysctl"; sysctl -a 2>/dev/null | grep -v -E "^(kernel\.random\.|fs\.(dentry-state|file-nr|inode-nr|inode-state|quota)|kernel\.(ns_last_pid|pty\.nr)|net\.netfilter\.nf_conntrack_count|kernel\.sched_domain)" | sort
 echo "## addresses"; ip -4 -o addr show | awk "{print \$2, \$4}" | sort
-echo "## links"; ip -o link show | awk -F": " "{print \$2}" | sed "s/@.*//" | sort
+echo "## interfaces and their state"; ip -br link show | awk "{print \$1, \$2}" | sed "s/@[^ ]*//" | sort
 echo "## routes"; ip -4 route show | sort
 echo "## ipvs"; cat /proc/net/ip_vs 2>/dev/null
 echo "## nft"; command -v nft >/dev/null && nft list ruleset
@@ -126,7 +126,8 @@ scenario_nat() {
   local up_out=$out
   check "nat: up assigned the lab's addresses (finding 1)" has "address 192.168.2.100/24 on eth1"
   check "nat: up installed apache2 with apt" has "packages installed: apache2"
-  check "nat: up installed curl on the director for verify (finding 2)" grep -qE "director.*packages installed: curl|packages installed: curl" <<<"$up_out"
+  check "nat: up installed curl on the director for verify (finding 2)" grep -qF "] director: packages installed: curl" <<<"$up_out"
+  check "nat: curl is installed on the director" bash -c "$S 10.10.0.12 dpkg-query -W -f '\${Status}' curl | grep -q 'install ok installed'"
   check "nat: verify passed within up" has "VERIFY mnat PASSED"
   check "nat: web1 runs apache2 (a systemd unit)" bash -c "$S 10.10.0.13 systemctl is-active apache2 | grep -qx active"
   check "nat: web1 serves its own page (asked from the director)" bash -c "$S 10.10.0.12 curl -s http://192.168.2.100/ | grep -q web1"
@@ -143,7 +144,7 @@ scenario_nat() {
   sleep 3
   for h in "${machines[@]}"; do check "reboot: $h answers over SSH again" wait_ssh "$h"; done
   echo "     reboot of 4 machines took $((SECONDS - t1)) s"
-  check "reboot: web1 really rebooted (its PID 1 started anew)" bash -c "[ \"\$($S 10.10.0.13 ps -o lstart= -p 1)\" != '$init_before' ]"
+  check "reboot: web1 really rebooted (its PID 1 started anew)" bash -c "a=\$($S 10.10.0.13 ps -o lstart= -p 1); [ -n \"\$a\" ] && [ -n '$init_before' ] && [ \"\$a\" != '$init_before' ]"
   check "reboot: web1's lab address came back by itself" bash -c "$S 10.10.0.13 ip -4 addr show dev eth1 | grep -q 192.168.2.100/24"
   check "reboot: the director's IPVS table came back by itself" bash -c "$S 10.10.0.12 ipvsadm -Sn | grep -q '192.168.4.5:80'"
   check "reboot: the director forwards again (ip_forward)" bash -c "[ \"\$($S 10.10.0.12 cat /proc/sys/net/ipv4/ip_forward)\" = 1 ]"
@@ -154,7 +155,10 @@ scenario_nat() {
   echo "== down: every machine as it was before up"
   local t2=$SECONDS
   run "down" 0 "$LVSLAB" down "$work/nat.yaml"
-  check "down: the kernel module is not claimed as reverted (finding 6)" bash -c "! grep -E 'reverted .*kernel module' <<<\"\$0\"" "$out"
+  # (ip_vs is loaded by the VM at boot, as on a host that loads it itself: the
+  # module step is ok from the start and never recorded, so `kept` is not
+  # exercised here.)
+  check "down: no kernel module is reported reverted" bash -c "! grep -E 'reverted .*kernel module' <<<\"\$0\"" "$out"
   echo "     down took $((SECONDS - t2)) s"
   snapshots after
   for h in "${machines[@]}"; do
