@@ -570,8 +570,13 @@ async fn sorry(cx: &Cx<'_>, s: &Service) -> Check {
                 .unwrap_or_default()
                 .iter()
                 .filter(|l| l.target == s.ipvsadm_target())
-                .flat_map(|l| &l.dests)
-                .any(|d| d.address == sorry_addr)
+                .any(|l| {
+                    // The sorry server is in, and every real server out (or
+                    // at weight 0, with inhibit_on_failure): what the client
+                    // is sent to from now on.
+                    l.dests.iter().any(|d| d.address == sorry_addr)
+                        && l.dests.iter().all(|d| d.address == sorry_addr || d.weight == 0)
+                })
         })
         .await;
     match entered {
@@ -584,26 +589,42 @@ async fn sorry(cx: &Cx<'_>, s: &Service) -> Check {
             secs(timeout)
         )),
     }
-    match cx.run(&client, &traffic_script(&u, 3)).await {
-        Ok(o) => {
-            let tr = parse_traffic(&u, 3, &o.stdout);
-            let sorry_page = cx.t.hosts.iter().find(|h| h.has_address(saddr)).map(|h| {
-                h.page
-                    .clone()
-                    .unwrap_or_else(|| crate::compile::context::sorry_page(&cx.t.lab, &h.name))
-            });
-            let answered_sorry = sorry_page
-                .as_deref()
-                .and_then(|p| tr.answers.get(p.trim_end()))
-                .copied()
-                .unwrap_or(0);
-            c.evidence
-                .push(format!("3 requests: {answered_sorry} answered by the sorry server"));
-            if answered_sorry != 3 {
-                problems.push(format!("only {answered_sorry} of 3 requests got the sorry page"));
+    let sorry_page = cx.t.hosts.iter().find(|h| h.has_address(saddr)).map(|h| {
+        h.page
+            .clone()
+            .unwrap_or_else(|| crate::compile::context::sorry_page(&cx.t.lab, &h.name))
+    });
+    // Three requests, up to three rounds a second apart: connection entries
+    // and persistence templates of the real servers just removed may still
+    // catch a request for a moment (seen under emulation: 1 of 3 at once).
+    let mut last = 0;
+    for round in 1..=3 {
+        match cx.run(&client, &traffic_script(&u, 3)).await {
+            Ok(o) => {
+                let tr = parse_traffic(&u, 3, &o.stdout);
+                last = sorry_page
+                    .as_deref()
+                    .and_then(|p| tr.answers.get(p.trim_end()))
+                    .copied()
+                    .unwrap_or(0);
+                c.evidence.push(format!(
+                    "3 requests (round {round}): {last} answered by the sorry server"
+                ));
+            }
+            Err(e) => {
+                problems.push(format!("the client's requests: {e}"));
+                break;
             }
         }
-        Err(e) => problems.push(format!("the client's requests: {e}")),
+        if last == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    if last != 3 {
+        problems.push(format!(
+            "only {last} of 3 requests got the sorry page, in each of 3 rounds"
+        ));
     }
     for (name, _, start) in &victims {
         if let Err(e) = cx.run(name, start).await {
