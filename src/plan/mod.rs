@@ -709,10 +709,8 @@ pub const PACKAGES_RECORD_DIR: &str = "/var/lib/lvslab/packages";
 
 /// The record file of one package step (named by a hash of its entries).
 pub fn packages_record(packages: &[String]) -> String {
-    use sha2::{Digest, Sha256};
-    let h = Sha256::digest(packages.join(" ").as_bytes());
-    let hex: String = h.iter().take(8).map(|b| format!("{b:02x}")).collect();
-    format!("{PACKAGES_RECORD_DIR}/{hex}.installed")
+    let hex = assess::sha256_hex(packages.join(" ").as_bytes());
+    format!("{PACKAGES_RECORD_DIR}/{}.installed", &hex[..16])
 }
 
 /// Every installed package's name, one per line, sorted.
