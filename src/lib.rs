@@ -5,6 +5,7 @@
 //! topology) → [`compile`] (playbooks + templates → [`plan::Plan`], pure) →
 //! [`report`] (plan rendered as text, JSON or shell scripts).
 
+pub mod app;
 pub mod assets;
 pub mod compile;
 pub mod diag;
@@ -19,6 +20,7 @@ pub mod provider;
 pub mod report;
 pub mod shell;
 pub mod spec;
+pub mod state;
 pub mod verify;
 
 use std::path::Path;

@@ -11,10 +11,15 @@
 //! Needs root, qemu-system-x86, busybox-static, kmod, cpio and apt access to
 //! download the kernel once (.ci/run installs them). A missing prerequisite
 //! fails this test; it never skips.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on the unexpected
 
 use std::process::Command;
 
 #[test]
+#[cfg_attr(
+    not(feature = "lab"),
+    ignore = "lab tier (root, VMs): .ci/run, or cargo test --features lab as root"
+)]
 fn nat_dr_tun_on_a_real_kernel() {
     let repo = env!("CARGO_MANIFEST_DIR");
     let out = Command::new(format!("{repo}/tests/kernel-lab/vm"))

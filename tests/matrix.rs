@@ -17,6 +17,7 @@
 //!
 //! Needs keepalived and root (keepalived -t runs in a network namespace);
 //! .ci/run installs it. A missing program fails; nothing is skipped.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on the unexpected
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -532,6 +533,10 @@ fn judge(lab: &Lab) -> Outcome {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "lab"),
+    ignore = "lab tier (root, VMs): .ci/run, or cargo test --features lab as root"
+)]
 fn every_combination_is_refused_or_renders_configs_the_tools_accept() {
     let started = Instant::now();
     let confs = tempfile::tempdir().unwrap();
@@ -813,6 +818,10 @@ fn matrix_dir() -> PathBuf {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "lab"),
+    ignore = "lab tier (root, VMs): .ci/run, or cargo test --features lab as root"
+)]
 fn covering_labs_are_pairwise_and_checked_in() {
     let labs = covering_labs();
     let want = valid_pairs();

@@ -8,6 +8,7 @@
 //! Needs qemu-system-x86, busybox-static, kmod, openssh and apt access to
 //! download the kernel once (.ci/run installs them). A missing prerequisite
 //! fails this test; it never skips.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on the unexpected
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -121,6 +122,10 @@ fn refusals_name_the_fix_and_create_nothing() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "lab"),
+    ignore = "lab tier (root, VMs): .ci/run, or cargo test --features lab as root"
+)]
 fn nat_lab_in_a_vm_up_verify_drift_exec_down() {
     let state = tempfile::tempdir().expect("tempdir");
     let st = state.path();

@@ -194,9 +194,7 @@ fn file_mode() -> String {
 
 const META_KEYS: [&str; 3] = ["why", "when", "loop"];
 
-/// How many instructions a template may run: ample for any playbook or page
-/// (they run a few thousand), so a template that would never end stops.
-pub const TEMPLATE_FUEL: u64 = 100_000;
+pub use crate::model::TEMPLATE_FUEL;
 
 fn environment() -> Result<Environment<'static>, CompileError> {
     let mut env = Environment::new();

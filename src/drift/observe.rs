@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use super::{HostObservation, IPVS_PROBE, Observations, host_steps};
-use crate::exec::runner::{self, HostConn, batch, parse_batch};
+use crate::exec::batch::{batch, parse_batch};
+use crate::exec::runner;
+use crate::exec::transport::HostConn;
 use crate::model::{Role, Topology};
 use crate::plan::Plan;
 

@@ -4,28 +4,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
-use super::runner::HostConn;
 use super::ssh::{SshConnect, SshTransport};
+use super::transport::HostConn;
 use super::transport::{Facts, Transport};
 use crate::model::Topology;
-
-/// How to reach a host, kept in the lab state so `down LAB` works without the
-/// topology file. Holds no secret (a passphrase is only ever named).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Reach {
-    pub address: String,
-    pub port: u16,
-    pub user: String,
-    pub key: Option<PathBuf>,
-    pub passphrase_env: Option<String>,
-    pub known_hosts: Vec<PathBuf>,
-    pub jump: Option<String>,
-    pub become_root: bool,
-    pub connect_timeout_secs: u32,
-}
+pub use crate::state::Reach;
 
 fn expand(path: &str, base: &Path) -> PathBuf {
     if let Some(rest) = path.strip_prefix("~/") {

@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::state::{Change, LabState};
 use crate::plan::{IpvsService, Plan, Resource};
+use crate::state::{Change, LabState};
 
 /// What the running lab has and the topology no longer declares.
 #[derive(Debug, Clone, Default, Serialize)]

@@ -21,10 +21,13 @@ use std::time::Instant;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
-use super::state::{Change, LabState};
+use super::batch::nonce;
+pub use super::batch::{batch, parse_batch};
+pub use super::transport::HostConn;
 use super::transport::Transport;
 use crate::plan::assess::{Assessment, Observed, Original, parse_file_state, sha256_hex};
 use crate::plan::{PHASES, Plan, Resource, Step};
+use crate::state::{Change, LabState};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -121,12 +124,6 @@ pub trait Reporter: Send + Sync {
 
 pub struct Silent;
 impl Reporter for Silent {}
-
-/// A host to run on: its transport, or why there is none.
-pub struct HostConn {
-    pub host: String,
-    pub transport: Result<Arc<dyn Transport>, String>,
-}
 
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
@@ -335,64 +332,6 @@ pub fn resolved(plan: &Plan, r: &Resource) -> Resource {
         }
         other => other.clone(),
     }
-}
-
-fn nonce() -> String {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("@@lvslab-{:x}-{:x}", t, std::process::id())
-}
-
-/// A script that runs each command list in a subshell, framed by markers.
-/// With `stop_on_failure`, the script ends after the first failing item.
-pub fn batch(items: &[Vec<String>], marker: &str, stop_on_failure: bool) -> String {
-    let mut s = String::from("exec 2>&1\n");
-    for (i, cmds) in items.iter().enumerate() {
-        s.push_str(&format!("printf '%s\\n' '{marker} {i}'\n( set -e\n"));
-        for c in cmds {
-            s.push_str(c);
-            s.push('\n');
-        }
-        s.push_str(&format!(
-            ") </dev/null; r=$?; printf '\\n%s %s\\n' '{marker} rc' \"$r\"\n"
-        ));
-        if stop_on_failure {
-            s.push_str("[ \"$r\" -eq 0 ] || exit 0\n");
-        }
-    }
-    s
-}
-
-/// Split a batch's output into one observation per item that ran.
-pub fn parse_batch(out: &str, marker: &str, n: usize) -> Vec<Option<Observed>> {
-    let mut res: Vec<Option<Observed>> = vec![None; n];
-    let mut current: Option<(usize, String)> = None;
-    let rc_prefix = format!("{marker} rc ");
-    let start_prefix = format!("{marker} ");
-    for line in out.split_inclusive('\n') {
-        let bare = line.trim_end_matches('\n');
-        if let Some(rc) = bare.strip_prefix(&rc_prefix) {
-            if let Some((i, mut text)) = current.take()
-                && i < n
-            {
-                // The rc marker is preceded by one newline we added.
-                if text.ends_with('\n') {
-                    text.pop();
-                }
-                res[i] = Some(Observed {
-                    output: text,
-                    rc: rc.trim().parse().unwrap_or(-1),
-                });
-            }
-        } else if let Some(i) = bare.strip_prefix(&start_prefix).and_then(|i| i.parse::<usize>().ok()) {
-            current = Some((i, String::new()));
-        } else if let Some((_, text)) = current.as_mut() {
-            text.push_str(line);
-        }
-    }
-    res
 }
 
 fn mask(text: &str, plan: &Plan) -> String {

@@ -10,8 +10,8 @@ use russh::client::{self, Handle};
 use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
 use russh::{ChannelMsg, Disconnect};
 
-use super::connect::Reach;
 use super::transport::{Sink, Stream, Transport, TransportError, command_timeout};
+use crate::state::Reach;
 
 /// Everything needed to reach one host: its [`Reach`] (the settings, as kept
 /// in the lab state), plus what only a run decides.

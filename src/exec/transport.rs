@@ -315,6 +315,12 @@ impl Transport for Counting {
     }
 }
 
+/// A host to run on: its transport, or why there is none.
+pub struct HostConn {
+    pub host: String,
+    pub transport: Result<Arc<dyn Transport>, String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -829,13 +829,13 @@ fn extra_steps(cx: &mut Cx, steps: &[Spanned<serde_yaml::Value>]) -> Vec<ExtraSt
         let mut m = m.clone();
         let phase = match m.remove("phase") {
             None => "services",
-            Some(serde_yaml::Value::String(p)) => match crate::plan::PHASES.iter().find(|x| **x == p) {
+            Some(serde_yaml::Value::String(p)) => match super::PHASES.iter().find(|x| **x == p) {
                 Some(x) => x,
                 None => {
                     cx.error(
                         s.span,
                         format!("unknown phase `{p}`"),
-                        format!("phases: {}", crate::plan::PHASES.join(", ")),
+                        format!("phases: {}", super::PHASES.join(", ")),
                     );
                     continue;
                 }
@@ -844,7 +844,7 @@ fn extra_steps(cx: &mut Cx, steps: &[Spanned<serde_yaml::Value>]) -> Vec<ExtraSt
                 cx.error(
                     s.span,
                     "`phase` is a name",
-                    format!("one of: {}", crate::plan::PHASES.join(", ")),
+                    format!("one of: {}", super::PHASES.join(", ")),
                 );
                 continue;
             }
@@ -878,7 +878,7 @@ fn render_page(template: &str, lab: &str, host: &Host) -> Result<String, minijin
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     // A page is a few lines; a template that loops for ever runs out of fuel.
-    env.set_fuel(Some(crate::compile::TEMPLATE_FUEL));
+    env.set_fuel(Some(super::TEMPLATE_FUEL));
     env.render_str(
         template,
         minijinja::context! {

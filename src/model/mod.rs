@@ -18,6 +18,15 @@ pub use crate::spec::{
     CheckKind, Init, Mode, OsFamily, Protocol, Provider, Role, Scheduler, SyncMode, VrrpState, WebServer,
 };
 
+/// Phases in the order they run. A phase starts only when every host finished
+/// the previous one. (Here, not in `plan`, because a topology's own steps
+/// name their phase and are validated against this list.)
+pub const PHASES: [&str; 5] = ["prepare", "network", "services", "balancer", "persist"];
+
+/// How much work one template rendering may do (minijinja's fuel): a
+/// topology's templates are validated with it and compiled with it.
+pub const TEMPLATE_FUEL: u64 = 100_000;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct HostId(pub usize);
 

@@ -21,8 +21,7 @@ pub use ipvs::{IpvsDest, IpvsService};
 
 pub const SCHEMA: &str = "lvslab.plan/v1";
 
-/// Phases in the order they run. A phase starts only when every host finished the previous one.
-pub const PHASES: [&str; 5] = ["prepare", "network", "services", "balancer", "persist"];
+pub use crate::model::PHASES;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {

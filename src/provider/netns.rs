@@ -15,58 +15,15 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::exec::runner::HostConn;
-use crate::exec::state::LabState;
+use crate::exec::transport::HostConn;
 use crate::exec::transport::{LocalTransport, Transport};
 use crate::local;
 use crate::model::{Mode, Topology};
 use crate::process::Proc;
-
-/// Directories each lab host gets a private (tmpfs) copy of, so the same
-/// steps as on a real machine run unchanged and hosts never see each other's files.
-pub const PRIVATE_DIRS: [&str; 8] = [
-    "/run",
-    "/tmp",
-    "/etc/keepalived",
-    "/etc/exports.d",
-    "/var/www",
-    "/srv",
-    "/var/lib/nfs",
-    "/var/log",
-];
-
-/// An object the provider created on this machine.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Infra {
-    /// The process holding a host's namespaces; `start` (from /proc/PID/stat)
-    /// tells it apart from a later process that reuses the pid.
-    Holder {
-        host: String,
-        pid: u32,
-        start: u64,
-    },
-    Netns {
-        name: String,
-    },
-    Bridge {
-        name: String,
-    },
-    /// The root-namespace end of a veth pair, and the host it belongs to
-    /// (absent in records made before lvslab noted it).
-    Veth {
-        name: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        host: Option<String>,
-    },
-    /// A directory created in this machine's file system as a mount point.
-    Dir {
-        path: String,
-    },
-}
+use crate::state::LabState;
+pub use crate::state::{Infra, PRIVATE_DIRS};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetnsError {
@@ -381,7 +338,7 @@ impl Netns<'_> {
         save: &dyn Fn(&LabState) -> Result<(), String>,
     ) -> Result<Vec<String>, NetnsError> {
         let lab = &self.topo.lab;
-        state.provider = Some("netns".into());
+        state.provider = Some(crate::spec::Provider::Netns);
         let record = &|state: &mut LabState, obj: Infra| -> Result<(), NetnsError> {
             if !state.infra.contains(&obj) {
                 state.infra.push(obj);

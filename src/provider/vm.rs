@@ -21,13 +21,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::exec::connect::Reach;
-use crate::exec::state::LabState;
 use crate::model::{Mgmt, Topology};
 use crate::process::Proc;
+pub use crate::state::VmRecord;
+use crate::state::{LabState, Reach};
 
 /// Where the VM sees its share (this machine's `<vm dir>/share`, writable).
 pub const GUEST_SHARE: &str = "/mnt/lvslab";
@@ -37,23 +36,6 @@ const INIT_MARK: &str = "lvslab-vm: init";
 const READY_MARK: &str = "lvslab-vm: ready";
 /// qemu user networking: the VM's address, and the network it must not meet.
 const SLIRP_NET: &str = "10.0.2.0/24";
-
-/// The running VM, recorded in the lab state (before qemu starts, so an
-/// interrupted `up` is still cleaned up by `down`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VmRecord {
-    /// This VM's directory on this machine.
-    pub dir: PathBuf,
-    /// qemu's pid and start time (from /proc/PID/stat), once started.
-    pub pid: Option<u32>,
-    pub start: Option<u64>,
-    /// The loopback port forwarded to the VM's sshd.
-    pub port: u16,
-    /// `kvm` or `tcg`.
-    pub accel: String,
-    /// The kernel release it boots.
-    pub kernel: String,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum VmError {
@@ -707,13 +689,7 @@ pub fn stop(rec: &VmRecord) -> Result<Vec<String>, VmError> {
     Ok(done)
 }
 
-/// Where boot progress goes (the report layer draws it).
-pub trait Progress {
-    /// What is happening now.
-    fn step(&self, msg: &str);
-    /// A line that stays.
-    fn done(&self, msg: &str);
-}
+pub use crate::exec::Progress;
 
 /// Accelerators to try, in order: `$LVSLAB_VM_ACCEL` if set; KVM first when
 /// /dev/kvm opens and it has not already failed on this machine's kernel; TCG.
@@ -937,7 +913,7 @@ pub async fn ensure(
     kernel_arg: Option<&Path>,
     progress: &dyn Progress,
 ) -> Result<VmRecord, VmError> {
-    state.provider = Some("vm".into());
+    state.provider = Some(crate::spec::Provider::Vm);
     let share = dir.join("share");
     let rec = match state.vm.clone() {
         Some(rec) if alive(&rec) => {

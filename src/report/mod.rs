@@ -45,7 +45,7 @@ impl Spinner {
     }
 }
 
-impl crate::provider::vm::Progress for Spinner {
+impl crate::exec::Progress for Spinner {
     fn step(&self, msg: &str) {
         if self.bar.is_hidden() {
             eprintln!("vm: {msg}");

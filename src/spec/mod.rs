@@ -101,12 +101,27 @@ impl Mode {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+/// Where a lab runs: the one provider kind, used alike by the topology's
+/// `provider:`, the `--provider` flag and the lab's record (same names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Provider {
+    /// Hosts that exist already, reached over SSH.
     Ssh,
+    /// Each host a network namespace (and mount namespace) on this machine.
     Netns,
+    /// A disposable VM with a distribution kernel, the hosts namespaces inside it.
     Vm,
+}
+
+impl Provider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Ssh => "ssh",
+            Provider::Netns => "netns",
+            Provider::Vm => "vm",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]

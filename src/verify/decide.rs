@@ -4,16 +4,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
-use super::gather::{arp_prober, real_port, url};
 use super::parse::{self, Counters};
+use super::probe::{arp_prober, real_port, url};
 use super::{Check, Evidence, Out, Share};
 use crate::model::{Host, Mode, Role, Scheduler, Service, ServiceKey, Topology, UserCheck};
 use crate::plan::{Plan, Resource, ipvs};
-
-/// Does one run of a topology check pass?
-pub fn user_check_passes(c: &UserCheck, rc: i32, out: &str) -> bool {
-    rc == c.status && c.output.as_ref().is_none_or(|r| r.is_match(out))
-}
 
 /// What the distribution of one client's sequential requests should look like
 /// under a scheduler.
@@ -230,28 +225,6 @@ fn counter_lines(t: &Topology, ev: &Evidence, s: &Service) -> Vec<String> {
     out
 }
 
-/// Services whose IPVS counters (all directors together) show fewer new
-/// connections than their answered requests, beyond the slack for reused
-/// connection entries. The kernel folds its per-CPU counters into what
-/// `ipvsadm` reads every 2 s, later on a loaded machine: gather reads the
-/// counters again while this names any service.
-pub fn counters_behind(t: &Topology, ev: &Evidence) -> Vec<String> {
-    let mut out = Vec::new();
-    for s in &t.services {
-        let Some(tr) = ev.traffic.get(&s.name) else { continue };
-        let answered: u64 = tr.answers.values().map(|n| u64::from(*n)).sum();
-        if answered == 0 {
-            continue;
-        }
-        if let Ok((total, _)) = service_delta(t, ev, s)
-            && total.conns + slack(tr.sent) < answered
-        {
-            out.push(s.name.clone());
-        }
-    }
-    out
-}
-
 /// How far IPVS's new-connection count may fall short of the answers: a client
 /// that reuses a source port whose IPVS entry is still in TIME_WAIT reuses the
 /// entry without counting a new connection.
@@ -276,18 +249,30 @@ fn first_line(s: &str) -> &str {
     s.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("")
 }
 
-/// The first `n` characters of `s` with whitespace folded (for one-line messages).
-pub fn first_words(s: &str, n: usize) -> String {
-    short(s, n)
+fn short(s: &str, n: usize) -> String {
+    super::probe::first_words(s, n)
 }
 
-fn short(s: &str, n: usize) -> String {
-    let one: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
-    if one.chars().count() > n {
-        format!("{}…", one.chars().take(n).collect::<String>())
-    } else {
-        one
+/// Services whose IPVS counters (all directors together) show fewer new
+/// connections than their answered requests, beyond the slack for reused
+/// connection entries. The kernel folds its per-CPU counters into what
+/// `ipvsadm` reads every 2 s, later on a loaded machine: gather reads the
+/// counters again while this names any service.
+pub fn counters_behind(t: &Topology, ev: &Evidence) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in &t.services {
+        let Some(tr) = ev.traffic.get(&s.name) else { continue };
+        let answered: u64 = tr.answers.values().map(|n| u64::from(*n)).sum();
+        if answered == 0 {
+            continue;
+        }
+        if let Ok((total, _)) = service_delta(t, ev, s)
+            && total.conns + slack(tr.sent) < answered
+        {
+            out.push(s.name.clone());
+        }
     }
+    out
 }
 
 pub fn decide(t: &Topology, plan: &Plan, ev: &Evidence) -> Vec<Check> {
@@ -338,7 +323,7 @@ pub fn decide(t: &Topology, plan: &Plan, ev: &Evidence) -> Vec<Check> {
 /// Shared storage: the file the first real server wrote through its mount is
 /// what every real server serves.
 fn storage(cx: &Ctx) -> Check {
-    use super::gather::{STORAGE_FILE, STORAGE_WRITE, storage_read_key, storage_readers, storage_writer};
+    use super::probe::{STORAGE_FILE, STORAGE_WRITE, storage_read_key, storage_readers, storage_writer};
     let host = cx.t.storage.as_ref().map_or("?", |st| cx.name(st.host));
     let rsync =
         cx.t.storage
@@ -725,7 +710,7 @@ fn health(cx: &Ctx, s: &Service) -> Check {
         format!("Real servers of {} answer on their own addresses", s.name),
         "each real server's web server answers the director directly, which is what health checks see",
     );
-    if super::gather::http(s).is_none() {
+    if super::probe::http(s).is_none() {
         return c.skip("not checked: UDP real servers are seen through the VIP only (distribution)");
     }
     let mut c = c;
@@ -746,7 +731,7 @@ fn health(cx: &Ctx, s: &Service) -> Check {
                     ));
                 }
                 Ok(o) if o.rc != 0 => {
-                    let e = super::gather::curl_error(&o.rc.to_string());
+                    let e = super::probe::curl_error(&o.rc.to_string());
                     c.evidence.push(format!("{target}: {e}"));
                     problems.push(format!("{} does not answer on {}:{port} ({e})", host.name, rs.address));
                 }

@@ -17,7 +17,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::gather::{http, parse_traffic, traffic_script};
+use super::gather::{parse_traffic, traffic_script};
+use super::probe::http;
 use super::{Check, parse};
 use crate::exec::transport::Transport;
 use crate::model::{HostId, Service, Topology, VrrpInstance};

@@ -14,10 +14,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::probe::*;
 use super::{Evidence, Out, Traffic, UserCheckRun};
-use crate::exec::runner::{batch, parse_batch};
+use crate::exec::batch::{batch, parse_batch};
 use crate::exec::transport::Transport;
-use crate::model::{HostId, Mode, Role, Service, ServiceKey, SyncMode, Topology};
+use crate::model::{Mode, Role, Service, SyncMode, Topology};
 use crate::shell::quote;
 
 const MARKER: &str = "@@lvslab-verify";
@@ -29,61 +30,6 @@ pub const KEEPALIVED_DATA: &str = "p=$(cat /run/keepalived.pid 2>/dev/null) || {
 rm -f /tmp/keepalived.data; kill -USR1 \"$p\" || exit 3\n\
 i=0; while [ ! -s /tmp/keepalived.data ] && [ $i -lt 30 ]; do sleep 0.1; i=$((i+1)); done; sleep 0.2\n\
 grep -E '^ *(VRRP Instance|State|Master router|Master priority|Last transition) = ' /tmp/keepalived.data";
-
-/// The URL the client requests for a service, if verify can send it traffic.
-pub fn url(s: &Service) -> Option<String> {
-    let web = |port: u16| match port {
-        // Port 443 is HTTPS (the lab's self-signed certificate); its page by name.
-        443 => format!("https://{}/index.html", s.vip),
-        80 => format!("http://{}/", s.vip),
-        p => format!("http://{}:{p}/", s.vip),
-    };
-    match s.key {
-        ServiceKey::Tcp(p) => Some(web(if p == 0 { 80 } else { p })),
-        ServiceKey::Udp(p) => Some(format!("udp://{}:{p}", s.vip)),
-        // Every port the mark binds, in turn: one client must stay on one
-        // real server across all of them (that is what the mark is for).
-        ServiceKey::Fwmark(_) if s.mark_protocol == crate::model::Protocol::Tcp && !s.mark_ports.is_empty() => {
-            Some(s.mark_ports.iter().map(|p| web(*p)).collect::<Vec<_>>().join(" "))
-        }
-        ServiceKey::Fwmark(_) => None,
-    }
-}
-
-/// The URL of an HTTP(S) service (not UDP): what curl can ask.
-pub fn http(s: &Service) -> Option<String> {
-    url(s).filter(|u| !u.starts_with("udp://"))
-}
-
-/// The port a real server's web server listens on for a service.
-pub fn real_port(s: &Service, rs_port: u16) -> u16 {
-    match (rs_port, s.key) {
-        (0, ServiceKey::Tcp(p)) if p != 0 => p,
-        (0, ServiceKey::Fwmark(_)) => s.mark_ports.first().copied().unwrap_or(80),
-        (0, _) => 80,
-        (p, _) => p,
-    }
-}
-
-/// The host that asks the VIP's network who owns the VIP (DR/TUN): the client
-/// when it is on that network, else any host there that is neither a director
-/// nor a real server. With its interface there.
-pub fn arp_prober(t: &Topology, s: &Service) -> Option<(HostId, String)> {
-    let net = t.networks.iter().position(|n| n.cidr.contains(s.vip))?;
-    let candidates = t.verify.client.into_iter().chain(
-        t.hosts
-            .iter()
-            .filter(|h| matches!(h.role, Role::Client | Role::Router | Role::Storage))
-            .map(|h| h.id),
-    );
-    for id in candidates {
-        let h = t.host(id);
-        if let Some(i) = h.interface_on(crate::model::NetId(net)) {
-            return Some((id, i.name.clone()));
-        }
-    }
-    None
-}
 
 /// curl with the options every probe uses (self-signed lab certificates accepted).
 fn curl_cmd(url: &str) -> String {
@@ -245,36 +191,12 @@ pub fn parse_traffic(url: &str, sent: u32, out: &str) -> Traffic {
     }
     if seen < sent {
         t.failures.insert(
-            format!("no result (curl stopped: {})", super::decide::first_words(&body, 80)),
+            format!("no result (curl stopped: {})", super::probe::first_words(&body, 80)),
             sent - seen,
         );
     }
     t
 }
-
-/// curl's exit codes that a broken lab produces, in words.
-pub fn curl_error(rc: &str) -> String {
-    let what = match rc {
-        "6" => "could not resolve host",
-        "7" => "connection refused or no route",
-        "28" => "timed out",
-        "35" => "TLS handshake failed",
-        "52" => "empty reply",
-        "56" => "connection reset",
-        "127" => "curl is not installed on this host",
-        _ => "failed",
-    };
-    format!("curl exit {rc} ({what})")
-}
-
-/// Probe key of the shared-storage write (before) and reads (after).
-pub const STORAGE_WRITE: &str = "storage-write";
-pub fn storage_read_key(rs: &str) -> String {
-    format!("storage-read:{rs}")
-}
-
-/// The file verify writes into the shared directory.
-pub const STORAGE_FILE: &str = "lvslab-verify.txt";
 
 fn nonce() -> String {
     let t = std::time::SystemTime::now()
@@ -282,25 +204,6 @@ fn nonce() -> String {
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     format!("{t:x}")
-}
-
-/// The real servers that mount the shared directory, in order.
-pub fn storage_readers(t: &Topology) -> Vec<&crate::model::Host> {
-    if t.storage.is_none() {
-        return Vec::new();
-    }
-    t.hosts.iter().filter(|h| h.role == Role::RealServer).collect()
-}
-
-/// Who writes verify's file, and where: with NFS the first real server,
-/// through its mount (all must then serve that one file); with rsync the
-/// storage host, into its export (each real server must fetch it).
-pub fn storage_writer(t: &Topology) -> Option<(&crate::model::Host, String)> {
-    let st = t.storage.as_ref()?;
-    match st.sync {
-        SyncMode::Nfs => storage_readers(t).first().map(|h| (*h, st.mount.clone())),
-        SyncMode::Rsync => Some((t.host(st.host), st.export.clone())),
-    }
 }
 
 /// Write a file with a fresh token into the shared directory; it prints what
@@ -612,7 +515,7 @@ async fn run_user_checks(
                         break;
                     }
                     Ok(o) => {
-                        let passed = super::decide::user_check_passes(&c, o.status, &o.stdout);
+                        let passed = super::probe::user_check_passes(&c, o.status, &o.stdout);
                         run.last = Some(Out {
                             out: o.stdout,
                             rc: o.status,

@@ -10,6 +10,7 @@ pub mod decide;
 pub mod failover;
 pub mod gather;
 pub mod parse;
+pub mod probe;
 
 use std::collections::BTreeMap;
 

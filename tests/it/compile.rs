@@ -367,6 +367,10 @@ fn reboot_persistence_per_os_family() {
 /// `nft` and `grep` only. Absent → applied (one `nft -f` transaction) →
 /// present → reverted → absent, and the `lvslab` table is gone.
 #[test]
+#[cfg_attr(
+    not(feature = "lab"),
+    ignore = "lab tier (root, VMs): .ci/run, or cargo test --features lab as root"
+)]
 fn fwmark_rules_use_nftables_where_iptables_is_missing() {
     let p = plan(&repo().join("topologies/persistence.yaml"));
     let step = host_steps(&p, "director")
@@ -506,6 +510,10 @@ fn every_planned_resource_passes_the_record_check() {
 /// one that would not is applied: the real kernel's routing table decides,
 /// in a network namespace of its own.
 #[test]
+#[cfg_attr(
+    not(feature = "lab"),
+    ignore = "lab tier (root, VMs): .ci/run, or cargo test --features lab as root"
+)]
 fn default_route_refused_when_it_would_cut_the_ssh_connection() {
     let step = lvslab::plan::Resource::Route {
         to: "default".into(),

@@ -10,6 +10,10 @@ use lvslab::plan::Resource;
 use crate::{plan, topologies};
 
 #[test]
+#[cfg_attr(
+    not(feature = "lab"),
+    ignore = "lab tier (root, VMs): .ci/run, or cargo test --features lab as root"
+)]
 fn rendered_keepalived_configs_pass_keepalived_t() {
     let probe = Command::new("keepalived").arg("--version").output();
     assert!(
@@ -99,9 +103,9 @@ async fn a_config_keepalived_refuses_is_never_installed() {
     use std::sync::Arc;
 
     use lvslab::exec::runner::{self, HostConn, Options, Silent};
-    use lvslab::exec::state::LabState;
     use lvslab::exec::transport::{LocalTransport, Transport};
     use lvslab::plan::{HostPlan, Phase, Plan, SCHEMA, Step};
+    use lvslab::state::LabState;
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("keepalived.conf").display().to_string();

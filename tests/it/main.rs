@@ -2,6 +2,7 @@
 //!
 //! Snapshots live in `tests/it/snapshots/`; review changes with `cargo insta review`
 //! (CI fails on any difference: `CI=true` makes insta refuse to write).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on the unexpected
 
 mod cli;
 mod compile;

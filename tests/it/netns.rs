@@ -17,6 +17,10 @@ fn world_readable_topology(text: &str) -> (tempfile::TempDir, std::path::PathBuf
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "lab"),
+    ignore = "lab tier (root, VMs): .ci/run, or cargo test --features lab as root"
+)]
 fn not_root_is_refused_with_the_fix() {
     let (dir, topo) =
         world_readable_topology("lab: nr\nmode: dr\nnetworks: { lan: { cidr: 10.9.0.0/24 } }\nhosts: {}\n");
@@ -39,6 +43,10 @@ fn not_root_is_refused_with_the_fix() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "lab"),
+    ignore = "lab tier (root, VMs): .ci/run, or cargo test --features lab as root"
+)]
 fn a_management_network_meeting_an_existing_route_is_refused() {
     // A route this machine already has (never changed here): its first non-default one.
     let routes = String::from_utf8(
@@ -97,6 +105,10 @@ fn netns_list() -> String {
 /// network removed, an address changed) converges too, `plan` showing the
 /// removals first; `down` leaves nothing, not even the lab's directory.
 #[test]
+#[cfg_attr(
+    not(feature = "lab"),
+    ignore = "lab tier (root, VMs): .ci/run, or cargo test --features lab as root"
+)]
 fn netns_hosts_converge_after_a_kill_damage_and_edits() {
     let state = tempfile::tempdir().unwrap();
     let v1 = "lab: cvg\nmode: dr\nnetworks:\n  lan: { cidr: 10.77.0.0/24 }\n  lan2: { cidr: 10.78.0.0/24 }\nhosts:\n  \

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use lvslab::exec::runner::{self, HostConn, Options, Silent, Status};
-use lvslab::exec::state::LabState;
 use lvslab::exec::transport::{Counting, LocalTransport, Transport};
+use lvslab::state::LabState;
 
 fn plan_with(work: &str, n: usize) -> lvslab::plan::Plan {
     let mut steps = String::new();

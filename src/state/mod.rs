@@ -10,6 +10,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+mod records;
+
+pub use records::{Infra, PRIVATE_DIRS, Reach, VmRecord};
+
 use crate::plan::Resource;
 use crate::plan::assess::Original;
 
@@ -89,16 +93,16 @@ pub struct LabState {
     pub since: u64,
     /// `ssh`, `netns` or `vm`.
     #[serde(default)]
-    pub provider: Option<String>,
+    pub provider: Option<crate::spec::Provider>,
     /// How each host was reached, so `down LAB` works without the topology.
     #[serde(default)]
-    pub reach: BTreeMap<String, crate::exec::connect::Reach>,
+    pub reach: BTreeMap<String, Reach>,
     /// Objects a provider created on this machine, in creation order.
     #[serde(default)]
-    pub infra: Vec<crate::provider::netns::Infra>,
+    pub infra: Vec<Infra>,
     /// The vm provider's VM, while it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vm: Option<crate::provider::vm::VmRecord>,
+    pub vm: Option<VmRecord>,
     /// The topology's hosts as the last `up` brought them up (a host missing
     /// from the file since is one `up` removes and `drift` reports).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -150,7 +154,7 @@ impl LabState {
     /// lvslab plans ([`Resource::check_recorded`]).
     pub fn check(&self, dir: &LabDir) -> Result<(), String> {
         use crate::model::names::is_simple_name;
-        use crate::provider::netns::Infra;
+        use Infra;
         if self.schema > SCHEMA {
             return Err(format!(
                 "written by a newer lvslab (record version {}, this one reads up to {SCHEMA})",
@@ -209,7 +213,7 @@ impl LabState {
                 }
                 Infra::Dir { path } => {
                     // Only the mount points the netns provider makes.
-                    if !crate::provider::netns::PRIVATE_DIRS.contains(&path.as_str()) {
+                    if !PRIVATE_DIRS.contains(&path.as_str()) {
                         return Err(format!("{path:?} is not a directory lvslab makes"));
                     }
                 }
@@ -223,9 +227,6 @@ impl LabState {
                 vm.dir.display(),
                 dir.path.join("vm").display()
             ));
-        }
-        if !matches!(self.provider.as_deref(), None | Some("ssh" | "netns" | "vm")) {
-            return Err(format!("provider {:?} is not one lvslab has", self.provider));
         }
         if self
             .topology
@@ -318,7 +319,7 @@ impl LabState {
     pub fn known_hosts(&self) -> Vec<String> {
         let mut out: Vec<String> = self.lab_hosts.clone();
         let holders = self.infra.iter().filter_map(|i| match i {
-            crate::provider::netns::Infra::Holder { host, .. } => Some(host.clone()),
+            Infra::Holder { host, .. } => Some(host.clone()),
             _ => None,
         });
         for h in self

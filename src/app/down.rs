@@ -1,0 +1,137 @@
+//! `down`: revert everything `up` changed and remove what a provider made.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use super::cli::RunArgs;
+use super::{finish, load_reported, reporter};
+use crate::exec::{connect, runner};
+use crate::provider::{netns, vm};
+use crate::{compile, plan, state};
+
+pub async fn down(lab: &str, run: &RunArgs) -> anyhow::Result<ExitCode> {
+    // A topology file, or the name of a lab brought up earlier.
+    let path = Path::new(lab);
+    let (name, plan, reach) = if path.is_file() {
+        let Some(loaded) = load_reported(path) else {
+            return Ok(ExitCode::from(1));
+        };
+        let plan = compile::compile(&loaded.topology)?;
+        let topo_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        (
+            loaded.topology.lab.clone(),
+            Some(plan),
+            Some(connect::reach(&loaded.topology, &topo_dir)),
+        )
+    } else if crate::model::is_simple_name(lab) {
+        (lab.to_string(), None, None)
+    } else {
+        anyhow::bail!("{lab}: no such topology file, and not a lab name");
+    };
+    let dir = state::LabDir::new(&name);
+    // A lab that is not up has nothing to take down: create nothing for it.
+    let Some(_lock) = dir.lock_existing()? else {
+        let known = state::list_labs().unwrap_or_default();
+        let known = if known.is_empty() {
+            "no lab is up here".to_string()
+        } else {
+            format!("labs up here: {}", known.join(", "))
+        };
+        eprintln!("lab {name} is not up here ({known}); nothing to do");
+        return Ok(ExitCode::SUCCESS);
+    };
+    let Some(mut lab_state) = dir.load()? else {
+        // A directory without a state (an `up` that stopped before its first record).
+        dir.remove_all()?;
+        eprintln!("lab {name} had no recorded changes; removed {}", dir.path.display());
+        return Ok(ExitCode::SUCCESS);
+    };
+    if !run.limit.is_empty() {
+        let known = lab_state.known_hosts();
+        if let Some(h) = run.limit.iter().find(|h| !known.contains(h)) {
+            anyhow::bail!("--limit {h}: lab {name} has no host {h} (hosts: {})", known.join(", "));
+        }
+        lab_state.hosts.retain(|h, _| run.limit.contains(h));
+    }
+    let is_netns = lab_state.provider == Some(crate::spec::Provider::Netns);
+    let is_vm = lab_state.provider == Some(crate::spec::Provider::Vm);
+    if is_vm && run.limit.is_empty() {
+        // Everything the lab changed lives in the VM: stopping it reverts all.
+        let done = match &lab_state.vm {
+            Some(rec) => vm::stop(rec)?,
+            None => Vec::new(),
+        };
+        dir.remove_all()?;
+        println!("DOWN RECAP (vm)");
+        for d in &done {
+            println!("  {d}");
+        }
+        println!("  removed {}", dir.path.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut reach_all = lab_state.reach.clone();
+    if !is_vm {
+        // The vm provider's hosts are reached through its VM, as recorded.
+        reach_all.extend(reach.unwrap_or_default());
+    }
+    let hosts: Vec<String> = lab_state.hosts.keys().cloned().collect();
+    let reporter = reporter(run, &hosts);
+    let conns = if is_netns {
+        netns::connections_from_state(&lab_state)
+    } else {
+        connect::connect_all(&hosts, &reach_all, run.conn.accept_new_host_keys, run.conn.forks).await
+    };
+    let plan = plan.unwrap_or_else(|| plan::Plan {
+        schema: plan::SCHEMA,
+        lab: name.clone(),
+        mode: crate::model::Mode::Nat,
+        notes: Vec::new(),
+        removals: Vec::new(),
+        phases: Vec::new(),
+        secrets: Default::default(),
+    });
+    let opts = runner::Options {
+        check: false,
+        forks: run.conn.forks,
+    };
+    let infra = lab_state.infra.clone();
+    let (mut outcome, left) = runner::down(Arc::new(plan), conns, lab_state, opts, reporter).await;
+    // Hosts left out by --limit keep their record.
+    let mut full = dir.load()?.unwrap_or_default();
+    for h in &hosts {
+        full.hosts.remove(h);
+    }
+    full.hosts.extend(left.hosts);
+    if is_netns && run.limit.is_empty() {
+        // Everything inside the namespaces goes with them; then the namespaces, links and directories.
+        full.hosts.clear();
+        full.infra = infra;
+        let problems = netns::destroy(&mut full);
+        let left = netns::leftovers(&full);
+        for p in problems.iter().chain(left.iter()) {
+            eprintln!("FAILED       {p}");
+            outcome.results.push(runner::StepResult {
+                host: name.clone(),
+                phase: "infra".into(),
+                id: "netns".into(),
+                summary: "remove the lab's namespaces, links and directories".into(),
+                status: runner::Status::Failed,
+                details: vec![p.clone()],
+                diff: None,
+            });
+        }
+        if problems.is_empty() && left.is_empty() {
+            full.infra.clear();
+        } else {
+            outcome.failed = true;
+        }
+    }
+    if full.is_empty() {
+        // Nothing of the lab is left: neither its record nor its lock, keys or files.
+        dir.remove_all()?;
+    } else {
+        dir.save(&full)?;
+    }
+    Ok(finish(&outcome, run, "DOWN RECAP", "reverted"))
+}
