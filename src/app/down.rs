@@ -11,23 +11,8 @@ use crate::provider::{netns, vm};
 use crate::{compile, plan, state};
 
 pub async fn down(lab: &str, run: &RunArgs) -> anyhow::Result<ExitCode> {
-    // A topology file, or the name of a lab brought up earlier.
-    let path = Path::new(lab);
-    let (name, plan, reach) = if path.is_file() {
-        let Some(loaded) = load_reported(path) else {
-            return Ok(ExitCode::from(1));
-        };
-        let plan = compile::compile(&loaded.topology)?;
-        let topo_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        (
-            loaded.topology.lab.clone(),
-            Some(plan),
-            Some(connect::reach(&loaded.topology, &topo_dir)),
-        )
-    } else if crate::model::is_simple_name(lab) {
-        (lab.to_string(), None, None)
-    } else {
-        anyhow::bail!("{lab}: no such topology file, and not a lab name");
+    let Some((name, plan, reach)) = which_lab(lab)? else {
+        return Ok(ExitCode::from(1));
     };
     let dir = state::LabDir::new(&name);
     // A lab that is not up has nothing to take down: create nothing for it.
@@ -107,25 +92,7 @@ pub async fn down(lab: &str, run: &RunArgs) -> anyhow::Result<ExitCode> {
         // Everything inside the namespaces goes with them; then the namespaces, links and directories.
         full.hosts.clear();
         full.infra = infra;
-        let problems = netns::destroy(&mut full);
-        let left = netns::leftovers(&full);
-        for p in problems.iter().chain(left.iter()) {
-            eprintln!("FAILED       {p}");
-            outcome.results.push(runner::StepResult {
-                host: name.clone(),
-                phase: "infra".into(),
-                id: "netns".into(),
-                summary: "remove the lab's namespaces, links and directories".into(),
-                status: runner::Status::Failed,
-                details: vec![p.clone()],
-                diff: None,
-            });
-        }
-        if problems.is_empty() && left.is_empty() {
-            full.infra.clear();
-        } else {
-            outcome.failed = true;
-        }
+        destroy_netns(&mut full, &name, &mut outcome);
     }
     if full.is_empty() {
         // Nothing of the lab is left: neither its record nor its lock, keys or files.
@@ -134,4 +101,54 @@ pub async fn down(lab: &str, run: &RunArgs) -> anyhow::Result<ExitCode> {
         dir.save(&full)?;
     }
     Ok(finish(&outcome, run, "DOWN RECAP", "reverted"))
+}
+
+/// What `down` was given: a topology file (its lab's name, plan and reach), or
+/// the name of a lab brought up earlier. `None` when the file is invalid
+/// (its problems are printed).
+#[allow(clippy::type_complexity)]
+fn which_lab(lab: &str) -> anyhow::Result<Option<(String, Option<plan::Plan>, Option<Reaches>)>> {
+    let path = Path::new(lab);
+    Ok(Some(if path.is_file() {
+        let Some(loaded) = load_reported(path) else {
+            return Ok(None);
+        };
+        let plan = compile::compile(&loaded.topology)?;
+        let topo_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        (
+            loaded.topology.lab.clone(),
+            Some(plan),
+            Some(connect::reach(&loaded.topology, &topo_dir)),
+        )
+    } else if crate::model::is_simple_name(lab) {
+        (lab.to_string(), None, None)
+    } else {
+        anyhow::bail!("{lab}: no such topology file, and not a lab name");
+    }))
+}
+
+type Reaches = std::collections::BTreeMap<String, state::Reach>;
+
+/// The netns provider's namespaces, links and directories, each problem a
+/// failed result (and what is left recorded for the next `down`).
+fn destroy_netns(full: &mut state::LabState, name: &str, outcome: &mut runner::RunOutcome) {
+    let problems = netns::destroy(full);
+    let left = netns::leftovers(full);
+    for p in problems.iter().chain(left.iter()) {
+        eprintln!("FAILED       {p}");
+        outcome.results.push(runner::StepResult {
+            host: name.to_string(),
+            phase: "infra".into(),
+            id: "netns".into(),
+            summary: "remove the lab's namespaces, links and directories".into(),
+            status: runner::Status::Failed,
+            details: vec![p.clone()],
+            diff: None,
+        });
+    }
+    if problems.is_empty() && left.is_empty() {
+        full.infra.clear();
+    } else {
+        outcome.failed = true;
+    }
 }

@@ -8,9 +8,28 @@ use std::sync::Arc;
 use super::cli::{Output, RunArgs};
 use super::lab::{choose_provider, connections, ensure_netns, ensure_vm, hosts_removed, provider_topology, remove};
 use super::{Provider, load_reported, reporter, with_detected_os};
-use crate::drift;
-use crate::exec::{converge, runner};
+use crate::drift::{self, Report};
+use crate::exec::converge::{self, Removals};
+use crate::exec::runner;
+use crate::exec::transport::HostConn;
+use crate::model::Topology;
+use crate::plan::Plan;
 use crate::{compile, report, state};
+
+/// What one `drift` run looks at: the lab as the provider runs it, its plan
+/// (with the IPVS services lvslab made earlier), the connections, and which
+/// hosts the running lab lacks.
+struct Looked<'a> {
+    file: &'a Path,
+    provider: Provider,
+    topo: &'a Topology,
+    plan: Plan,
+    conns: Vec<HostConn>,
+    topo_hosts: Vec<String>,
+    missing: Vec<String>,
+    dir: state::LabDir,
+    start: std::time::Instant,
+}
 
 /// `drift`: observe, judge, and with `fix` repair and observe again.
 pub async fn drift(file: &Path, format: Output, fix: bool, run: &RunArgs) -> anyhow::Result<ExitCode> {
@@ -26,7 +45,60 @@ pub async fn drift(file: &Path, format: Output, fix: bool, run: &RunArgs) -> any
     if provider == Provider::Netns && lab_state.infra.is_empty() {
         anyhow::bail!("lab {} is not up (run `lvslab up {}` first)", topo.lab, file.display());
     }
-    let mut hosts = drift::hosts(topo, &plan);
+    let topo_hosts: Vec<String> = topo.hosts.iter().map(|h| h.name.clone()).collect();
+    let (hosts, missing) = hosts_to_observe(topo, &plan, &lab_state, file, run)?;
+    let start = std::time::Instant::now();
+    let (conns, facts) = connections(topo, file, provider, run, &lab_state, &hosts, Some(&plan)).await?;
+    let detected;
+    let (topo, mut plan) = match with_detected_os(topo, provider, &facts)? {
+        Some(t) => {
+            detected = t;
+            (&detected, compile::compile(&detected)?)
+        }
+        None => (topo, plan),
+    };
+    // IPVS services lvslab made and the file no longer declares are drift too.
+    converge::with_previous_ipvs(&mut plan, &lab_state);
+    let removals = converge::removals(&topo_hosts, &plan, &lab_state, &run.limit);
+    let looked = Looked {
+        file,
+        provider,
+        topo,
+        plan,
+        conns,
+        topo_hosts,
+        missing,
+        dir,
+        start,
+    };
+    let observed = drift::observe(topo, &looked.plan, looked.conns.clone()).await;
+    let mut report = drift::decide(topo, &looked.plan, &observed, start.elapsed().as_secs_f64());
+    drift::add_removals(&mut report, &removals, &looked.missing);
+    let fixable = report.hosts.iter().flat_map(|h| &h.findings).any(|f| f.fixable());
+    if fix && fixable {
+        report = fix_all(&looked, report, &removals, run).await?;
+    }
+    let mut stdout = std::io::stdout().lock();
+    match format {
+        Output::Text => stdout.write_all(report::drift_text(&report).as_bytes())?,
+        Output::Json => {
+            stdout.write_all(report::drift_json(&report)?.as_bytes())?;
+            eprintln!("{}", report.summary());
+        }
+    }
+    Ok(ExitCode::from(report.exit_code()))
+}
+
+/// The hosts to observe (the plan's, `--host` only, plus hosts with steps the
+/// file no longer has) and those the running lab does not have (added since).
+fn hosts_to_observe(
+    topo: &Topology,
+    plan: &Plan,
+    lab_state: &state::LabState,
+    file: &Path,
+    run: &RunArgs,
+) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+    let mut hosts = drift::hosts(topo, plan);
     for h in &run.limit {
         if topo.host_by_name(h).is_none() {
             anyhow::bail!("--host: no host `{h}` in {}", file.display());
@@ -36,9 +108,7 @@ pub async fn drift(file: &Path, format: Output, fix: bool, run: &RunArgs) -> any
         hosts.retain(|h| run.limit.contains(h));
     }
     let topo_hosts: Vec<String> = topo.hosts.iter().map(|h| h.name.clone()).collect();
-    // Hosts with steps the file no longer has are looked at too; hosts the
-    // file has and the running lab does not (added since) cannot be.
-    for h in converge::removals(&topo_hosts, &plan, &lab_state, &run.limit)
+    for h in converge::removals(&topo_hosts, plan, lab_state, &run.limit)
         .changes
         .keys()
     {
@@ -53,168 +123,96 @@ pub async fn drift(file: &Path, format: Output, fix: bool, run: &RunArgs) -> any
         hosts.iter().filter(|h| !known.contains(h)).cloned().collect()
     };
     hosts.retain(|h| !missing.contains(h));
-    let start = std::time::Instant::now();
-    let (conns, facts) = connections(topo, file, provider, run, &lab_state, &hosts, Some(&plan)).await?;
-    let detected;
-    let (topo, mut plan) = match with_detected_os(topo, provider, &facts)? {
-        Some(t) => {
-            detected = t;
-            (&detected, compile::compile(&detected)?)
-        }
-        None => (topo, plan),
-    };
-    // IPVS services lvslab made and the file no longer declares are drift too.
-    converge::with_previous_ipvs(&mut plan, &lab_state);
-    let removals = converge::removals(&topo_hosts, &plan, &lab_state, &run.limit);
-    let copy = |conns: &[runner::HostConn]| -> Vec<runner::HostConn> {
-        conns
-            .iter()
-            .map(|c| runner::HostConn {
-                host: c.host.clone(),
-                transport: c.transport.clone(),
-            })
-            .collect()
-    };
-    let observed = drift::observe(topo, &plan, copy(&conns)).await;
-    let mut report = drift::decide(topo, &plan, &observed, start.elapsed().as_secs_f64());
-    drift::add_removals(&mut report, &removals, &missing);
-    let fixable = report.hosts.iter().flat_map(|h| &h.findings).any(|f| f.fixable());
-    if fix && fixable {
-        let before = report.clone();
-        eprintln!("{}", before.summary());
-        let mut failed = false;
-        // 0. What the file no longer declares goes, as `up` removes it.
-        if !removals.hosts.is_empty() || !removals.changes.is_empty() {
-            let _lock = dir.lock()?;
-            let mut lab_state = dir.load()?.unwrap_or_default();
-            let shown: Vec<String> = removals.hosts.iter().chain(removals.changes.keys()).cloned().collect();
-            let reporter = reporter(run, &shown);
-            let mut outcome = runner::RunOutcome::default();
-            match provider {
-                Provider::Netns if !removals.hosts.is_empty() => {
-                    let gone = ensure_netns(topo, &dir, &mut lab_state)?;
-                    outcome = outcome.merge(hosts_removed(&mut lab_state, &gone, "netns", &reporter));
-                }
-                Provider::Vm if !removals.hosts.is_empty() => {
-                    ensure_vm(topo, file, &dir, &mut lab_state, run).await?;
-                    outcome = outcome.merge(hosts_removed(&mut lab_state, &removals.hosts, "vm", &reporter));
-                }
-                _ => {}
-            }
-            outcome =
-                outcome.merge(remove(&plan, &removals, provider, &conns, &mut lab_state, &dir, run, &reporter).await?);
-            if run.limit.is_empty() {
-                lab_state.lab_hosts = topo_hosts.clone();
-            }
-            dir.save(&lab_state)?;
-            failed |= outcome.failed;
-            eprint!(
-                "{}",
-                report::recap_text(&outcome, "REMOVED (no longer in the topology)", "removed")
-            );
-        }
-        // 1. The drifted steps, by the runner (it re-observes, applies only
-        // what differs, records originals for `down`).
-        let step_hosts: Vec<String> = before
-            .hosts
-            .iter()
-            .filter(|h| h.findings.iter().any(|f| matches!(f.fix, drift::Fix::Step { .. })))
-            .map(|h| h.host.clone())
-            .collect();
-        if !step_hosts.is_empty() {
-            let _lock = dir.lock()?;
-            let mut fix_plan = plan.clone();
-            for p in &mut fix_plan.phases {
-                p.hosts.retain(|h| step_hosts.contains(&h.host));
-            }
-            let fix_conns: Vec<runner::HostConn> = copy(&conns)
-                .into_iter()
-                .filter(|c| step_hosts.contains(&c.host))
-                .collect();
-            let lab_state = dir.load()?.unwrap_or_default();
-            let save_dir = state::LabDir::new(&topo.lab);
-            let save: runner::SaveFn = Arc::new(move |s: &state::LabState| save_dir.save(s).map_err(|e| e.to_string()));
-            let opts = runner::Options {
-                check: false,
-                forks: run.conn.forks,
-            };
-            let (outcome, lab_state) = runner::up(
-                Arc::new(fix_plan),
-                fix_conns,
-                lab_state,
-                save,
-                opts,
-                reporter(run, &step_hosts),
-            )
-            .await;
-            dir.save(&lab_state)?;
-            failed = outcome.failed;
-            eprint!("{}", report::recap_text(&outcome, "FIX RECAP", "changed"));
-        }
-        // 2. keepalived's own table entries, by keepalived's configuration,
-        // once the steps (keepalived itself among them) are right.
-        let observed = drift::observe(topo, &plan, copy(&conns)).await;
-        let now = drift::decide(topo, &plan, &observed, 0.0);
-        for h in &now.hosts {
-            let args: Vec<String> = h
-                .findings
-                .iter()
-                .filter_map(|f| match &f.fix {
-                    drift::Fix::Ipvsadm { args } => Some(args.clone()),
-                    _ => None,
-                })
-                .flatten()
-                .collect();
-            let Some(Ok(t)) = conns.iter().find(|c| c.host == h.host).map(|c| &c.transport) else {
-                continue;
-            };
-            if args.is_empty() {
-                continue;
-            }
-            let script: String = args
-                .iter()
-                .map(|a| crate::plan::ipvs::ipvsadm_command(a) + "\n")
-                .collect();
-            eprintln!("{}: ipvsadm {}", h.host, args.join("; ipvsadm "));
-            match t.run(&format!("set -e\n{script}")).await {
-                Ok(o) if o.status == 0 => {}
-                Ok(o) => {
-                    failed = true;
-                    eprintln!(
-                        "{}: ipvsadm failed (exit {}): {}{}",
-                        h.host,
-                        o.status,
-                        o.stdout.trim(),
-                        o.stderr.trim()
-                    );
-                }
-                Err(e) => {
-                    failed = true;
-                    eprintln!("{}: {e}", h.host);
-                }
-            }
-        }
-        // 3. Look again: what is left is what --fix could not fix.
-        let observed = drift::observe(topo, &plan, copy(&conns)).await;
-        report = drift::decide(topo, &plan, &observed, start.elapsed().as_secs_f64());
-        let now = dir.load()?.unwrap_or_default();
-        drift::add_removals(
-            &mut report,
-            &converge::removals(&topo_hosts, &plan, &now, &run.limit),
-            &missing,
-        );
-        report.fixed = drift::fixed(&before, &report);
-        if failed {
-            eprintln!("--fix: some repairs failed (above); what is left is reported below");
+    Ok((hosts, missing))
+}
+
+/// `--fix`: remove what the file no longer declares, re-apply the drifted
+/// steps, put keepalived's IPVS entries back, then look again; the report of
+/// what is left, with what was fixed.
+async fn fix_all(l: &Looked<'_>, before: Report, removals: &Removals, run: &RunArgs) -> anyhow::Result<Report> {
+    eprintln!("{}", before.summary());
+    let mut failed = false;
+    if !removals.hosts.is_empty() || !removals.changes.is_empty() {
+        failed |= fix_removals(l, removals, run).await?;
+    }
+    let step_hosts = drift::fix::step_hosts(&before);
+    if !step_hosts.is_empty() {
+        let _lock = l.dir.lock()?;
+        let lab_state = l.dir.load()?.unwrap_or_default();
+        let save_dir = state::LabDir::new(&l.topo.lab);
+        let save: runner::SaveFn = Arc::new(move |s: &state::LabState| save_dir.save(s).map_err(|e| e.to_string()));
+        let opts = runner::Options {
+            check: false,
+            forks: run.conn.forks,
+        };
+        let reporter = reporter(run, &step_hosts);
+        let (outcome, lab_state) =
+            drift::fix::reapply(&l.plan, &step_hosts, &l.conns, lab_state, save, opts, reporter).await;
+        l.dir.save(&lab_state)?;
+        failed |= outcome.failed;
+        eprint!("{}", report::recap_text(&outcome, "FIX RECAP", "changed"));
+    }
+    for r in drift::fix::keepalived_entries(l.topo, &l.plan, &l.conns).await {
+        eprintln!("{}: ipvsadm {}", r.host, r.args.join("; ipvsadm "));
+        if let Some(e) = r.error {
+            failed = true;
+            eprintln!("{}: {e}", r.host);
         }
     }
-    let mut stdout = std::io::stdout().lock();
-    match format {
-        Output::Text => stdout.write_all(report::drift_text(&report).as_bytes())?,
-        Output::Json => {
-            stdout.write_all(report::drift_json(&report)?.as_bytes())?;
-            eprintln!("{}", report.summary());
-        }
+    // Look again: what is left is what --fix could not fix.
+    let observed = drift::observe(l.topo, &l.plan, l.conns.clone()).await;
+    let mut report = drift::decide(l.topo, &l.plan, &observed, l.start.elapsed().as_secs_f64());
+    let now = l.dir.load()?.unwrap_or_default();
+    drift::add_removals(
+        &mut report,
+        &converge::removals(&l.topo_hosts, &l.plan, &now, &run.limit),
+        &l.missing,
+    );
+    report.fixed = drift::fixed(&before, &report);
+    if failed {
+        eprintln!("--fix: some repairs failed (above); what is left is reported below");
     }
-    Ok(ExitCode::from(report.exit_code()))
+    Ok(report)
+}
+
+/// What the file no longer declares goes, as `up` removes it: hosts with
+/// their provider's namespace, steps reverted. True when something failed.
+async fn fix_removals(l: &Looked<'_>, removals: &Removals, run: &RunArgs) -> anyhow::Result<bool> {
+    let _lock = l.dir.lock()?;
+    let mut lab_state = l.dir.load()?.unwrap_or_default();
+    let shown: Vec<String> = removals.hosts.iter().chain(removals.changes.keys()).cloned().collect();
+    let reporter = reporter(run, &shown);
+    let mut outcome = runner::RunOutcome::default();
+    match l.provider {
+        Provider::Netns if !removals.hosts.is_empty() => {
+            let gone = ensure_netns(l.topo, &l.dir, &mut lab_state)?;
+            outcome = outcome.merge(hosts_removed(&mut lab_state, &gone, "netns", &reporter));
+        }
+        Provider::Vm if !removals.hosts.is_empty() => {
+            ensure_vm(l.topo, l.file, &l.dir, &mut lab_state, run).await?;
+            outcome = outcome.merge(hosts_removed(&mut lab_state, &removals.hosts, "vm", &reporter));
+        }
+        _ => {}
+    }
+    let removed = remove(
+        &l.plan,
+        removals,
+        l.provider,
+        &l.conns,
+        &mut lab_state,
+        &l.dir,
+        run,
+        &reporter,
+    )
+    .await?;
+    outcome = outcome.merge(removed);
+    if run.limit.is_empty() {
+        lab_state.lab_hosts = l.topo_hosts.clone();
+    }
+    l.dir.save(&lab_state)?;
+    eprint!(
+        "{}",
+        report::recap_text(&outcome, "REMOVED (no longer in the topology)", "removed")
+    );
+    Ok(outcome.failed)
 }

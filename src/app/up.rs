@@ -11,7 +11,11 @@ use super::lab::{
 };
 use super::verify::verify_with;
 use super::{Provider, finish, limit_plan, load_reported, reporter, unix_now, with_detected_os};
-use crate::exec::{connect, converge, runner};
+use crate::exec::converge;
+use crate::exec::runner::{self, Reporter, RunOutcome};
+use crate::exec::transport::HostConn;
+use crate::model::Topology;
+use crate::plan::Plan;
 use crate::provider::{netns, vm};
 use crate::{compile, report, state};
 
@@ -48,52 +52,19 @@ pub async fn up(file: &Path, check: bool, no_verify: bool, run: &RunArgs) -> any
             hosts.push(h.clone());
         }
     }
-    let topo_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
-    let reach = connect::reach(topo, &topo_dir);
-    lab_state.topology = Some(
-        std::fs::canonicalize(file)
-            .unwrap_or_else(|_| file.to_path_buf())
-            .display()
-            .to_string(),
-    );
-    for h in &hosts {
-        if let Some(r) = reach.get(h) {
-            lab_state.reach.insert(h.clone(), r.clone());
-        }
-    }
+    record_reach(&mut lab_state, topo, file, &hosts);
     let mut shown = hosts.clone();
     shown.extend(removals.hosts.iter().cloned());
     let reporter = reporter(run, &shown);
-    let mut removed_outcome = runner::RunOutcome::default();
-    if provider == Provider::Netns {
-        if check && lab_state.infra.is_empty() {
-            anyhow::bail!(
-                "lab {} is not up: --check needs its hosts (run `lvslab up` first)",
-                topo.lab
-            );
-        }
-        if !check {
-            let gone = ensure_netns(topo, &dir, &mut lab_state)?;
-            removed_outcome = removed_outcome.merge(hosts_removed(&mut lab_state, &gone, "netns", &reporter));
-            dir.save(&lab_state)?;
-        }
-    }
-    if provider == Provider::Vm {
-        if check && !lab_state.vm.as_ref().is_some_and(vm::alive) {
-            anyhow::bail!(
-                "lab {} is not up: --check needs its VM (run `lvslab up` first)",
-                topo.lab
-            );
-        }
-        if !check {
-            let rec = ensure_vm(topo, file, &dir, &mut lab_state, run).await?;
-            // The lvslab inside the VM removed the hosts the file no longer has.
-            removed_outcome = removed_outcome.merge(hosts_removed(&mut lab_state, &removals.hosts, "vm", &reporter));
-            // `down --limit` reaches the hosts without the topology.
-            lab_state.reach = vm::host_reach(topo, &rec);
-            dir.save(&lab_state)?;
-        }
-    }
+    let sides = Sides {
+        file,
+        provider,
+        check,
+        run,
+        dir: &dir,
+        reporter: &reporter,
+    };
+    let mut removed_outcome = sides.make_hosts(topo, &mut lab_state, &removals).await?;
     let (conns, facts) = connections(topo, file, provider, run, &lab_state, &hosts, Some(&plan)).await?;
     let detected;
     let (topo, mut plan) = match with_detected_os(topo, provider, &facts)? {
@@ -106,10 +77,6 @@ pub async fn up(file: &Path, check: bool, no_verify: bool, run: &RunArgs) -> any
         None => (topo, plan),
     };
     let removals = converge::removals(&topo_hosts, &plan, &lab_state, &run.limit);
-    let opts = runner::Options {
-        check,
-        forks: run.conn.forks,
-    };
     if check {
         removed_outcome = would_remove(&removals, provider, &reporter);
     } else {
@@ -122,30 +89,15 @@ pub async fn up(file: &Path, check: bool, no_verify: bool, run: &RunArgs) -> any
     // Each director's IPVS step deletes the services lvslab made and the file
     // no longer declares, and drains the real servers it removed.
     converge::with_previous_ipvs(&mut plan, &lab_state);
-    // The same transports serve the verify that follows.
-    let verify_conns: Vec<runner::HostConn> = conns
-        .iter()
-        .filter(|c| plan.host_names().contains(&c.host.as_str()))
-        .map(|c| runner::HostConn {
-            host: c.host.clone(),
-            transport: c.transport.clone(),
-        })
-        .collect();
-    let up_conns: Vec<runner::HostConn> = conns
+    let plan_hosts = plan.host_names();
+    let up_conns: Vec<HostConn> = conns
         .into_iter()
-        .filter(|c| plan.host_names().contains(&c.host.as_str()))
+        .filter(|c| plan_hosts.contains(&c.host.as_str()))
         .collect();
+    // The same transports serve the verify that follows.
+    let verify_conns = up_conns.clone();
     let plan = Arc::new(plan);
-    let save: runner::SaveFn = if check {
-        Arc::new(|_: &state::LabState| Ok(()))
-    } else {
-        let dir = state::LabDir::new(&topo.lab);
-        Arc::new(move |s: &state::LabState| dir.save(s).map_err(|e| e.to_string()))
-    };
-    let (outcome, lab_state) = runner::up(Arc::clone(&plan), up_conns, lab_state, save, opts, reporter).await;
-    if !check {
-        dir.save(&lab_state)?;
-    }
+    let outcome = sides.converge(topo, Arc::clone(&plan), up_conns, lab_state).await?;
     let outcome = removed_outcome.merge(outcome);
     let title = if check {
         "CHECK RECAP (nothing was changed)"
@@ -160,26 +112,131 @@ pub async fn up(file: &Path, check: bool, no_verify: bool, run: &RunArgs) -> any
         eprintln!("verify skipped: --limit provisioned only some hosts (run `lvslab verify` for the whole lab)");
         return Ok(code);
     }
-    // Hosts without steps (a bare client, say) were not connected for provisioning.
-    let missing: Vec<String> = topo
-        .hosts
-        .iter()
-        .map(|h| h.name.clone())
-        .filter(|h| !verify_conns.iter().any(|c| &c.host == h))
-        .collect();
-    let mut verify_conns = verify_conns;
-    if !missing.is_empty() {
-        verify_conns.extend(
-            connections(topo, file, provider, run, &lab_state, &missing, None)
-                .await?
-                .0,
-        );
+    let passed = sides.verify_after(topo, &plan, verify_conns).await?;
+    Ok(if passed { code } else { ExitCode::from(1) })
+}
+
+/// The topology file and how each host is reached, in the record (so `down
+/// LAB` works without the file).
+fn record_reach(lab_state: &mut state::LabState, topo: &Topology, file: &Path, hosts: &[String]) {
+    let topo_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+    let reach = crate::exec::connect::reach(topo, &topo_dir);
+    lab_state.topology = Some(
+        std::fs::canonicalize(file)
+            .unwrap_or_else(|_| file.to_path_buf())
+            .display()
+            .to_string(),
+    );
+    for h in hosts {
+        if let Some(r) = reach.get(h) {
+            lab_state.reach.insert(h.clone(), r.clone());
+        }
     }
-    let report = verify_with(topo, &plan, verify_conns, None, None, false).await;
-    if run.output == Output::Json {
-        println!("{}", serde_json::json!({ "event": "verify", "report": report }));
-    } else {
-        print!("\n{}", report::verify_text(&report));
+}
+
+/// What every stage of one `up` shares.
+struct Sides<'a> {
+    file: &'a Path,
+    provider: Provider,
+    check: bool,
+    run: &'a RunArgs,
+    dir: &'a state::LabDir,
+    reporter: &'a Arc<dyn Reporter>,
+}
+
+impl Sides<'_> {
+    /// The provider makes the file's hosts (netns, vm) and removes those the
+    /// file no longer has; with `--check`, only that the lab is up.
+    async fn make_hosts(
+        &self,
+        topo: &Topology,
+        lab_state: &mut state::LabState,
+        removals: &converge::Removals,
+    ) -> anyhow::Result<RunOutcome> {
+        let mut removed = RunOutcome::default();
+        match self.provider {
+            Provider::Netns => {
+                if self.check && lab_state.infra.is_empty() {
+                    anyhow::bail!(
+                        "lab {} is not up: --check needs its hosts (run `lvslab up` first)",
+                        topo.lab
+                    );
+                }
+                if !self.check {
+                    let gone = ensure_netns(topo, self.dir, lab_state)?;
+                    removed = removed.merge(hosts_removed(lab_state, &gone, "netns", self.reporter));
+                    self.dir.save(lab_state)?;
+                }
+            }
+            Provider::Vm => {
+                if self.check && !lab_state.vm.as_ref().is_some_and(vm::alive) {
+                    anyhow::bail!(
+                        "lab {} is not up: --check needs its VM (run `lvslab up` first)",
+                        topo.lab
+                    );
+                }
+                if !self.check {
+                    let rec = ensure_vm(topo, self.file, self.dir, lab_state, self.run).await?;
+                    // The lvslab inside the VM removed the hosts the file no longer has.
+                    removed = removed.merge(hosts_removed(lab_state, &removals.hosts, "vm", self.reporter));
+                    // `down --limit` reaches the hosts without the topology.
+                    lab_state.reach = vm::host_reach(topo, &rec);
+                    self.dir.save(lab_state)?;
+                }
+            }
+            Provider::Ssh => {}
+        }
+        Ok(removed)
     }
-    Ok(if report.passed { code } else { ExitCode::from(1) })
+
+    /// Run the plan (recording each change as it is confirmed, unless `--check`).
+    async fn converge(
+        &self,
+        topo: &Topology,
+        plan: Arc<Plan>,
+        conns: Vec<HostConn>,
+        lab_state: state::LabState,
+    ) -> anyhow::Result<RunOutcome> {
+        let opts = runner::Options {
+            check: self.check,
+            forks: self.run.conn.forks,
+        };
+        let save: runner::SaveFn = if self.check {
+            Arc::new(|_: &state::LabState| Ok(()))
+        } else {
+            let dir = state::LabDir::new(&topo.lab);
+            Arc::new(move |s: &state::LabState| dir.save(s).map_err(|e| e.to_string()))
+        };
+        let (outcome, lab_state) = runner::up(plan, conns, lab_state, save, opts, Arc::clone(self.reporter)).await;
+        if !self.check {
+            self.dir.save(&lab_state)?;
+        }
+        Ok(outcome)
+    }
+
+    /// Verify the whole lab over the same connections (and new ones to hosts
+    /// without steps, a bare client say); true when it passed.
+    async fn verify_after(&self, topo: &Topology, plan: &Plan, mut conns: Vec<HostConn>) -> anyhow::Result<bool> {
+        let missing: Vec<String> = topo
+            .hosts
+            .iter()
+            .map(|h| h.name.clone())
+            .filter(|h| !conns.iter().any(|c| &c.host == h))
+            .collect();
+        if !missing.is_empty() {
+            let lab_state = self.dir.load()?.unwrap_or_default();
+            conns.extend(
+                connections(topo, self.file, self.provider, self.run, &lab_state, &missing, None)
+                    .await?
+                    .0,
+            );
+        }
+        let report = verify_with(topo, plan, conns, None, None, false).await;
+        if self.run.output == Output::Json {
+            println!("{}", serde_json::json!({ "event": "verify", "report": report }));
+        } else {
+            print!("\n{}", report::verify_text(&report));
+        }
+        Ok(report.passed)
+    }
 }

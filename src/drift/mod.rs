@@ -9,6 +9,7 @@
 //! field, keepalived's services by keepalived's rules, and services nobody
 //! declared).
 
+pub mod fix;
 mod observe;
 
 pub use observe::observe;

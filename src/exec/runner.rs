@@ -375,57 +375,112 @@ async fn host_phase(
     let Some(hp) = phase.hosts.iter().find(|h| h.host == host) else {
         return Vec::new();
     };
-    let steps = &hp.steps;
-    let desired: Vec<Resource> = steps.iter().map(|s| resolved(plan, &s.resource)).collect();
-    let fail_all = |msg: String| {
-        steps
-            .iter()
-            .map(|s| result(host, &phase.name, s, Status::Failed, vec![msg.clone()]))
-            .collect::<Vec<_>>()
+    let run = PhaseRun {
+        shared,
+        pi,
+        host,
+        t,
+        phase: &phase.name,
+        steps: &hp.steps,
+        desired: hp.steps.iter().map(|s| resolved(plan, &s.resource)).collect(),
     };
-    let report = |rs: Vec<StepResult>| {
-        for r in &rs {
-            shared.reporter.step(r);
+    let rs = run.steps_of(pending).await;
+    for r in &rs {
+        shared.reporter.step(r);
+    }
+    rs
+}
+
+/// One host's part of one phase: its steps, as resolved against the plan.
+struct PhaseRun<'a> {
+    shared: &'a Shared,
+    pi: usize,
+    host: &'a str,
+    t: &'a dyn Transport,
+    phase: &'a str,
+    steps: &'a [Step],
+    desired: Vec<Resource>,
+}
+
+impl PhaseRun<'_> {
+    fn result(&self, i: usize, status: Status, details: Vec<String>) -> StepResult {
+        result(self.host, self.phase, &self.steps[i], status, details)
+    }
+
+    fn fail_all(&self, msg: String) -> Vec<StepResult> {
+        (0..self.steps.len())
+            .map(|i| self.result(i, Status::Failed, vec![msg.clone()]))
+            .collect()
+    }
+
+    /// Observe, compare locally, then (unless `--check`) record the
+    /// originals, apply what differs and confirm it.
+    async fn steps_of(&self, pending: &Mutex<BTreeMap<String, bool>>) -> Vec<StepResult> {
+        // 1. Observe everything in one round trip.
+        self.shared.reporter.activity(
+            self.host,
+            &format!("{}: observing {} steps", self.phase, self.steps.len()),
+        );
+        let observe: Vec<Vec<String>> = self.desired.iter().map(|r| vec![r.observe_command()]).collect();
+        let obs: Vec<Observed> = match self.observe(&observe).await {
+            Ok(o) => o,
+            Err(rs) => return rs,
+        };
+        // 2. Compare locally.
+        let assessed = assess_all(&self.desired, &obs);
+        if self.shared.opts.check {
+            return self.check_results(&assessed, &obs, pending);
         }
-        rs
-    };
-
-    // 1. Observe everything in one round trip.
-    shared
-        .reporter
-        .activity(host, &format!("{}: observing {} steps", phase.name, steps.len()));
-    let marker = nonce();
-    let observe: Vec<Vec<String>> = desired.iter().map(|r| vec![r.observe_command()]).collect();
-    let out = match t.run(&batch(&observe, &marker, false)).await {
-        Ok(o) => o,
-        Err(e) => return report(fail_all(e.to_string())),
-    };
-    let obs: Vec<Observed> = match parse_batch(&out.stdout, &marker, steps.len())
-        .into_iter()
-        .collect::<Option<Vec<_>>>()
-    {
-        Some(o) => o,
-        None => {
-            return report(fail_all(format!(
-                "observing failed (exit {}): {}",
-                out.status,
-                out.stderr.trim()
-            )));
+        let todo: Vec<usize> = (0..self.steps.len()).filter(|i| !assessed[*i].is_ok()).collect();
+        let mut rs: Vec<Option<StepResult>> = (0..self.steps.len())
+            .map(|i| assessed[i].is_ok().then(|| self.result(i, Status::Ok, Vec::new())))
+            .collect();
+        if todo.is_empty() {
+            return rs.into_iter().flatten().collect();
         }
-    };
+        if let Err(msg) = self.record_originals(&todo, &obs) {
+            return self.fail_all(msg);
+        }
+        // 3. Apply what differs, in order, in one round trip.
+        let Some((ran_ok, mut notes)) = self.apply(&todo, &obs, &mut rs).await else {
+            return rs.into_iter().flatten().collect();
+        };
+        // 4. Confirm: nothing is `changed` that was not observed to hold.
+        if !ran_ok.is_empty() {
+            self.confirm(&ran_ok, &assessed, &mut notes, &mut rs).await;
+        }
+        rs.into_iter().flatten().collect()
+    }
 
-    // 2. Compare locally.
-    let assessed = assess_all(&desired, &obs);
+    /// Every step's observation in one round trip; on failure, every step failed.
+    async fn observe(&self, observe: &[Vec<String>]) -> Result<Vec<Observed>, Vec<StepResult>> {
+        let marker = nonce();
+        let out = match self.t.run(&batch(observe, &marker, false)).await {
+            Ok(o) => o,
+            Err(e) => return Err(self.fail_all(e.to_string())),
+        };
+        parse_batch(&out.stdout, &marker, self.steps.len())
+            .into_iter()
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| self.fail_all(format!("observing failed (exit {}): {}", out.status, out.stderr.trim())))
+    }
 
-    if shared.opts.check {
+    /// `--check`: what would change, and what depends on an earlier change
+    /// that --check does not apply (conditional, not an error).
+    fn check_results(
+        &self,
+        assessed: &[Assessment],
+        obs: &[Observed],
+        pending: &Mutex<BTreeMap<String, bool>>,
+    ) -> Vec<StepResult> {
         let mut rs = Vec::new();
         let mut pend = pending
             .lock()
-            .map(|p| p.get(host).copied().unwrap_or(false))
+            .map(|p| p.get(self.host).copied().unwrap_or(false))
             .unwrap_or(false);
-        for (i, s) in steps.iter().enumerate() {
-            let r = match &assessed[i] {
-                Assessment::Ok => result(host, &phase.name, s, Status::Ok, Vec::new()),
+        for (i, a) in assessed.iter().enumerate() {
+            let r = match a {
+                Assessment::Ok => self.result(i, Status::Ok, Vec::new()),
                 Assessment::Differs(d) => {
                     let cannot_observe = obs[i].rc != 0 || d.iter().any(|x| x.contains("(yet)"));
                     let status = if pend && cannot_observe {
@@ -438,121 +493,116 @@ async fn host_phase(
                         details.push("depends on an earlier change that --check does not apply".into());
                     }
                     pend = true;
-                    let mut r = result(host, &phase.name, s, status, details);
-                    r.diff = file_diff(plan, &desired[i], &obs[i]);
+                    let mut r = self.result(i, status, details);
+                    r.diff = file_diff(&self.shared.plan, &self.desired[i], &obs[i]);
                     r
                 }
             };
             rs.push(r);
         }
         if let Ok(mut p) = pending.lock() {
-            p.insert(host.to_string(), pend);
+            p.insert(self.host.to_string(), pend);
         }
-        return report(rs);
+        rs
     }
 
-    let todo: Vec<usize> = (0..steps.len()).filter(|i| !assessed[*i].is_ok()).collect();
-    let mut rs: Vec<Option<StepResult>> = (0..steps.len())
-        .map(|i| {
-            assessed[i]
-                .is_ok()
-                .then(|| result(host, &phase.name, &steps[i], Status::Ok, Vec::new()))
-        })
-        .collect();
-    if todo.is_empty() {
-        return report(rs.into_iter().flatten().collect());
-    }
-
-    // Record what was there before the first change, and save it before touching anything.
-    {
-        let Ok(mut state) = shared.state.lock() else {
-            return report(fail_all("lab state poisoned".into()));
+    /// Record what was there before the first change, and save it before
+    /// touching anything.
+    fn record_originals(&self, todo: &[usize], obs: &[Observed]) -> Result<(), String> {
+        let Ok(mut state) = self.shared.state.lock() else {
+            return Err("lab state poisoned".into());
         };
-        for &i in &todo {
+        for &i in todo {
             state.record(
-                host,
+                self.host,
                 Change {
-                    phase: phase.name.clone(),
-                    order: (PHASES.iter().position(|p| *p == phase.name).unwrap_or(pi), i),
-                    id: steps[i].id.clone(),
-                    summary: steps[i].summary.clone(),
-                    resource: recorded_form(&steps[i].resource, false),
-                    original: desired[i].original(&obs[i]),
+                    phase: self.phase.to_string(),
+                    order: (PHASES.iter().position(|p| *p == self.phase).unwrap_or(self.pi), i),
+                    id: self.steps[i].id.clone(),
+                    summary: self.steps[i].summary.clone(),
+                    resource: recorded_form(&self.steps[i].resource, false),
+                    original: self.desired[i].original(&obs[i]),
                 },
             );
         }
-        if let Err(e) = (shared.save)(&state) {
-            return report(fail_all(format!("cannot save the lab state: {e}")));
-        }
+        (self.shared.save)(&state).map_err(|e| format!("cannot save the lab state: {e}"))
     }
 
-    // 3. Apply what differs, in order, in one round trip.
-    shared.reporter.activity(
-        host,
-        &format!("{}: applying {} of {} steps", phase.name, todo.len(), steps.len()),
-    );
-    let marker = nonce();
-    let cmds: Vec<Vec<String>> = todo
-        .iter()
-        .map(|&i| {
-            let mut c = invalidations(plan, host, &desired[i]);
-            c.extend(desired[i].apply_for(&obs[i]));
-            c
-        })
-        .collect();
-    let applied = match t.run(&batch(&cmds, &marker, true)).await {
-        Ok(o) => parse_batch(&o.stdout, &marker, todo.len()),
-        Err(e) => {
-            for &i in &todo {
-                rs[i] = Some(result(
-                    host,
-                    &phase.name,
-                    &steps[i],
-                    Status::Failed,
-                    vec![e.to_string()],
-                ));
-            }
-            return report(rs.into_iter().flatten().collect());
-        }
-    };
-    let mut ran_ok = Vec::new();
-    // What the apply said worth keeping (a drained real server, say).
-    let mut notes: BTreeMap<usize, Vec<String>> = BTreeMap::new();
-    let mut failed = false;
-    for (k, &i) in todo.iter().enumerate() {
-        rs[i] = Some(match (&applied[k], failed) {
-            (_, true) | (None, false) => result(
-                host,
-                &phase.name,
-                &steps[i],
-                Status::Skipped,
-                vec!["an earlier step failed".into()],
-            ),
-            (Some(o), false) if o.rc != 0 => {
-                failed = true;
-                let mut details = vec![format!("exit status {}", o.rc)];
-                details.extend(mask(o.output.trim(), plan).lines().map(String::from));
-                result(host, &phase.name, &steps[i], Status::Failed, details)
-            }
-            (Some(o), false) => {
-                ran_ok.push(i);
-                let n: Vec<String> = o
-                    .output
-                    .lines()
-                    .filter_map(|l| l.strip_prefix("note: "))
-                    .map(String::from)
-                    .collect();
-                notes.insert(i, n);
-                continue;
-            }
-        });
-    }
-
-    // 4. Confirm: nothing is `changed` that was not observed to hold.
-    if !ran_ok.is_empty() {
+    /// Apply the steps that differ (stopping at the first failure); the ones
+    /// that ran and what they noted, or `None` when the host could not be
+    /// reached (their results are in `rs`).
+    async fn apply(
+        &self,
+        todo: &[usize],
+        obs: &[Observed],
+        rs: &mut [Option<StepResult>],
+    ) -> Option<(Vec<usize>, BTreeMap<usize, Vec<String>>)> {
+        self.shared.reporter.activity(
+            self.host,
+            &format!("{}: applying {} of {} steps", self.phase, todo.len(), self.steps.len()),
+        );
+        let plan = &self.shared.plan;
         let marker = nonce();
-        let observe: Vec<Vec<String>> = ran_ok.iter().map(|&i| vec![desired[i].observe_command()]).collect();
-        let again = match t.run(&batch(&observe, &marker, false)).await {
+        let cmds: Vec<Vec<String>> = todo
+            .iter()
+            .map(|&i| {
+                let mut c = invalidations(plan, self.host, &self.desired[i]);
+                c.extend(self.desired[i].apply_for(&obs[i]));
+                c
+            })
+            .collect();
+        let applied = match self.t.run(&batch(&cmds, &marker, true)).await {
+            Ok(o) => parse_batch(&o.stdout, &marker, todo.len()),
+            Err(e) => {
+                for &i in todo {
+                    rs[i] = Some(self.result(i, Status::Failed, vec![e.to_string()]));
+                }
+                return None;
+            }
+        };
+        let mut ran_ok = Vec::new();
+        // What the apply said worth keeping (a drained real server, say).
+        let mut notes: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+        let mut failed = false;
+        for (k, &i) in todo.iter().enumerate() {
+            rs[i] = Some(match (&applied[k], failed) {
+                (_, true) | (None, false) => self.result(i, Status::Skipped, vec!["an earlier step failed".into()]),
+                (Some(o), false) if o.rc != 0 => {
+                    failed = true;
+                    let mut details = vec![format!("exit status {}", o.rc)];
+                    details.extend(mask(o.output.trim(), plan).lines().map(String::from));
+                    self.result(i, Status::Failed, details)
+                }
+                (Some(o), false) => {
+                    ran_ok.push(i);
+                    let n: Vec<String> = o
+                        .output
+                        .lines()
+                        .filter_map(|l| l.strip_prefix("note: "))
+                        .map(String::from)
+                        .collect();
+                    notes.insert(i, n);
+                    continue;
+                }
+            });
+        }
+        Some((ran_ok, notes))
+    }
+
+    /// Observe the applied steps again: `changed` only when they hold.
+    async fn confirm(
+        &self,
+        ran_ok: &[usize],
+        assessed: &[Assessment],
+        notes: &mut BTreeMap<usize, Vec<String>>,
+        rs: &mut [Option<StepResult>],
+    ) {
+        let marker = nonce();
+        let observe: Vec<Vec<String>> = ran_ok
+            .iter()
+            .map(|&i| vec![self.desired[i].observe_command()])
+            .collect();
+        let again = match self.t.run(&batch(&observe, &marker, false)).await {
             Ok(o) => parse_batch(&o.stdout, &marker, ran_ok.len()),
             Err(e) => vec![
                 Some(Observed {
@@ -563,33 +613,30 @@ async fn host_phase(
             ],
         };
         for (k, &i) in ran_ok.iter().enumerate() {
-            let a = again[k].as_ref().map(|o| desired[i].assess(o));
+            let a = again[k].as_ref().map(|o| self.desired[i].assess(o));
             rs[i] = Some(match a {
                 Some(Assessment::Ok) => {
                     // Observed to hold: the record now says exactly what is there.
-                    if let Ok(mut state) = shared.state.lock() {
-                        state.settle(host, &steps[i].id, recorded_form(&steps[i].resource, true));
+                    if let Ok(mut state) = self.shared.state.lock() {
+                        state.settle(
+                            self.host,
+                            &self.steps[i].id,
+                            recorded_form(&self.steps[i].resource, true),
+                        );
                     }
                     let mut details = assessed[i].details();
                     details.extend(notes.remove(&i).unwrap_or_default());
-                    result(host, &phase.name, &steps[i], Status::Changed, details)
+                    self.result(i, Status::Changed, details)
                 }
                 Some(Assessment::Differs(d)) => {
                     let mut details = vec!["applied, but still:".to_string()];
                     details.extend(d);
-                    result(host, &phase.name, &steps[i], Status::Failed, details)
+                    self.result(i, Status::Failed, details)
                 }
-                None => result(
-                    host,
-                    &phase.name,
-                    &steps[i],
-                    Status::Failed,
-                    vec!["could not observe it again".into()],
-                ),
+                None => self.result(i, Status::Failed, vec!["could not observe it again".into()]),
             });
         }
     }
-    report(rs.into_iter().flatten().collect())
 }
 
 /// A resource as the lab's record keeps it. An IPVS table records every

@@ -315,7 +315,9 @@ impl Transport for Counting {
     }
 }
 
-/// A host to run on: its transport, or why there is none.
+/// A host to run on: its transport, or why there is none. Cloning shares
+/// the connection.
+#[derive(Clone)]
 pub struct HostConn {
     pub host: String,
     pub transport: Result<Arc<dyn Transport>, String>,
