@@ -128,35 +128,8 @@ impl Resource {
                     differs(format!("{address} missing on {dev}"))
                 }
             }
-            Resource::Route { via, dev, .. } => {
-                let first = out.lines().next().unwrap_or("");
-                let t: Vec<&str> = first.split_whitespace().collect();
-                let via_ok = t.windows(2).any(|w| w[0] == "via" && w[1] == via);
-                let dev_ok = dev
-                    .as_ref()
-                    .is_none_or(|d| t.windows(2).any(|w| w[0] == "dev" && w[1] == d));
-                if via_ok && dev_ok {
-                    Assessment::Ok
-                } else if first.is_empty() {
-                    differs(format!("missing (want via {via})"))
-                } else {
-                    differs(format!("is `{first}` (want via {via})"))
-                }
-            }
-            Resource::Link { name, up } => {
-                let flags = out.split_once('<').and_then(|(_, r)| r.split_once('>')).map(|(f, _)| f);
-                match flags {
-                    None => differs(format!("{name} does not exist (yet)")),
-                    Some(f) => {
-                        let is_up = f.split(',').any(|x| x == "UP");
-                        if is_up == *up {
-                            Assessment::Ok
-                        } else {
-                            differs(format!("{name} is {}", if is_up { "up" } else { "down" }))
-                        }
-                    }
-                }
-            }
+            Resource::Route { via, dev, .. } => assess_route(out, via, dev.as_deref()),
+            Resource::Link { name, up } => assess_link(out, name, *up),
             Resource::Directory { mode, .. } => {
                 if obs.rc != 0 {
                     differs("absent".into())
@@ -166,23 +139,7 @@ impl Resource {
                     differs(format!("mode {out} (want {mode})"))
                 }
             }
-            Resource::File { content, mode, .. } => match parse_file_state(obs) {
-                None => differs("absent".into()),
-                Some(f) => {
-                    let mut d = Vec::new();
-                    if f.sha256 != sha256_hex(content.as_bytes()) {
-                        d.push("content differs".to_string());
-                    }
-                    if octal(&f.mode) != octal(mode) {
-                        d.push(format!("mode {} (want {mode})", f.mode));
-                    }
-                    if d.is_empty() {
-                        Assessment::Ok
-                    } else {
-                        Assessment::Differs(d)
-                    }
-                }
-            },
+            Resource::File { content, mode, .. } => assess_file(obs, content, mode),
             Resource::Service { config_hash, .. } => {
                 let mut lines = out.lines();
                 let state = lines.next().unwrap_or("").trim();
@@ -203,37 +160,8 @@ impl Resource {
                     differs(format!("not installed: {}", missing.join(" ")))
                 }
             }
-            Resource::IpvsTable { services, previous } => {
-                if obs.rc != 0 {
-                    return differs(format!(
-                        "cannot read the IPVS table: {}",
-                        out.lines().last().unwrap_or("")
-                    ));
-                }
-                match ipvs::parse_save(&obs.output) {
-                    Err(e) => differs(e.to_string()),
-                    Ok(live) => {
-                        let changes = ipvs::diff(services, previous, &live);
-                        if changes.is_empty() {
-                            Assessment::Ok
-                        } else {
-                            Assessment::Differs(changes.into_iter().map(|c| c.description).collect())
-                        }
-                    }
-                }
-            }
-            Resource::Mount { source, .. } => {
-                if out.split_whitespace().next() == Some(source.as_str()) {
-                    Assessment::Ok
-                } else if out.is_empty() || out == super::NO_MOUNT_POINT {
-                    differs("not mounted".into())
-                } else {
-                    differs(format!(
-                        "mounted from {} (want {source})",
-                        out.split_whitespace().next().unwrap_or("")
-                    ))
-                }
-            }
+            Resource::IpvsTable { services, previous } => assess_ipvs(obs, services, previous),
+            Resource::Mount { source, .. } => assess_mount(out, source),
             Resource::Command { .. } => {
                 if obs.rc == 0 {
                     Assessment::Ok
@@ -467,6 +395,91 @@ fn missing_packages<'a>(packages: &'a [String], out: &str) -> Vec<&'a str> {
         .filter(|p| !p.split('|').any(installed))
         .map(|p| p.split('|').next().unwrap_or(p))
         .collect()
+}
+
+/// A route's first line names the wanted next hop (and device, if given).
+fn assess_route(out: &str, via: &str, dev: Option<&str>) -> Assessment {
+    let first = out.lines().next().unwrap_or("");
+    let t: Vec<&str> = first.split_whitespace().collect();
+    let via_ok = t.windows(2).any(|w| w[0] == "via" && w[1] == via);
+    let dev_ok = dev.is_none_or(|d| t.windows(2).any(|w| w[0] == "dev" && w[1] == d));
+    if via_ok && dev_ok {
+        Assessment::Ok
+    } else if first.is_empty() {
+        Assessment::Differs(vec![format!("missing (want via {via})")])
+    } else {
+        Assessment::Differs(vec![format!("is `{first}` (want via {via})")])
+    }
+}
+
+/// A link exists and is up (or down) as wanted, from `ip link show`'s flags.
+fn assess_link(out: &str, name: &str, up: bool) -> Assessment {
+    let flags = out.split_once('<').and_then(|(_, r)| r.split_once('>')).map(|(f, _)| f);
+    match flags {
+        None => Assessment::Differs(vec![format!("{name} does not exist (yet)")]),
+        Some(f) => {
+            let is_up = f.split(',').any(|x| x == "UP");
+            if is_up == up {
+                Assessment::Ok
+            } else {
+                Assessment::Differs(vec![format!("{name} is {}", if is_up { "up" } else { "down" })])
+            }
+        }
+    }
+}
+
+/// A file's content (by hash) and mode.
+fn assess_file(obs: &Observed, content: &str, mode: &str) -> Assessment {
+    match parse_file_state(obs) {
+        None => Assessment::Differs(vec!["absent".into()]),
+        Some(f) => {
+            let mut d = Vec::new();
+            if f.sha256 != sha256_hex(content.as_bytes()) {
+                d.push("content differs".to_string());
+            }
+            if octal(&f.mode) != octal(mode) {
+                d.push(format!("mode {} (want {mode})", f.mode));
+            }
+            if d.is_empty() {
+                Assessment::Ok
+            } else {
+                Assessment::Differs(d)
+            }
+        }
+    }
+}
+
+/// The live IPVS table against the wanted services (and those lvslab made earlier).
+fn assess_ipvs(obs: &Observed, services: &[ipvs::IpvsService], previous: &[ipvs::IpvsService]) -> Assessment {
+    if obs.rc != 0 {
+        return Assessment::Differs(vec![format!(
+            "cannot read the IPVS table: {}",
+            obs.output.trim().lines().last().unwrap_or("")
+        )]);
+    }
+    match ipvs::parse_save(&obs.output) {
+        Err(e) => Assessment::Differs(vec![e.to_string()]),
+        Ok(live) => {
+            let changes = ipvs::diff(services, previous, &live);
+            if changes.is_empty() {
+                Assessment::Ok
+            } else {
+                Assessment::Differs(changes.into_iter().map(|c| c.description).collect())
+            }
+        }
+    }
+}
+
+/// A mount point's source is the wanted one.
+fn assess_mount(out: &str, source: &str) -> Assessment {
+    let found = out.split_whitespace().next();
+    if found == Some(source) {
+        Assessment::Ok
+    } else if out.is_empty() || out == super::NO_MOUNT_POINT {
+        Assessment::Differs(vec!["not mounted".into()])
+    } else {
+        Assessment::Differs(vec![format!("mounted from {} (want {source})", found.unwrap_or(""))])
+    }
 }
 
 #[cfg(test)]

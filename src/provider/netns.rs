@@ -25,6 +25,9 @@ use crate::process::Proc;
 use crate::state::LabState;
 pub use crate::state::{Infra, PRIVATE_DIRS};
 
+/// Records an object in the lab state (and saves it) before it is created.
+type Record<'a> = &'a dyn Fn(&mut LabState, Infra) -> Result<(), NetnsError>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum NetnsError {
     #[error("the netns provider needs root: run it with sudo")]
@@ -337,7 +340,6 @@ impl Netns<'_> {
         state: &mut LabState,
         save: &dyn Fn(&LabState) -> Result<(), String>,
     ) -> Result<Vec<String>, NetnsError> {
-        let lab = &self.topo.lab;
         state.provider = Some(crate::spec::Provider::Netns);
         let record = &|state: &mut LabState, obj: Infra| -> Result<(), NetnsError> {
             if !state.infra.contains(&obj) {
@@ -347,6 +349,20 @@ impl Netns<'_> {
             Ok(())
         };
         let removed = self.remove_undeclared(state, save)?;
+        self.ensure_bridges(state, record)?;
+        for (hi, host) in self.topo.hosts.iter().enumerate() {
+            self.ensure_host(state, record, save, hi, host)?;
+        }
+        if self.topo.mgmt.is_some() {
+            self.write_known_hosts()?;
+        }
+        Ok(removed)
+    }
+
+    /// The lab networks' bridges (and the management bridge with this
+    /// machine's address on it), the private directories' mount points.
+    fn ensure_bridges(&self, state: &mut LabState, record: Record<'_>) -> Result<(), NetnsError> {
+        let lab = &self.topo.lab;
         for net in &self.topo.networks {
             let br = bridge_name(lab, &net.name);
             if !link_exists(&br) {
@@ -374,85 +390,108 @@ impl Netns<'_> {
                 std::fs::create_dir_all(dir).map_err(|e| NetnsError::Failed(format!("mkdir {dir}: {e}")))?;
             }
         }
-        for (hi, host) in self.topo.hosts.iter().enumerate() {
-            let ns = netns_name(lab, &host.name);
-            let pid = match self.holder(state, &host.name) {
-                Some((pid, _)) if Path::new(&format!("/run/netns/{ns}")).exists() => pid,
-                _ => self.new_holder(state, record, &host.name, &ns)?,
-            };
-            self.private_mounts(pid, &host.name)?;
-            run(&["ip", "-n", &ns, "link", "set", "lo", "up"])?;
-            let links = crate::iproute::links(&run(&["ip", "-n", &ns, "-o", "link"])?);
-            let addrs = crate::iproute::addresses(&run(&["ip", "-n", &ns, "-o", "-4", "addr"])?);
-            let mut wanted = Vec::new();
-            for iface in &host.interfaces {
-                let (outer, inner) = veth_names(lab, &host.name, &iface.name);
-                wanted.push(outer.clone());
-                let br = bridge_name(lab, &self.topo.network(iface.network).name);
-                let have = |name: &str| links.iter().find(|l| l.name == name);
-                record(
-                    state,
-                    Infra::Veth {
-                        name: outer.clone(),
-                        host: Some(host.name.clone()),
-                    },
-                )?;
-                if have(&iface.name).is_none() {
-                    // Missing, or half made by an interrupted run: made anew.
-                    del_link(None, &outer)?;
-                    del_link(Some(&ns), &inner)?;
-                    let mac = mac_address(lab, &host.name, &iface.name);
-                    run(&[
-                        "ip", "link", "add", &outer, "type", "veth", "peer", "name", &inner, "address", &mac,
-                    ])?;
-                    run(&["ip", "link", "set", &inner, "netns", &ns])?;
-                    run(&["ip", "-n", &ns, "link", "set", &inner, "name", &iface.name])?;
-                }
-                run(&["ip", "link", "set", &outer, "master", &br, "up"])?;
-                // The declared address; an address it had before (the
-                // topology changed it) goes. VIPs (/32) are the steps' business.
-                let own: Vec<&(String, std::net::Ipv4Addr, u8)> =
-                    addrs.iter().filter(|(dev, _, _)| *dev == iface.name).collect();
-                for (_, a, p) in &own {
-                    if *p == iface.prefix && *a != iface.address {
-                        run(&["ip", "-n", &ns, "addr", "del", &format!("{a}/{p}"), "dev", &iface.name])?;
-                    }
-                }
-                if !own.iter().any(|(_, a, p)| *a == iface.address && *p == iface.prefix) {
-                    let a = format!("{}/{}", iface.address, iface.prefix);
-                    run(&["ip", "-n", &ns, "addr", "add", &a, "dev", &iface.name])?;
-                }
-                run(&["ip", "-n", &ns, "link", "set", &iface.name, "up"])?;
+        Ok(())
+    }
+
+    /// One host: its namespaces' holder, private mounts, interfaces with
+    /// their addresses, its sshd on the management network; interfaces it
+    /// no longer has go.
+    fn ensure_host(
+        &self,
+        state: &mut LabState,
+        record: Record<'_>,
+        save: &dyn Fn(&LabState) -> Result<(), String>,
+        hi: usize,
+        host: &crate::model::Host,
+    ) -> Result<(), NetnsError> {
+        let lab = &self.topo.lab;
+        let ns = netns_name(lab, &host.name);
+        let pid = match self.holder(state, &host.name) {
+            Some((pid, _)) if Path::new(&format!("/run/netns/{ns}")).exists() => pid,
+            _ => self.new_holder(state, record, &host.name, &ns)?,
+        };
+        self.private_mounts(pid, &host.name)?;
+        run(&["ip", "-n", &ns, "link", "set", "lo", "up"])?;
+        let links = crate::iproute::links(&run(&["ip", "-n", &ns, "-o", "link"])?);
+        let addrs = crate::iproute::addresses(&run(&["ip", "-n", &ns, "-o", "-4", "addr"])?);
+        let mut wanted = Vec::new();
+        for iface in &host.interfaces {
+            let (outer, _) = veth_names(lab, &host.name, &iface.name);
+            wanted.push(outer.clone());
+            record(
+                state,
+                Infra::Veth {
+                    name: outer.clone(),
+                    host: Some(host.name.clone()),
+                },
+            )?;
+            let present = links.iter().any(|l| l.name == iface.name);
+            self.ensure_interface(&ns, &host.name, iface, present, &addrs)?;
+        }
+        if let Some(m) = &self.topo.mgmt {
+            wanted.push(veth_names(lab, &host.name, "mgmt0").0);
+            if !self.sshd_runs(pid) || !links.iter().any(|l| l.name == "mgmt0") {
+                self.start_sshd(state, record, &ns, pid, &host.name, m.addresses[hi], m)?;
             }
-            if let Some(m) = &self.topo.mgmt {
-                wanted.push(veth_names(lab, &host.name, "mgmt0").0);
-                if !self.sshd_runs(pid) || !links.iter().any(|l| l.name == "mgmt0") {
-                    self.start_sshd(state, record, &ns, pid, &host.name, m.addresses[hi], m)?;
-                }
-            }
-            // Interfaces the host had and no longer has.
-            let stale: Vec<String> = state
+        }
+        // Interfaces the host had and no longer has.
+        let stale: Vec<String> = state
+            .infra
+            .iter()
+            .filter_map(|i| match i {
+                Infra::Veth { name, host: Some(h) } if *h == host.name && !wanted.contains(name) => Some(name.clone()),
+                _ => None,
+            })
+            .collect();
+        for name in stale {
+            del_link(None, &name)?;
+            state
                 .infra
-                .iter()
-                .filter_map(|i| match i {
-                    Infra::Veth { name, host: Some(h) } if *h == host.name && !wanted.contains(name) => {
-                        Some(name.clone())
-                    }
-                    _ => None,
-                })
-                .collect();
-            for name in stale {
-                del_link(None, &name)?;
-                state
-                    .infra
-                    .retain(|i| !matches!(i, Infra::Veth { name: n, .. } if *n == name));
-                save(state).map_err(NetnsError::Failed)?;
+                .retain(|i| !matches!(i, Infra::Veth { name: n, .. } if *n == name));
+            save(state).map_err(NetnsError::Failed)?;
+        }
+        Ok(())
+    }
+
+    /// One interface: its veth pair (made anew when missing or half made),
+    /// on its network's bridge, with the declared address (an address it had
+    /// before, the topology changed it, goes; VIPs (/32) are the steps' business).
+    fn ensure_interface(
+        &self,
+        ns: &str,
+        host: &str,
+        iface: &crate::model::Interface,
+        present: bool,
+        addrs: &[(String, std::net::Ipv4Addr, u8)],
+    ) -> Result<(), NetnsError> {
+        let lab = &self.topo.lab;
+        let (outer, inner) = veth_names(lab, host, &iface.name);
+        let br = bridge_name(lab, &self.topo.network(iface.network).name);
+        if !present {
+            // Missing, or half made by an interrupted run: made anew.
+            del_link(None, &outer)?;
+            del_link(Some(ns), &inner)?;
+            let mac = mac_address(lab, host, &iface.name);
+            run(&[
+                "ip", "link", "add", &outer, "type", "veth", "peer", "name", &inner, "address", &mac,
+            ])?;
+            run(&["ip", "link", "set", &inner, "netns", ns])?;
+            run(&["ip", "-n", ns, "link", "set", &inner, "name", &iface.name])?;
+        }
+        run(&["ip", "link", "set", &outer, "master", &br, "up"])?;
+        let own: Vec<&(String, std::net::Ipv4Addr, u8)> =
+            addrs.iter().filter(|(dev, _, _)| *dev == iface.name).collect();
+        for (_, a, p) in &own {
+            if *p == iface.prefix && *a != iface.address {
+                run(&["ip", "-n", ns, "addr", "del", &format!("{a}/{p}"), "dev", &iface.name])?;
             }
         }
-        if self.topo.mgmt.is_some() {
-            self.write_known_hosts()?;
+        if !own.iter().any(|(_, a, p)| *a == iface.address && *p == iface.prefix) {
+            let a = format!("{}/{}", iface.address, iface.prefix);
+            run(&["ip", "-n", ns, "addr", "add", &a, "dev", &iface.name])?;
         }
-        Ok(removed)
+        run(&["ip", "-n", ns, "link", "set", &iface.name, "up"])?;
+        Ok(())
     }
 
     /// A long-lived process in a new network and mount namespace for a

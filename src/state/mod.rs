@@ -154,7 +154,6 @@ impl LabState {
     /// lvslab plans ([`Resource::check_recorded`]).
     pub fn check(&self, dir: &LabDir) -> Result<(), String> {
         use crate::model::names::is_simple_name;
-        use Infra;
         if self.schema > SCHEMA {
             return Err(format!(
                 "written by a newer lvslab (record version {}, this one reads up to {SCHEMA})",
@@ -167,57 +166,11 @@ impl LabState {
                 self.lab, dir.lab
             ));
         }
-        let host = |h: &str| {
-            if is_simple_name(h) {
-                Ok(())
-            } else {
-                Err(format!("{h:?} is not a host name"))
-            }
-        };
         for h in self.lab_hosts.iter().chain(self.hosts.keys()).chain(self.reach.keys()) {
-            host(h)?;
+            check_host(h)?;
         }
-        let link = |n: &str| {
-            let ok = n.len() == 11
-                && n.starts_with("lv")
-                && n[2..3].chars().all(|c| c.is_ascii_lowercase())
-                && n[3..].chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase());
-            if ok {
-                Ok(())
-            } else {
-                Err(format!("{n:?} is not a link lvslab makes"))
-            }
-        };
         for i in &self.infra {
-            match i {
-                Infra::Holder { host: h, pid, .. } => {
-                    host(h)?;
-                    if *pid < 2 {
-                        return Err(format!("process {pid} is not one lvslab starts"));
-                    }
-                }
-                Infra::Netns { name } => {
-                    let ok = name
-                        .strip_prefix(&format!("lvslab-{}-", self.lab))
-                        .is_some_and(is_simple_name);
-                    if !ok {
-                        return Err(format!("{name:?} is not a namespace of lab {}", self.lab));
-                    }
-                }
-                Infra::Bridge { name } => link(name)?,
-                Infra::Veth { name, host: h } => {
-                    link(name)?;
-                    if let Some(h) = h {
-                        host(h)?;
-                    }
-                }
-                Infra::Dir { path } => {
-                    // Only the mount points the netns provider makes.
-                    if !PRIVATE_DIRS.contains(&path.as_str()) {
-                        return Err(format!("{path:?} is not a directory lvslab makes"));
-                    }
-                }
-            }
+            check_infra(i, &self.lab)?;
         }
         if let Some(vm) = &self.vm
             && vm.dir != dir.path.join("vm")
@@ -237,24 +190,7 @@ impl LabState {
         }
         for (h, hs) in &self.hosts {
             for c in &hs.changes {
-                c.resource.check_recorded().map_err(|e| format!("{h}: {e}"))?;
-                // What `down` puts back is checked too where it reaches a command line.
-                if let (Resource::Package { .. }, Original::Value { value }) = (&c.resource, &c.original) {
-                    let names = value.strip_prefix("missing:").unwrap_or(value);
-                    if let Some(bad) = names.split_whitespace().find(|n| {
-                        n.starts_with('-')
-                            || !n
-                                .chars()
-                                .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '.' | '+' | '-' | ':'))
-                    }) {
-                        return Err(format!("{h}: recorded package {bad:?} is not a package name"));
-                    }
-                }
-                if let (Resource::Directory { .. }, Original::Value { value }) = (&c.resource, &c.original)
-                    && u32::from_str_radix(value.trim(), 8).map_or(true, |m| m > 0o7777)
-                {
-                    return Err(format!("{h}: recorded mode {value:?} is not a directory's mode"));
-                }
+                check_change(h, c)?;
             }
         }
         for (h, r) in &self.reach {
@@ -526,6 +462,85 @@ fn create_private_dir(path: &Path) -> Result<(), StateError> {
         return Err(io(path)(std::io::Error::other(
             "a symbolic link, not the lab's directory",
         )));
+    }
+    Ok(())
+}
+
+fn check_host(h: &str) -> Result<(), String> {
+    if crate::model::names::is_simple_name(h) {
+        Ok(())
+    } else {
+        Err(format!("{h:?} is not a host name"))
+    }
+}
+
+/// The netns provider's hashed link names: `lv` + a letter + 8 hex digits.
+fn check_link(n: &str) -> Result<(), String> {
+    let ok = n.len() == 11
+        && n.starts_with("lv")
+        && n[2..3].chars().all(|c| c.is_ascii_lowercase())
+        && n[3..].chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{n:?} is not a link lvslab makes"))
+    }
+}
+
+/// One object the netns provider recorded: only what it makes, named as it names it.
+fn check_infra(i: &Infra, lab: &str) -> Result<(), String> {
+    match i {
+        Infra::Holder { host: h, pid, .. } => {
+            check_host(h)?;
+            if *pid < 2 {
+                return Err(format!("process {pid} is not one lvslab starts"));
+            }
+        }
+        Infra::Netns { name } => {
+            let ok = name
+                .strip_prefix(&format!("lvslab-{lab}-"))
+                .is_some_and(crate::model::names::is_simple_name);
+            if !ok {
+                return Err(format!("{name:?} is not a namespace of lab {lab}"));
+            }
+        }
+        Infra::Bridge { name } => check_link(name)?,
+        Infra::Veth { name, host: h } => {
+            check_link(name)?;
+            if let Some(h) = h {
+                check_host(h)?;
+            }
+        }
+        Infra::Dir { path } => {
+            // Only the mount points the netns provider makes.
+            if !PRIVATE_DIRS.contains(&path.as_str()) {
+                return Err(format!("{path:?} is not a directory lvslab makes"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One recorded change: a resource lvslab plans, and an original that is
+/// safe where it reaches a command line.
+fn check_change(h: &str, c: &Change) -> Result<(), String> {
+    c.resource.check_recorded().map_err(|e| format!("{h}: {e}"))?;
+    // What `down` puts back is checked too where it reaches a command line.
+    if let (Resource::Package { .. }, Original::Value { value }) = (&c.resource, &c.original) {
+        let names = value.strip_prefix("missing:").unwrap_or(value);
+        if let Some(bad) = names.split_whitespace().find(|n| {
+            n.starts_with('-')
+                || !n
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '.' | '+' | '-' | ':'))
+        }) {
+            return Err(format!("{h}: recorded package {bad:?} is not a package name"));
+        }
+    }
+    if let (Resource::Directory { .. }, Original::Value { value }) = (&c.resource, &c.original)
+        && u32::from_str_radix(value.trim(), 8).map_or(true, |m| m > 0o7777)
+    {
+        return Err(format!("{h}: recorded mode {value:?} is not a directory's mode"));
     }
     Ok(())
 }
