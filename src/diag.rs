@@ -7,6 +7,20 @@
 use std::fmt;
 use std::sync::Arc;
 
+/// An error and its causes on one line, outermost first (`a: b: c`), as
+/// `{:#}` prints an `anyhow::Error`: the way an error with a `#[source]` is
+/// turned into text anywhere it is not returned.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
 /// A source file kept in memory so diagnostics can quote its lines.
 #[derive(Debug, Default)]
 pub struct SourceFile {

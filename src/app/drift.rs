@@ -140,7 +140,7 @@ async fn fix_all(l: &Looked<'_>, before: Report, removals: &Removals, run: &RunA
         let _lock = l.dir.lock()?;
         let lab_state = l.dir.load()?.unwrap_or_default();
         let save_dir = state::LabDir::new(&l.topo.lab);
-        let save: runner::SaveFn = Arc::new(move |s: &state::LabState| save_dir.save(s).map_err(|e| e.to_string()));
+        let save: runner::SaveFn = Arc::new(move |s: &state::LabState| save_dir.save(s));
         let opts = runner::Options {
             check: false,
             forks: run.conn.forks,

@@ -73,7 +73,7 @@ pub fn ensure_netns(
         topo,
         ssh_dir: dir.path.join("ssh"),
     };
-    Ok(nsp.ensure(lab_state, &|s: &state::LabState| dir.save(s).map_err(|e| e.to_string()))?)
+    Ok(nsp.ensure(lab_state, &|s: &state::LabState| dir.save(s))?)
 }
 
 /// Boot the lab's VM (or find it running) and have the lvslab inside it make
@@ -92,7 +92,7 @@ pub async fn ensure_vm(
         &text,
         &dir.path.join("vm"),
         lab_state,
-        &|s: &state::LabState| dir.save(s).map_err(|e| e.to_string()),
+        &|s: &state::LabState| dir.save(s),
         run.conn.vm_kernel().as_deref(),
         &spinner,
     )
@@ -328,7 +328,7 @@ pub fn vm_guest(file: &Path, ssh_dir: &Path) -> anyhow::Result<ExitCode> {
     };
     let dir2 = state::LabDir::new(&topo.lab);
     nsp.ensure(&mut lab_state, &|s: &state::LabState| {
-        dir2.save(s).map_err(|e| e.to_string())
+        dir2.save(s)
     })?;
     dir.save(&lab_state)?;
     Ok(ExitCode::SUCCESS)

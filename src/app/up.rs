@@ -205,7 +205,7 @@ impl Sides<'_> {
             Arc::new(|_: &state::LabState| Ok(()))
         } else {
             let dir = state::LabDir::new(&topo.lab);
-            Arc::new(move |s: &state::LabState| dir.save(s).map_err(|e| e.to_string()))
+            Arc::new(move |s: &state::LabState| dir.save(s))
         };
         let (outcome, lab_state) = runner::up(plan, conns, lab_state, save, opts, Arc::clone(self.reporter)).await;
         if !self.check {

@@ -132,7 +132,7 @@ pub struct Options {
 }
 
 /// Persist the lab state; called before each apply round trip.
-pub type SaveFn = Arc<dyn Fn(&LabState) -> Result<(), String> + Send + Sync>;
+pub type SaveFn = Arc<dyn Fn(&LabState) -> Result<(), crate::state::StateError> + Send + Sync>;
 
 struct Shared {
     plan: Arc<Plan>,
@@ -525,7 +525,7 @@ impl PhaseRun<'_> {
                 },
             );
         }
-        (self.shared.save)(&state).map_err(|e| format!("cannot save the lab state: {e}"))
+        (self.shared.save)(&state).map_err(|e| format!("cannot save the lab state: {}", crate::diag::chain(&e)))
     }
 
     /// Apply the steps that differ (stopping at the first failure); the ones

@@ -44,8 +44,24 @@ pub enum NetnsError {
     },
     #[error(transparent)]
     Command(#[from] local::CommandError),
+    /// A refusal or a failure with nothing underneath it.
     #[error("{0}")]
     Failed(String),
+    /// `what` failed; the cause is the error's source (printed after it).
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot save the lab state")]
+    State(#[from] crate::state::StateError),
+}
+
+/// `.map_err(io(what))`: `what` failed, caused by the I/O error mapped.
+fn io(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> NetnsError {
+    let what = what.to_string();
+    move |source| NetnsError::Io { what, source }
 }
 
 pub fn netns_name(lab: &str, host: &str) -> String {
@@ -262,7 +278,7 @@ fn ns_write(pid: u32, path: &str, content: &[u8], mode: &str) -> Result<(), Netn
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| NetnsError::Failed(format!("nsenter: {e}")))?;
+        .map_err(io("nsenter"))?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin
             .write_all(content)
@@ -338,13 +354,13 @@ impl Netns<'_> {
     pub fn ensure(
         &self,
         state: &mut LabState,
-        save: &dyn Fn(&LabState) -> Result<(), String>,
+        save: &dyn Fn(&LabState) -> Result<(), crate::state::StateError>,
     ) -> Result<Vec<String>, NetnsError> {
         state.provider = Some(crate::spec::Provider::Netns);
         let record = &|state: &mut LabState, obj: Infra| -> Result<(), NetnsError> {
             if !state.infra.contains(&obj) {
                 state.infra.push(obj);
-                save(state).map_err(NetnsError::Failed)?;
+                save(state)?;
             }
             Ok(())
         };
@@ -387,7 +403,7 @@ impl Netns<'_> {
         for dir in PRIVATE_DIRS {
             if !Path::new(dir).exists() {
                 record(state, Infra::Dir { path: dir.into() })?;
-                std::fs::create_dir_all(dir).map_err(|e| NetnsError::Failed(format!("mkdir {dir}: {e}")))?;
+                std::fs::create_dir_all(dir).map_err(io(format!("mkdir {dir}")))?;
             }
         }
         Ok(())
@@ -400,7 +416,7 @@ impl Netns<'_> {
         &self,
         state: &mut LabState,
         record: Record<'_>,
-        save: &dyn Fn(&LabState) -> Result<(), String>,
+        save: &dyn Fn(&LabState) -> Result<(), crate::state::StateError>,
         hi: usize,
         host: &crate::model::Host,
     ) -> Result<(), NetnsError> {
@@ -448,7 +464,7 @@ impl Netns<'_> {
             state
                 .infra
                 .retain(|i| !matches!(i, Infra::Veth { name: n, .. } if *n == name));
-            save(state).map_err(NetnsError::Failed)?;
+            save(state)?;
         }
         Ok(())
     }
@@ -518,7 +534,7 @@ impl Netns<'_> {
             .stderr(Stdio::null())
             .process_group(0)
             .spawn()
-            .map_err(|e| NetnsError::Failed(format!("unshare: {e}")))?;
+            .map_err(io("unshare"))?;
         let pid = child.id();
         let me = std::fs::read_link("/proc/self/ns/net").ok();
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -607,7 +623,7 @@ impl Netns<'_> {
     fn remove_undeclared(
         &self,
         state: &mut LabState,
-        save: &dyn Fn(&LabState) -> Result<(), String>,
+        save: &dyn Fn(&LabState) -> Result<(), crate::state::StateError>,
     ) -> Result<Vec<String>, NetnsError> {
         let lab = &self.topo.lab;
         let declared: Vec<&str> = self.topo.hosts.iter().map(|h| h.name.as_str()).collect();
@@ -653,7 +669,7 @@ impl Netns<'_> {
             for v in &veths {
                 del_link(None, v)?;
             }
-            save(state).map_err(NetnsError::Failed)?;
+            save(state)?;
         }
         let mut bridges: Vec<String> = self.topo.networks.iter().map(|n| bridge_name(lab, &n.name)).collect();
         bridges.push(mgmt_bridge(lab));
@@ -670,7 +686,7 @@ impl Netns<'_> {
             state
                 .infra
                 .retain(|i| !matches!(i, Infra::Bridge { name } if *name == br));
-            save(state).map_err(NetnsError::Failed)?;
+            save(state)?;
         }
         Ok(gone)
     }
@@ -707,7 +723,7 @@ impl Netns<'_> {
         run(&["ip", "-n", ns, "link", "set", "mgmt0", "up"])?;
         let host_key = self.ssh_dir.join(format!("host_{host}"));
         keygen(&host_key)?;
-        let read = |p: &Path| std::fs::read(p).map_err(|e| NetnsError::Failed(format!("{}: {e}", p.display())));
+        let read = |p: &Path| std::fs::read(p).map_err(io(p.display()));
         let pid_s = pid.to_string();
         run(&[
             "nsenter",
@@ -752,12 +768,12 @@ impl Netns<'_> {
         let mut text = String::new();
         for (h, addr) in self.topo.hosts.iter().zip(&m.addresses) {
             let p = self.ssh_dir.join(format!("host_{}.pub", h.name));
-            let key = std::fs::read_to_string(&p).map_err(|e| NetnsError::Failed(format!("{}: {e}", p.display())))?;
+            let key = std::fs::read_to_string(&p).map_err(io(p.display()))?;
             let key: Vec<&str> = key.split_whitespace().take(2).collect();
             text.push_str(&format!("{addr} {}\n", key.join(" ")));
         }
         let path = self.ssh_dir.join("known_hosts");
-        std::fs::write(&path, text).map_err(|e| NetnsError::Failed(format!("{}: {e}", path.display())))
+        std::fs::write(&path, text).map_err(io(path.display()))
     }
 
     /// How to reach each host over the management network (SSH transport).

@@ -41,12 +41,36 @@ const SLIRP_NET: &str = "10.0.2.0/24";
 pub enum VmError {
     #[error("`{program}` is missing: install the `{package}` package")]
     Missing { program: String, package: String },
+    /// A refusal or a failure with nothing underneath it.
     #[error("{0}")]
     Failed(String),
+    /// `what` failed; the cause is the error's source (printed after it).
+    #[error("{what}")]
+    Cause {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error(transparent)]
+    Command(#[from] crate::local::CommandError),
+    #[error("cannot save the lab state")]
+    State(#[from] crate::state::StateError),
 }
 
 fn failed(msg: impl Into<String>) -> VmError {
     VmError::Failed(msg.into())
+}
+
+/// `.map_err(because(what))`: `what` failed, caused by the error mapped.
+fn because<E>(what: impl std::fmt::Display) -> impl FnOnce(E) -> VmError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let what = what.to_string();
+    move |e| VmError::Cause {
+        what,
+        source: Box::new(e),
+    }
 }
 
 /// Where downloads are cached: `$LVSLAB_CACHE_DIR`, else `$XDG_CACHE_HOME/lvslab`,
@@ -69,7 +93,7 @@ fn run(argv: &[&str]) -> Result<String, VmError> {
 }
 
 fn run_in(argv: &[&str], dir: Option<&Path>) -> Result<String, VmError> {
-    crate::local::run_in(argv, dir).map_err(|e| failed(e.to_string()))
+    crate::local::run_in(argv, dir).map_err(VmError::from)
 }
 
 fn path_arg(p: &Path) -> Result<&str, VmError> {
@@ -136,7 +160,7 @@ pub fn preflight(topo: &Topology, kernel: Option<&Path>) -> Result<(), VmError> 
             busybox.trim()
         )));
     }
-    super::netns::programs(topo).map_err(|e| failed(format!("the lab runs this machine's programs in the VM: {e}")))
+    super::netns::programs(topo).map_err(because("the lab runs this machine's programs in the VM"))
 }
 
 /// A distribution kernel, unpacked, with its modules and an initramfs for it.
@@ -169,7 +193,7 @@ fn apt_kernel_packages(say: &dyn Fn(&str)) -> Result<Vec<String>, VmError> {
         "linux-image-amd64"
     };
     let kernel_pkg =
-        regex::Regex::new(r"^linux-(image|modules|modules-extra)-[0-9]").map_err(|e| failed(e.to_string()))?;
+        regex::Regex::new(r"^linux-(image|modules|modules-extra)-[0-9]").map_err(because("the kernel packages' pattern"))?;
     let depends = |pkg: &str| -> Vec<String> {
         run(&["apt-cache", "depends", pkg])
             .unwrap_or_default()
@@ -221,7 +245,7 @@ fn unpack(dir: &Path, debs: &[PathBuf]) -> Result<(), VmError> {
 fn release_of(root: &Path) -> Result<(String, PathBuf), VmError> {
     let mods = modules_dir(root).ok_or_else(|| failed(format!("{}: no lib/modules in this kernel", root.display())))?;
     let mut releases: Vec<String> = std::fs::read_dir(&mods)
-        .map_err(|e| failed(format!("{}: {e}", mods.display())))?
+        .map_err(because(mods.display()))?
         .flatten()
         .filter(|e| e.path().join("kernel").is_dir())
         .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -250,7 +274,7 @@ pub fn prepare_kernel(user: Option<&Path>, say: &dyn Fn(&str)) -> Result<Kernel,
             if !dir.join("ready").exists() {
                 say(&format!("unpacking {}", p.display()));
                 let _ = std::fs::remove_dir_all(&dir);
-                std::fs::create_dir_all(&dir).map_err(|e| failed(format!("{}: {e}", dir.display())))?;
+                std::fs::create_dir_all(&dir).map_err(because(dir.display()))?;
                 unpack(&dir, &[p.to_path_buf()])?;
                 finish_unpack(&dir)?;
             }
@@ -278,7 +302,7 @@ pub fn prepare_kernel(user: Option<&Path>, say: &dyn Fn(&str)) -> Result<Kernel,
                 ));
                 let _ = std::fs::remove_dir_all(&dir);
                 let debs = dir.join("debs");
-                std::fs::create_dir_all(&debs).map_err(|e| failed(format!("{}: {e}", debs.display())))?;
+                std::fs::create_dir_all(&debs).map_err(because(debs.display()))?;
                 let mut argv = vec!["apt-get", "download", "-q"];
                 argv.extend(pkgs.iter().map(String::as_str));
                 run_in(&argv, Some(&debs)).map_err(|e| {
@@ -288,7 +312,7 @@ pub fn prepare_kernel(user: Option<&Path>, say: &dyn Fn(&str)) -> Result<Kernel,
                     ))
                 })?;
                 let files: Vec<PathBuf> = std::fs::read_dir(&debs)
-                    .map_err(|e| failed(format!("{}: {e}", debs.display())))?
+                    .map_err(because(debs.display()))?
                     .flatten()
                     .map(|e| e.path())
                     .filter(|p| p.extension().is_some_and(|x| x == "deb"))
@@ -326,7 +350,7 @@ fn finish_unpack(dir: &Path) -> Result<(), VmError> {
     run(&["depmod", "-b", path_arg(&root)?, &release])?;
     // Keep the kernel and its modules; drop documentation and the like.
     let _ = std::fs::remove_dir_all(root.join("usr/share"));
-    std::fs::write(dir.join("ready"), b"").map_err(|e| failed(format!("{}: {e}", dir.display())))
+    std::fs::write(dir.join("ready"), b"").map_err(because(dir.display()))
 }
 
 /// The initramfs's /init: mount this machine's root over 9p read-only with a
@@ -496,7 +520,7 @@ fn build_initramfs(cache: &Path, root: &Path, modules: &Path, release: &str) -> 
         rdev: (5, 1),
         data: Vec::new(),
     });
-    let read = |p: &Path| std::fs::read(p).map_err(|e| failed(format!("{}: {e}", p.display())));
+    let read = |p: &Path| std::fs::read(p).map_err(because(p.display()));
     entries.push(CpioEntry {
         name: "bin/busybox".into(),
         mode: 0o100755,
@@ -538,10 +562,10 @@ fn build_initramfs(cache: &Path, root: &Path, modules: &Path, release: &str) -> 
         data: list.into_bytes(),
     });
     let parent = cache.join("initramfs");
-    std::fs::create_dir_all(&parent).map_err(|e| failed(format!("{}: {e}", parent.display())))?;
+    std::fs::create_dir_all(&parent).map_err(because(parent.display()))?;
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, cpio_newc(&entries)).map_err(|e| failed(format!("{}: {e}", tmp.display())))?;
-    std::fs::rename(&tmp, &path).map_err(|e| failed(format!("{}: {e}", path.display())))?;
+    std::fs::write(&tmp, cpio_newc(&entries)).map_err(because(tmp.display()))?;
+    std::fs::rename(&tmp, &path).map_err(because(path.display()))?;
     Ok(path)
 }
 
@@ -551,7 +575,7 @@ fn decompress(tool: &[&str], p: &Path) -> Result<Vec<u8>, VmError> {
         .arg(p)
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| failed(format!("{}: {e}", tool[0])))?;
+        .map_err(because(format!("{}", tool[0])))?;
     if out.status.success() {
         Ok(out.stdout)
     } else {
@@ -683,7 +707,7 @@ pub fn stop(rec: &VmRecord) -> Result<Vec<String>, VmError> {
         done.push(format!("stopped the VM (qemu pid {})", list.join(", ")));
     }
     if rec.dir.exists() {
-        std::fs::remove_dir_all(&rec.dir).map_err(|e| failed(format!("{}: {e}", rec.dir.display())))?;
+        std::fs::remove_dir_all(&rec.dir).map_err(because(rec.dir.display()))?;
         done.push(format!("removed {}", rec.dir.display()));
     }
     Ok(done)
@@ -717,8 +741,8 @@ fn kvm_verdict_path(cache: &Path) -> PathBuf {
 }
 
 fn free_port() -> Result<u16, VmError> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| failed(format!("no free loopback port: {e}")))?;
-    l.local_addr().map(|a| a.port()).map_err(|e| failed(e.to_string()))
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(because("no free loopback port"))?;
+    l.local_addr().map(|a| a.port()).map_err(because("no free loopback port"))
 }
 
 fn tail(path: &Path, lines: usize) -> String {
@@ -747,8 +771,8 @@ fn boot_timeout() -> Duration {
 fn spawn_qemu(rec: &VmRecord, kernel: &Kernel, accel: &str) -> Result<std::process::Child, VmError> {
     let console = rec.dir.join("console.log");
     let _ = std::fs::remove_file(&console);
-    let log = std::fs::File::create(rec.dir.join("qemu.log")).map_err(|e| failed(format!("qemu.log: {e}")))?;
-    let log2 = log.try_clone().map_err(|e| failed(e.to_string()))?;
+    let log = std::fs::File::create(rec.dir.join("qemu.log")).map_err(because("qemu.log"))?;
+    let log2 = log.try_clone().map_err(because("qemu.log"))?;
     let smp = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.args(["-accel", accel, "-M", "pc", "-cpu", "max", "-smp", &smp.to_string()])
@@ -779,7 +803,7 @@ fn spawn_qemu(rec: &VmRecord, kernel: &Kernel, accel: &str) -> Result<std::proce
         .stdout(log)
         .stderr(log2)
         .process_group(0);
-    cmd.spawn().map_err(|e| failed(format!("qemu-system-x86_64: {e}")))
+    cmd.spawn().map_err(because("qemu-system-x86_64"))
 }
 
 /// Wait for `mark` on the console; `Err` says why it did not come.
@@ -822,7 +846,7 @@ async fn boot(
     rec: &mut VmRecord,
     kernel: &Kernel,
     progress: &dyn Progress,
-    record: &mut dyn FnMut(&VmRecord) -> Result<(), String>,
+    record: &mut dyn FnMut(&VmRecord) -> Result<(), crate::state::StateError>,
 ) -> Result<(), VmError> {
     let cache = cache_root().join("vm");
     let order = accels(&cache);
@@ -840,7 +864,7 @@ async fn boot(
         if let Err(e) = record(rec) {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(failed(e));
+            return Err(e.into());
         }
         // KVM that hangs shows nothing: give it a short time to reach init.
         if !last && let Err(why) = wait_mark(&mut child, rec, INIT_MARK, Duration::from_secs(30)).await {
@@ -889,15 +913,15 @@ fn keygen(path: &Path) -> Result<(), VmError> {
 /// Put this binary in the share (the VM runs it to build the hosts):
 /// a hard link when possible, else a copy, replaced atomically.
 fn install_binary(share: &Path) -> Result<(), VmError> {
-    let exe = std::env::current_exe().map_err(|e| failed(format!("cannot find this program: {e}")))?;
+    let exe = std::env::current_exe().map_err(because("cannot find this program"))?;
     let bin = share.join("bin");
-    std::fs::create_dir_all(&bin).map_err(|e| failed(format!("{}: {e}", bin.display())))?;
+    std::fs::create_dir_all(&bin).map_err(because(bin.display()))?;
     let tmp = bin.join("lvslab.new");
     let _ = std::fs::remove_file(&tmp);
     if std::fs::hard_link(&exe, &tmp).is_err() {
-        std::fs::copy(&exe, &tmp).map_err(|e| failed(format!("copying {}: {e}", exe.display())))?;
+        std::fs::copy(&exe, &tmp).map_err(because(format!("copying {}", exe.display())))?;
     }
-    std::fs::rename(&tmp, bin.join("lvslab")).map_err(|e| failed(format!("{}: {e}", bin.display())))
+    std::fs::rename(&tmp, bin.join("lvslab")).map_err(because(bin.display()))
 }
 
 /// Make sure the lab's VM runs and its hosts exist ([`preflight`] first): boot it if needed
@@ -909,7 +933,7 @@ pub async fn ensure(
     topo_text: &str,
     dir: &Path,
     state: &mut LabState,
-    save: &dyn Fn(&LabState) -> Result<(), String>,
+    save: &dyn Fn(&LabState) -> Result<(), crate::state::StateError>,
     kernel_arg: Option<&Path>,
     progress: &dyn Progress,
 ) -> Result<VmRecord, VmError> {
@@ -936,10 +960,10 @@ pub async fn ensure(
             let kernel = prepare_kernel(kernel_arg, &|m| progress.step(m))?;
             progress.done(&format!("kernel {} ready", kernel.release));
             let ssh = share.join("ssh");
-            std::fs::create_dir_all(&ssh).map_err(|e| failed(format!("{}: {e}", ssh.display())))?;
+            std::fs::create_dir_all(&ssh).map_err(because(ssh.display()))?;
             keygen(&ssh.join("lab_key"))?;
             keygen(&ssh.join("vm_host_key"))?;
-            std::fs::write(share.join("guest.sh"), GUEST).map_err(|e| failed(format!("guest.sh: {e}")))?;
+            std::fs::write(share.join("guest.sh"), GUEST).map_err(because("guest.sh"))?;
             let mut rec = VmRecord {
                 dir: dir.to_path_buf(),
                 pid: None,
@@ -949,23 +973,23 @@ pub async fn ensure(
                 kernel: kernel.release.clone(),
             };
             state.vm = Some(rec.clone());
-            save(state).map_err(VmError::Failed)?;
+            save(state)?;
             let booted = boot(&mut rec, &kernel, progress, &mut |r: &VmRecord| {
                 state.vm = Some(r.clone());
                 save(state)
             })
             .await;
             state.vm = Some(rec.clone());
-            save(state).map_err(VmError::Failed)?;
+            save(state)?;
             booted?;
             let key = std::fs::read_to_string(ssh.join("vm_host_key.pub"))
-                .map_err(|e| failed(format!("vm_host_key.pub: {e}")))?;
+                .map_err(because("vm_host_key.pub"))?;
             let key: Vec<&str> = key.split_whitespace().take(2).collect();
             std::fs::write(
                 dir.join("vm_known_hosts"),
                 format!("[127.0.0.1]:{} {}\n", rec.port, key.join(" ")),
             )
-            .map_err(|e| failed(format!("vm_known_hosts: {e}")))?;
+            .map_err(because("vm_known_hosts"))?;
             progress.done(&format!(
                 "booted {} ({}, {} MiB), sshd on 127.0.0.1:{}",
                 rec.kernel,
@@ -977,7 +1001,7 @@ pub async fn ensure(
         }
     };
     install_binary(&share)?;
-    std::fs::write(share.join("topology.yaml"), topo_text).map_err(|e| failed(format!("topology.yaml: {e}")))?;
+    std::fs::write(share.join("topology.yaml"), topo_text).map_err(because("topology.yaml"))?;
     progress.step(&format!("creating {} hosts as namespaces in the VM", topo.hosts.len()));
     let vm = connect_vm(&rec).await?;
     let out = vm
@@ -985,7 +1009,7 @@ pub async fn ensure(
             "{GUEST_SHARE}/bin/lvslab vm-guest {GUEST_SHARE}/topology.yaml --ssh-dir {GUEST_SHARE}/ssh\n"
         ))
         .await
-        .map_err(|e| failed(format!("running lvslab in the VM: {e}")))?;
+        .map_err(because("running lvslab in the VM"))?;
     if out.status != 0 {
         return Err(failed(format!(
             "creating the hosts in the VM failed (exit {}):\n{}{}",

@@ -21,8 +21,13 @@ use crate::plan::assess::Original;
 pub enum StateError {
     #[error("lab {lab} is being changed by another lvslab process ({holder}); wait for it to finish")]
     Locked { lab: String, holder: String },
-    #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    /// The cause is the error's source (printed after it).
+    #[error("{path}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{path}: unreadable lab state: {message}")]
     Corrupt { path: String, message: String },
 }
