@@ -199,98 +199,217 @@ pub fn secret_name_vrrp(instance: &str) -> String {
 }
 
 pub fn build(topo: &Topology, host: &Host) -> Context {
-    let id = host.id;
-    let mut vips = Vec::new();
-    let mut fwmarks = Vec::new();
-    let mut ipvs = false;
-    let mut nat = false;
-    for s in topo.services_of_director(id) {
-        nat |= s.mode == Mode::Nat;
-        if s.keepalived {
-            continue;
-        }
-        ipvs = true;
-        if !host.has_address(s.vip)
-            && let Some(i) = host
-                .interfaces
+    let director = DirectorFacts::of(topo, host);
+    let served = Served::of(topo, host);
+    Context {
+        lab: topo.lab.clone(),
+        mode: topo.mode,
+        web: WebCtx {
+            server: topo.web.server,
+            docroot: topo.web.docroot_for(host.os_family()),
+            unit: topo.web.unit_for(host.os_family()).into(),
+        },
+        storage: storage(topo),
+        host: HostCtx {
+            name: host.name.clone(),
+            role: host.role,
+            init: host.init,
+            os: host.os_family().as_str(),
+            os_assumed: host.os.is_none(),
+            packages: host.packages,
+            owns_addresses: host
+                .own_addresses
+                .unwrap_or(topo.provider == Some(crate::model::Provider::Ssh)),
+            verify_client: topo.verify.client == Some(host.id),
+            udp_services: topo
+                .services
                 .iter()
-                .find(|i| topo.network(i.network).cidr.contains(s.vip))
-        {
-            let v = VipCtx {
-                address: s.vip,
-                dev: i.name.clone(),
-            };
-            if !vips.contains(&v) {
-                vips.push(v);
+                .any(|s| matches!(s.key, crate::model::ServiceKey::Udp(_))),
+            address: host.primary_address(),
+            interfaces: interfaces(topo, host),
+            gateway: host.gateway,
+            routes: host
+                .routes
+                .iter()
+                .map(|r| RouteCtx {
+                    to: r.to.to_string(),
+                    via: r.via,
+                })
+                .collect(),
+            nat: director.nat,
+            vips: director.vips,
+            ipvs: director.ipvs,
+            fwmarks: fwmarks(topo, host),
+            keepalived: keepalived(topo, host),
+            dr_vips: served.dr_vips,
+            tun_vips: served.tun_vips,
+            web_ports: served.web_ports,
+            udp_responders: served.udp_responders,
+            page: served.page,
+            mounts_storage: host.role == Role::RealServer && topo.storage.is_some(),
+        },
+    }
+}
+
+/// What a director does with its services outside keepalived.
+struct DirectorFacts {
+    /// Runs at least one NAT service (keepalived's or not).
+    nat: bool,
+    /// Has services managed with ipvsadm.
+    ipvs: bool,
+    /// VIPs of ipvsadm services it must put on its own interfaces.
+    vips: Vec<VipCtx>,
+}
+
+impl DirectorFacts {
+    /// Whether this host forwards NAT traffic and runs ipvsadm services, and
+    /// the VIPs of those services it does not already own, each on the
+    /// interface whose network contains it (in service order, no repeats).
+    fn of(topo: &Topology, host: &Host) -> Self {
+        let mut facts = DirectorFacts {
+            nat: false,
+            ipvs: false,
+            vips: Vec::new(),
+        };
+        for s in topo.services_of_director(host.id) {
+            facts.nat |= s.mode == Mode::Nat;
+            if s.keepalived {
+                continue;
+            }
+            facts.ipvs = true;
+            if !host.has_address(s.vip)
+                && let Some(i) = host
+                    .interfaces
+                    .iter()
+                    .find(|i| topo.network(i.network).cidr.contains(s.vip))
+            {
+                let v = VipCtx {
+                    address: s.vip,
+                    dev: i.name.clone(),
+                };
+                if !facts.vips.contains(&v) {
+                    facts.vips.push(v);
+                }
             }
         }
+        facts
     }
-    // Packets are marked whoever owns the IPVS service (ipvsadm or keepalived).
-    for s in topo.services_of_director(id) {
-        if let ServiceKey::Fwmark(mark) = s.key {
-            fwmarks.push(FwmarkCtx {
+}
+
+/// The firewall-mark rules of a director's mark services. Packets are marked
+/// whoever owns the IPVS service (ipvsadm or keepalived).
+fn fwmarks(topo: &Topology, host: &Host) -> Vec<FwmarkCtx> {
+    topo.services_of_director(host.id)
+        .filter_map(|s| match s.key {
+            ServiceKey::Fwmark(mark) => Some(FwmarkCtx {
                 vip: s.vip,
                 mark,
                 protocol: s.mark_protocol,
                 ports: s.mark_ports.iter().map(u16::to_string).collect::<Vec<_>>().join(","),
-            });
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// What a host serves as a real server or a sorry server: the VIPs it must
+/// hold locally, the ports its web server and UDP responders answer on, and its page.
+struct Served {
+    dr_vips: Vec<Ipv4Addr>,
+    tun_vips: Vec<Ipv4Addr>,
+    web_ports: Vec<u16>,
+    udp_responders: Vec<UdpCtx>,
+    page: Option<String>,
+}
+
+impl Served {
+    /// Everything the host serves: its real-server services first, then the
+    /// services it is the sorry server of; web ports sorted at the end.
+    fn of(topo: &Topology, host: &Host) -> Self {
+        let mut served = Served {
+            dr_vips: Vec::new(),
+            tun_vips: Vec::new(),
+            web_ports: Vec::new(),
+            udp_responders: Vec::new(),
+            page: host.page.clone(),
+        };
+        for s in topo.services_of_real_server(host.id) {
+            served.real_server_of(s, host);
         }
+        // Port 0 (persistent all-ports) services and health checks reach port 80.
+        if host.role == Role::RealServer && served.web_ports.is_empty() {
+            served.web_ports.push(80);
+        }
+        for s in &topo.services {
+            served.sorry_server_of(s, topo, host);
+        }
+        served.web_ports.sort_unstable();
+        served
     }
 
-    let mut dr_vips = Vec::new();
-    let mut tun_vips = Vec::new();
-    let mut web_ports = Vec::new();
-    let mut udp_responders: Vec<UdpCtx> = Vec::new();
-    // DR and TUN: the VIP must be local (lo or tunl0) wherever packets for it are forwarded.
-    let add_vip = |s: &crate::model::Service, dr: &mut Vec<Ipv4Addr>, tun: &mut Vec<Ipv4Addr>| {
+    /// DR and TUN: the VIP must be local (lo or tunl0) wherever packets for
+    /// it are forwarded; this records it once in the list of its mode.
+    fn add_vip(&mut self, s: &crate::model::Service) {
         let list = match s.mode {
-            Mode::Dr => dr,
-            Mode::Tun => tun,
+            Mode::Dr => &mut self.dr_vips,
+            Mode::Tun => &mut self.tun_vips,
             Mode::Nat => return,
         };
         if !list.contains(&s.vip) {
             list.push(s.vip);
         }
-    };
-    for s in topo.services_of_real_server(id) {
-        add_vip(s, &mut dr_vips, &mut tun_vips);
+    }
+
+    /// Records TCP ports the web server listens on (port 0 skipped, no repeats).
+    fn add_web_ports(&mut self, ports: Vec<u16>) {
+        for p in ports.into_iter().filter(|p| *p != 0) {
+            if !self.web_ports.contains(&p) {
+                self.web_ports.push(p);
+            }
+        }
+    }
+
+    /// Records a UDP responder on `port`, bound to the VIP in DR/TUN (`bind`),
+    /// named by port (and VIP); a responder of the same name is kept once.
+    fn add_udp_responder(&mut self, port: u16, bind: Option<Ipv4Addr>) {
+        let name = match bind {
+            Some(v) => format!("{port}-{}", v.to_string().replace('.', "-")),
+            None => port.to_string(),
+        };
+        if !self.udp_responders.iter().any(|u| u.name == name) {
+            self.udp_responders.push(UdpCtx { name, port, bind });
+        }
+    }
+
+    /// A service this host is a real server of: its VIP, the TCP ports its
+    /// destinations (or mark) use, and a UDP responder per destination.
+    fn real_server_of(&mut self, s: &crate::model::Service, host: &Host) {
+        let id = host.id;
+        self.add_vip(s);
         let ports: Vec<u16> = match s.key {
             ServiceKey::Tcp(_) => s.real_servers.iter().filter(|r| r.host == id).map(|r| r.port).collect(),
             ServiceKey::Fwmark(_) if s.mark_protocol == Protocol::Tcp => s.mark_ports.clone(),
             _ => Vec::new(),
         };
-        for p in ports.into_iter().filter(|p| *p != 0) {
-            if !web_ports.contains(&p) {
-                web_ports.push(p);
-            }
-        }
+        self.add_web_ports(ports);
         if let ServiceKey::Udp(sp) = s.key {
             let bind = (s.mode != Mode::Nat).then_some(s.vip);
             for r in s.real_servers.iter().filter(|r| r.host == id) {
                 let port = if r.port == 0 { sp } else { r.port };
-                let name = match bind {
-                    Some(v) => format!("{port}-{}", v.to_string().replace('.', "-")),
-                    None => port.to_string(),
-                };
-                if !udp_responders.iter().any(|u| u.name == name) {
-                    udp_responders.push(UdpCtx { name, port, bind });
-                }
+                self.add_udp_responder(port, bind);
             }
         }
     }
-    // Port 0 (persistent all-ports) services and health checks reach port 80.
-    if host.role == Role::RealServer && web_ports.is_empty() {
-        web_ports.push(80);
-    }
-    // keepalived's sorry server: forwarded to like a real server of the same
-    // service (so in DR/TUN it must own the VIP too), answering with a sorry page.
-    let mut page = host.page.clone();
-    for s in &topo.services {
-        let Some((addr, port)) = s.sorry_server else { continue };
+
+    /// keepalived's sorry server: forwarded to like a real server of the same
+    /// service (so in DR/TUN it must own the VIP too), answering with a sorry
+    /// page. Does nothing unless this host holds the service's sorry address.
+    fn sorry_server_of(&mut self, s: &crate::model::Service, topo: &Topology, host: &Host) {
+        let Some((addr, port)) = s.sorry_server else { return };
         if !host.has_address(addr) {
-            continue;
+            return;
         }
-        add_vip(s, &mut dr_vips, &mut tun_vips);
+        self.add_vip(s);
         // It answers where the service's packets arrive: the mark's ports,
         // the service's (or the one NAT maps to), 80 for an all-ports service.
         let (tcp, udp): (Vec<u16>, Vec<u16>) = match (s.key, s.mark_protocol) {
@@ -299,28 +418,21 @@ pub fn build(topo: &Topology, host: &Host) -> Context {
             (ServiceKey::Tcp(_), _) => (vec![if port == 0 { 80 } else { port }], Vec::new()),
             (ServiceKey::Udp(_), _) => (Vec::new(), vec![port]),
         };
-        for p in tcp.into_iter().filter(|p| *p != 0) {
-            if !web_ports.contains(&p) {
-                web_ports.push(p);
-            }
-        }
+        self.add_web_ports(tcp);
         let bind = (s.mode != Mode::Nat).then_some(s.vip);
         for p in udp.into_iter().filter(|p| *p != 0) {
-            let name = match bind {
-                Some(v) => format!("{p}-{}", v.to_string().replace('.', "-")),
-                None => p.to_string(),
-            };
-            if !udp_responders.iter().any(|u| u.name == name) {
-                udp_responders.push(UdpCtx { name, port: p, bind });
-            }
+            self.add_udp_responder(p, bind);
         }
-        if page.is_none() {
-            page = Some(sorry_page(&topo.lab, &host.name));
+        if self.page.is_none() {
+            self.page = Some(sorry_page(&topo.lab, &host.name));
         }
     }
-    web_ports.sort_unstable();
+}
 
-    let storage = topo.storage.as_ref().map(|st| StorageCtx {
+/// The shared storage as every host sees it: the storage host, its export,
+/// the mount point, and the networks of the storage host's interfaces as clients.
+fn storage(topo: &Topology) -> Option<StorageCtx> {
+    topo.storage.as_ref().map(|st| StorageCtx {
         sync: match st.sync {
             crate::model::SyncMode::Nfs => "nfs",
             crate::model::SyncMode::Rsync => "rsync",
@@ -339,65 +451,20 @@ pub fn build(topo: &Topology, host: &Host) -> Context {
             nets.dedup();
             nets
         },
-    });
+    })
+}
 
-    Context {
-        lab: topo.lab.clone(),
-        mode: topo.mode,
-        web: WebCtx {
-            server: topo.web.server,
-            docroot: topo.web.docroot_for(host.os_family()),
-            unit: topo.web.unit_for(host.os_family()).into(),
-        },
-        storage,
-        host: HostCtx {
-            name: host.name.clone(),
-            role: host.role,
-            init: host.init,
-            os: host.os_family().as_str(),
-            os_assumed: host.os.is_none(),
-            packages: host.packages,
-            owns_addresses: host
-                .own_addresses
-                .unwrap_or(topo.provider == Some(crate::model::Provider::Ssh)),
-            verify_client: topo.verify.client == Some(host.id),
-            udp_services: topo
-                .services
-                .iter()
-                .any(|s| matches!(s.key, crate::model::ServiceKey::Udp(_))),
-            address: host.primary_address(),
-            interfaces: host
-                .interfaces
-                .iter()
-                .map(|i| IfaceCtx {
-                    name: i.name.clone(),
-                    network: topo.network(i.network).name.clone(),
-                    address: i.address,
-                    prefix: i.prefix,
-                })
-                .collect(),
-            gateway: host.gateway,
-            routes: host
-                .routes
-                .iter()
-                .map(|r| RouteCtx {
-                    to: r.to.to_string(),
-                    via: r.via,
-                })
-                .collect(),
-            nat,
-            vips,
-            ipvs,
-            fwmarks,
-            keepalived: keepalived(topo, host),
-            dr_vips,
-            tun_vips,
-            web_ports,
-            udp_responders,
-            page,
-            mounts_storage: host.role == Role::RealServer && topo.storage.is_some(),
-        },
-    }
+/// The host's interfaces, each with its network's name.
+fn interfaces(topo: &Topology, host: &Host) -> Vec<IfaceCtx> {
+    host.interfaces
+        .iter()
+        .map(|i| IfaceCtx {
+            name: i.name.clone(),
+            network: topo.network(i.network).name.clone(),
+            address: i.address,
+            prefix: i.prefix,
+        })
+        .collect()
 }
 
 /// The page of a sorry server that is not also a real server.
@@ -409,130 +476,23 @@ pub fn sorry_page(lab: &str, host: &str) -> String {
 
 fn keepalived(topo: &Topology, host: &Host) -> Option<KeepalivedCtx> {
     let ha = topo.ha.as_ref()?;
-    let mut instances = Vec::new();
-    for inst in &ha.instances {
-        let Some(me) = inst.members.iter().find(|m| m.host == host.id) else {
-            continue;
-        };
-        instances.push(VrrpCtx {
-            name: inst.name.clone(),
-            state: me.state,
-            interface: me.interface.clone(),
-            virtual_router_id: inst.virtual_router_id,
-            priority: me.priority,
-            advert_int: inst.advert_int,
-            auth_pass: inst
-                .auth_pass
-                .as_ref()
-                .map(|_| secret_placeholder(&secret_name_vrrp(&inst.name))),
-            vips: inst
-                .vips
-                .iter()
-                .map(|v| format!("{v}/32 dev {}", me.interface))
-                .collect(),
-            nopreempt: inst.nopreempt,
-            preempt_delay: inst.preempt_delay,
-            unicast_src: inst.unicast.then_some(me.address),
-            unicast_peers: if inst.unicast {
-                inst.members
-                    .iter()
-                    .filter(|m| m.host != host.id)
-                    .map(|m| m.address)
-                    .collect()
-            } else {
-                Vec::new()
-            },
-            track_script: inst.track_script.clone(),
-        });
-    }
+    let instances: Vec<VrrpCtx> = ha
+        .instances
+        .iter()
+        .filter_map(|inst| {
+            let me = inst.members.iter().find(|m| m.host == host.id)?;
+            Some(vrrp_instance(inst, me, host))
+        })
+        .collect();
     if instances.is_empty() {
         return None;
     }
-    // NAT through a VRRP pair: the client-side VIP and the real servers'
-    // gateway address must move together, or replies go to the director that
-    // lost the VIP. Instances of this director on different networks form one group.
-    let nat = topo
+    let sync_group = sync_group(topo, ha, host, &instances);
+    let virtual_servers = topo
         .services_of_director(host.id)
-        .any(|s| s.keepalived && s.mode == Mode::Nat);
-    let nets: std::collections::BTreeSet<_> = ha
-        .instances
-        .iter()
-        .filter(|i| i.members.iter().any(|m| m.host == host.id))
-        .map(|i| i.network)
+        .filter(|s| s.keepalived)
+        .map(virtual_server)
         .collect();
-    let sync_group = if nat && nets.len() > 1 {
-        instances.iter().map(|i| i.name.clone()).collect()
-    } else {
-        Vec::new()
-    };
-    let mut virtual_servers = Vec::new();
-    for s in topo.services_of_director(host.id).filter(|s| s.keepalived) {
-        let svc = ipvs_service(s);
-        virtual_servers.push(VirtualServerCtx {
-            target: match s.key {
-                ServiceKey::Tcp(p) | ServiceKey::Udp(p) => format!("{} {p}", s.vip),
-                ServiceKey::Fwmark(m) => format!("fwmark {m}"),
-            },
-            protocol: match s.key {
-                ServiceKey::Udp(_) => Some("UDP"),
-                ServiceKey::Tcp(_) => Some("TCP"),
-                ServiceKey::Fwmark(_) => None,
-            },
-            lb_algo: s.scheduler.as_str().to_string(),
-            lb_kind: match s.mode {
-                Mode::Nat => "NAT",
-                Mode::Dr => "DR",
-                Mode::Tun => "TUN",
-            },
-            sched_flags: s.sched_flags.clone(),
-            persistence_timeout: s.persistence,
-            persistence_granularity: s.persistence_netmask,
-            one_packet: s.one_packet,
-            delay_loop: s.delay_loop,
-            quorum: s.quorum,
-            inhibit_on_failure: s.inhibit_on_failure,
-            // keepalived takes no port for a firewall mark's sorry server.
-            sorry_server: s.sorry_server.map(|(a, p)| match p {
-                0 => a.to_string(),
-                p => format!("{a} {p}"),
-            }),
-            real_servers: svc
-                .real_servers
-                .iter()
-                .map(|d| {
-                    // The port a health check connects to: the real server's,
-                    // else the mark's first port, else the service's, else 80.
-                    let port = match (d.port, s.key) {
-                        (0, ServiceKey::Fwmark(_)) => s.mark_ports.first().copied().unwrap_or(80),
-                        (0, _) => s.port().filter(|p| *p != 0).unwrap_or(80),
-                        (p, _) => p,
-                    };
-                    KaRealServerCtx {
-                        address: d.address,
-                        port: (!matches!(s.key, ServiceKey::Fwmark(_))).then_some(d.port),
-                        weight: d.weight,
-                        check: s.health_check.as_ref().map(|c| CheckCtx {
-                            kind: match c.kind {
-                                // HTTPS (the lab's port 443) is checked over TLS.
-                                CheckKind::Http if port == 443 => "SSL_GET",
-                                CheckKind::Http => "HTTP_GET",
-                                CheckKind::Tcp => "TCP_CHECK",
-                                CheckKind::Misc => "MISC_CHECK",
-                            },
-                            path: c.path.clone(),
-                            status_code: c.status_code,
-                            digest: c.digest.clone(),
-                            script: c.script.clone(),
-                            port,
-                            connect_timeout: c.connect_timeout,
-                            retry: c.retry,
-                            delay_before_retry: c.delay_before_retry,
-                        }),
-                    }
-                })
-                .collect(),
-        });
-    }
     // Scripts keepalived runs (the notify script always, track scripts and
     // MISC_CHECKs when declared) run as root under script security.
     let needs_script_security = true;
@@ -543,6 +503,131 @@ fn keepalived(topo: &Topology, host: &Host) -> Option<KeepalivedCtx> {
         sync_group,
         needs_script_security,
     })
+}
+
+/// One VRRP instance as this host (`me`, one of its members) runs it; with
+/// unicast, the other members are its peers.
+fn vrrp_instance(inst: &crate::model::VrrpInstance, me: &crate::model::VrrpMember, host: &Host) -> VrrpCtx {
+    VrrpCtx {
+        name: inst.name.clone(),
+        state: me.state,
+        interface: me.interface.clone(),
+        virtual_router_id: inst.virtual_router_id,
+        priority: me.priority,
+        advert_int: inst.advert_int,
+        auth_pass: inst
+            .auth_pass
+            .as_ref()
+            .map(|_| secret_placeholder(&secret_name_vrrp(&inst.name))),
+        vips: inst
+            .vips
+            .iter()
+            .map(|v| format!("{v}/32 dev {}", me.interface))
+            .collect(),
+        nopreempt: inst.nopreempt,
+        preempt_delay: inst.preempt_delay,
+        unicast_src: inst.unicast.then_some(me.address),
+        unicast_peers: if inst.unicast {
+            inst.members
+                .iter()
+                .filter(|m| m.host != host.id)
+                .map(|m| m.address)
+                .collect()
+        } else {
+            Vec::new()
+        },
+        track_script: inst.track_script.clone(),
+    }
+}
+
+/// The names of the instances that must fail over together, or none.
+/// NAT through a VRRP pair: the client-side VIP and the real servers'
+/// gateway address must move together, or replies go to the director that
+/// lost the VIP. Instances of this director on different networks form one group.
+fn sync_group(topo: &Topology, ha: &crate::model::Ha, host: &Host, instances: &[VrrpCtx]) -> Vec<String> {
+    let nat = topo
+        .services_of_director(host.id)
+        .any(|s| s.keepalived && s.mode == Mode::Nat);
+    let nets: std::collections::BTreeSet<_> = ha
+        .instances
+        .iter()
+        .filter(|i| i.members.iter().any(|m| m.host == host.id))
+        .map(|i| i.network)
+        .collect();
+    if nat && nets.len() > 1 {
+        instances.iter().map(|i| i.name.clone()).collect()
+    } else {
+        Vec::new()
+    }
+}
+
+/// A keepalived-owned service as a `virtual_server` block.
+fn virtual_server(s: &crate::model::Service) -> VirtualServerCtx {
+    let svc = ipvs_service(s);
+    VirtualServerCtx {
+        target: match s.key {
+            ServiceKey::Tcp(p) | ServiceKey::Udp(p) => format!("{} {p}", s.vip),
+            ServiceKey::Fwmark(m) => format!("fwmark {m}"),
+        },
+        protocol: match s.key {
+            ServiceKey::Udp(_) => Some("UDP"),
+            ServiceKey::Tcp(_) => Some("TCP"),
+            ServiceKey::Fwmark(_) => None,
+        },
+        lb_algo: s.scheduler.as_str().to_string(),
+        lb_kind: match s.mode {
+            Mode::Nat => "NAT",
+            Mode::Dr => "DR",
+            Mode::Tun => "TUN",
+        },
+        sched_flags: s.sched_flags.clone(),
+        persistence_timeout: s.persistence,
+        persistence_granularity: s.persistence_netmask,
+        one_packet: s.one_packet,
+        delay_loop: s.delay_loop,
+        quorum: s.quorum,
+        inhibit_on_failure: s.inhibit_on_failure,
+        // keepalived takes no port for a firewall mark's sorry server.
+        sorry_server: s.sorry_server.map(|(a, p)| match p {
+            0 => a.to_string(),
+            p => format!("{a} {p}"),
+        }),
+        real_servers: svc.real_servers.iter().map(|d| ka_real_server(s, d)).collect(),
+    }
+}
+
+/// One destination of a keepalived service as a `real_server` block, with
+/// the service's health check aimed at the port it connects to.
+fn ka_real_server(s: &crate::model::Service, d: &IpvsDest) -> KaRealServerCtx {
+    // The port a health check connects to: the real server's,
+    // else the mark's first port, else the service's, else 80.
+    let port = match (d.port, s.key) {
+        (0, ServiceKey::Fwmark(_)) => s.mark_ports.first().copied().unwrap_or(80),
+        (0, _) => s.port().filter(|p| *p != 0).unwrap_or(80),
+        (p, _) => p,
+    };
+    KaRealServerCtx {
+        address: d.address,
+        port: (!matches!(s.key, ServiceKey::Fwmark(_))).then_some(d.port),
+        weight: d.weight,
+        check: s.health_check.as_ref().map(|c| CheckCtx {
+            kind: match c.kind {
+                // HTTPS (the lab's port 443) is checked over TLS.
+                CheckKind::Http if port == 443 => "SSL_GET",
+                CheckKind::Http => "HTTP_GET",
+                CheckKind::Tcp => "TCP_CHECK",
+                CheckKind::Misc => "MISC_CHECK",
+            },
+            path: c.path.clone(),
+            status_code: c.status_code,
+            digest: c.digest.clone(),
+            script: c.script.clone(),
+            port,
+            connect_timeout: c.connect_timeout,
+            retry: c.retry,
+            delay_before_retry: c.delay_before_retry,
+        }),
+    }
 }
 
 /// The IPVS service as the kernel will hold it.

@@ -298,6 +298,29 @@ pub fn compile(topo: &Topology) -> Result<Plan, CompileError> {
         .iter()
         .map(|h| Value::from(minijinja::value::Serde(context::build(topo, h))))
         .collect();
+    add_playbook_steps(env, topo, &contexts, &mut per_host)?;
+    add_extra_steps(env, topo, &contexts, &mut per_host)?;
+    let plan = Plan {
+        schema: SCHEMA,
+        lab: topo.lab.clone(),
+        mode: topo.mode,
+        phases: phases(topo, per_host)?,
+        removals: Vec::new(),
+        notes: notes(topo),
+        secrets: context::secrets(topo),
+    };
+    check_secret_placeholders(&plan)?;
+    Ok(persist::add(topo, bind_service_hashes(plan)?))
+}
+
+/// The steps of every embedded play, expanded for each host it targets (and
+/// whose `when` holds), appended to that host's steps of the play's phase.
+fn add_playbook_steps(
+    env: &Environment,
+    topo: &Topology,
+    contexts: &[Value],
+    per_host: &mut [BTreeMap<&str, Vec<Step>>],
+) -> Result<(), CompileError> {
     for (playbook, plays) in playbooks()? {
         for play in plays {
             let phase = PHASES
@@ -329,7 +352,17 @@ pub fn compile(topo: &Topology) -> Result<Plan, CompileError> {
             }
         }
     }
+    Ok(())
+}
 
+/// The steps a topology declares for its hosts, expanded like a playbook's
+/// and appended to the host's steps of their phase; a bad one is the user's error.
+fn add_extra_steps(
+    env: &Environment,
+    topo: &Topology,
+    contexts: &[Value],
+    per_host: &mut [BTreeMap<&str, Vec<Step>>],
+) -> Result<(), CompileError> {
     for host in &topo.hosts {
         if host.extra_steps.is_empty() {
             continue;
@@ -346,7 +379,12 @@ pub fn compile(topo: &Topology) -> Result<Plan, CompileError> {
             per_host[host.id.0].entry(extra.phase).or_default().extend(steps);
         }
     }
+    Ok(())
+}
 
+/// The plan's phases in `PHASES` order, each with the hosts (in topology
+/// order) that have steps in it, their steps deduplicated; empty ones left out.
+fn phases(topo: &Topology, mut per_host: Vec<BTreeMap<&str, Vec<Step>>>) -> Result<Vec<Phase>, CompileError> {
     let mut phases = Vec::new();
     for phase in PHASES {
         let mut hosts = Vec::new();
@@ -369,28 +407,28 @@ pub fn compile(topo: &Topology) -> Result<Plan, CompileError> {
             });
         }
     }
-    let plan = Plan {
-        schema: SCHEMA,
-        lab: topo.lab.clone(),
-        mode: topo.mode,
-        phases,
-        removals: Vec::new(),
-        notes: topo
-            .hosts
-            .iter()
-            .filter(|h| h.packages && h.os.is_none())
-            .map(|h| {
-                format!(
-                    "{}: no `os:` declared: planned as debian; `up` and `drift` ask the host",
-                    h.name
-                )
-            })
-            .collect(),
-        secrets: context::secrets(topo),
-    };
-    // A secret is filled in only where lvslab's own templates put its
-    // placeholder (keepalived.conf, mode 0640); a page or a step's file that
-    // spells the placeholder would get the password served to anyone.
+    Ok(phases)
+}
+
+/// The plan's notes: each host whose packages are planned for an assumed OS.
+fn notes(topo: &Topology) -> Vec<String> {
+    topo.hosts
+        .iter()
+        .filter(|h| h.packages && h.os.is_none())
+        .map(|h| {
+            format!(
+                "{}: no `os:` declared: planned as debian; `up` and `drift` ask the host",
+                h.name
+            )
+        })
+        .collect()
+}
+
+/// Refuses a plan whose file outside keepalived.conf holds a secret placeholder.
+/// A secret is filled in only where lvslab's own templates put its
+/// placeholder (keepalived.conf, mode 0640); a page or a step's file that
+/// spells the placeholder would get the password served to anyone.
+fn check_secret_placeholders(plan: &Plan) -> Result<(), CompileError> {
     for step in plan
         .phases
         .iter()
@@ -410,7 +448,7 @@ pub fn compile(topo: &Topology) -> Result<Plan, CompileError> {
             ));
         }
     }
-    Ok(persist::add(topo, bind_service_hashes(plan)?))
+    Ok(())
 }
 
 /// Two plays may want the same resource: identical is fine (kept once), different is a bug.
@@ -614,18 +652,7 @@ fn resource(env: &Environment, topo: &Topology, host: &Host, p: Params, ctx: &Va
             check(is_interface_name(&dev), "interface", &dev)?;
             Resource::Address { address, dev }
         }
-        Params::Route { to, via, dev } => {
-            check(
-                to == "default" || to.parse::<Ipv4Network>().is_ok(),
-                "route destination",
-                &to,
-            )?;
-            check(via.parse::<Ipv4Addr>().is_ok(), "next hop", &via)?;
-            if let Some(d) = &dev {
-                check(is_interface_name(d), "interface", d)?;
-            }
-            Resource::Route { to, via, dev }
-        }
+        Params::Route { to, via, dev } => route_resource(to, via, dev)?,
         Params::Link { name, up } => {
             check(is_interface_name(&name), "interface", &name)?;
             Resource::Link { name, up }
@@ -644,14 +671,7 @@ fn resource(env: &Environment, topo: &Topology, host: &Host, p: Params, ctx: &Va
         } => {
             check(is_safe_path(&path), "path", &path)?;
             check(is_mode(&mode), "mode", &mode)?;
-            let content = match (content, template) {
-                (Some(c), None) => c,
-                (None, Some(t)) => env
-                    .get_template(&t)
-                    .and_then(|tpl| tpl.render(ctx))
-                    .map_err(|e| format!("template {t}: {e:#}"))?,
-                _ => return Err("a file step has exactly one of `content` or `template`".into()),
-            };
+            let content = file_content(env, ctx, content, template)?;
             let sha256 = hex(&Sha256::digest(content.as_bytes()));
             Resource::File {
                 path,
@@ -667,44 +687,8 @@ fn resource(env: &Environment, topo: &Topology, host: &Host, p: Params, ctx: &Va
             command,
             restart_on,
             state_dir,
-        } => {
-            let state_dir = state_dir.unwrap_or_else(|| {
-                match host.init {
-                    Init::Systemd => UNIT_STATE_DIR,
-                    Init::Daemon => DAEMON_STATE_DIR,
-                }
-                .to_string()
-            });
-            check(is_safe_path(&state_dir), "state directory", &state_dir)?;
-            check(is_word(&name, &['-', '_']), "service name", &name)?;
-            check(is_word(&unit, &['-', '_', '.', '@']), "unit", &unit)?;
-            let manager = match host.init {
-                Init::Systemd => ServiceManager::Systemd { unit },
-                Init::Daemon => ServiceManager::Daemon {
-                    command,
-                    pidfile: format!("{state_dir}/{name}.pid"),
-                },
-            };
-            // Bound to the files' contents after the plan is assembled.
-            Resource::Service {
-                name,
-                manager,
-                config_hash: String::new(),
-                state_dir,
-                restart_on,
-            }
-        }
-        Params::Package { apt, dnf } => {
-            // The host's family picks the names (`a|b`: either satisfies, `a` is installed).
-            let (manager, packages) = match host.os_family() {
-                crate::model::OsFamily::Debian => (crate::plan::PackageManager::Apt, apt),
-                crate::model::OsFamily::Rhel => (crate::plan::PackageManager::Dnf, dnf),
-            };
-            for p in packages.iter().flat_map(|p| p.split('|')) {
-                check(is_word(p, &['-', '+', '.']), "package", p)?;
-            }
-            Resource::Package { manager, packages }
-        }
+        } => service_resource(host, name, unit, command, restart_on, state_dir)?,
+        Params::Package { apt, dnf } => package_resource(host, apt, dnf)?,
         Params::IpvsTable {} => Resource::IpvsTable {
             services: context::ipvs_table(topo, host),
             previous: Vec::new(),
@@ -714,21 +698,7 @@ fn resource(env: &Environment, topo: &Topology, host: &Host, p: Params, ctx: &Va
             target,
             fstype,
             options,
-        } => {
-            let src_ok = source
-                .split_once(':')
-                .is_some_and(|(a, p)| a.parse::<Ipv4Addr>().is_ok() && is_safe_path(p));
-            check(src_ok, "mount source", &source)?;
-            check(is_safe_path(&target), "mount target", &target)?;
-            check(is_word(&fstype, &[]), "file system type", &fstype)?;
-            check(is_word(&options, &['=', ',', '.', '_', '-']), "mount options", &options)?;
-            Resource::Mount {
-                source,
-                target,
-                fstype,
-                options,
-            }
-        }
+        } => mount_resource(source, target, fstype, options)?,
         Params::Command {
             name,
             check: chk,
@@ -743,6 +713,107 @@ fn resource(env: &Environment, topo: &Topology, host: &Host, p: Params, ctx: &Va
                 revert,
             }
         }
+    })
+}
+
+/// A route step: the destination (`default` or a network), the next hop and
+/// the optional device, each checked against its grammar.
+fn route_resource(to: String, via: String, dev: Option<String>) -> Result<Resource, String> {
+    check(
+        to == "default" || to.parse::<Ipv4Network>().is_ok(),
+        "route destination",
+        &to,
+    )?;
+    check(via.parse::<Ipv4Addr>().is_ok(), "next hop", &via)?;
+    if let Some(d) = &dev {
+        check(is_interface_name(d), "interface", d)?;
+    }
+    Ok(Resource::Route { to, via, dev })
+}
+
+/// A file step's content: given inline, or rendered from a named template
+/// with the host's context; exactly one of the two.
+fn file_content(
+    env: &Environment,
+    ctx: &Value,
+    content: Option<String>,
+    template: Option<String>,
+) -> Result<String, String> {
+    match (content, template) {
+        (Some(c), None) => Ok(c),
+        (None, Some(t)) => env
+            .get_template(&t)
+            .and_then(|tpl| tpl.render(ctx))
+            .map_err(|e| format!("template {t}: {e:#}")),
+        _ => Err("a file step has exactly one of `content` or `template`".into()),
+    }
+}
+
+/// A service step managed as the host's init runs it (a systemd unit, or a
+/// daemon with a pid file in its state directory, by default the init's own).
+fn service_resource(
+    host: &Host,
+    name: String,
+    unit: String,
+    command: String,
+    restart_on: Vec<String>,
+    state_dir: Option<String>,
+) -> Result<Resource, String> {
+    let state_dir = state_dir.unwrap_or_else(|| {
+        match host.init {
+            Init::Systemd => UNIT_STATE_DIR,
+            Init::Daemon => DAEMON_STATE_DIR,
+        }
+        .to_string()
+    });
+    check(is_safe_path(&state_dir), "state directory", &state_dir)?;
+    check(is_word(&name, &['-', '_']), "service name", &name)?;
+    check(is_word(&unit, &['-', '_', '.', '@']), "unit", &unit)?;
+    let manager = match host.init {
+        Init::Systemd => ServiceManager::Systemd { unit },
+        Init::Daemon => ServiceManager::Daemon {
+            command,
+            pidfile: format!("{state_dir}/{name}.pid"),
+        },
+    };
+    // Bound to the files' contents after the plan is assembled.
+    Ok(Resource::Service {
+        name,
+        manager,
+        config_hash: String::new(),
+        state_dir,
+        restart_on,
+    })
+}
+
+/// A package step: the host's family picks the manager and the names
+/// (`a|b`: either satisfies, `a` is installed).
+fn package_resource(host: &Host, apt: Vec<String>, dnf: Vec<String>) -> Result<Resource, String> {
+    let (manager, packages) = match host.os_family() {
+        crate::model::OsFamily::Debian => (crate::plan::PackageManager::Apt, apt),
+        crate::model::OsFamily::Rhel => (crate::plan::PackageManager::Dnf, dnf),
+    };
+    for p in packages.iter().flat_map(|p| p.split('|')) {
+        check(is_word(p, &['-', '+', '.']), "package", p)?;
+    }
+    Ok(Resource::Package { manager, packages })
+}
+
+/// A mount step: an `address:path` source, a target path, a file system
+/// type and options, each checked against its grammar.
+fn mount_resource(source: String, target: String, fstype: String, options: String) -> Result<Resource, String> {
+    let src_ok = source
+        .split_once(':')
+        .is_some_and(|(a, p)| a.parse::<Ipv4Addr>().is_ok() && is_safe_path(p));
+    check(src_ok, "mount source", &source)?;
+    check(is_safe_path(&target), "mount target", &target)?;
+    check(is_word(&fstype, &[]), "file system type", &fstype)?;
+    check(is_word(&options, &['=', ',', '.', '_', '-']), "mount options", &options)?;
+    Ok(Resource::Mount {
+        source,
+        target,
+        fstype,
+        options,
     })
 }
 

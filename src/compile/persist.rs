@@ -89,7 +89,17 @@ pub fn host_steps(topo: &Topology, host: &Host, planned: &[&Step]) -> Vec<Step> 
     let lab = &topo.lab;
     let header = format!("# Written by lvslab for lab {lab}; `lvslab down` removes it.\n");
     let mut out = Vec::new();
+    let has_sysctls = kernel_files(&header, planned, &mut out);
+    let boot: Vec<String> = planned.iter().flat_map(|s| boot_commands(&s.resource)).collect();
+    boot_script_steps(lab, boot, has_sysctls, &mut out);
+    ipvs_table_steps(host, &header, planned, &mut out);
+    unit_enables(planned, &mut out);
+    out
+}
 
+/// The sysctl drop-in and the modules-load file (each only when the host
+/// plans such steps), pushed to `out`; whether there are sysctls.
+fn kernel_files(header: &str, planned: &[&Step], out: &mut Vec<Step>) -> bool {
     let lines =
         |f: fn(&Resource) -> Option<String>| -> Vec<String> { planned.iter().filter_map(|s| f(&s.resource)).collect() };
     let sysctls = lines(|r| match r {
@@ -116,48 +126,59 @@ pub fn host_steps(topo: &Topology, host: &Host, planned: &[&Step]) -> Vec<Step> 
             "the kernel modules the lab needs, loaded by systemd-modules-load at every boot",
         ));
     }
+    !sysctls.is_empty()
+}
 
-    let mut boot: Vec<String> = planned.iter().flat_map(|s| boot_commands(&s.resource)).collect();
-    if !boot.is_empty() || !sysctls.is_empty() {
-        if !sysctls.is_empty() {
-            // Per-interface keys (tunl0, lo) need their interface: apply them again now.
-            boot.push(format!("sysctl -q -p {SYSCTL_FILE} || true"));
-        }
-        out.push(Step::new(
-            Resource::Directory {
-                path: "/etc/lvslab".into(),
-                mode: "0755".into(),
-                purge: false,
-            },
-            "holds the boot script (removed by down when lvslab made it)".into(),
-        ));
-        let script = format!(
-            "#!/bin/sh\n# Written by lvslab for lab {lab}: restores this host's lab addresses, routes,\n\
-             # marks and mounts at boot (run by {BOOT_UNIT}); `lvslab down` removes it.\nset -e\n{}\n",
-            boot.join("\n")
-        );
-        out.push(file(
-            BOOT_SCRIPT,
-            script,
-            "0755",
-            "what the kernel forgets on a reboot (addresses, routes, marks, mounts), as one script",
-        ));
-        let unit = format!(
-            "# Written by lvslab for lab {lab}; `lvslab down` removes it.\n[Unit]\n\
-             Description=lvslab lab {lab}: addresses, routes, marks and mounts of this host\n\
-             Wants=network-online.target\nAfter=network-online.target\nBefore=keepalived.service ipvsadm.service\n\n\
-             [Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart={BOOT_SCRIPT}\n\n\
-             [Install]\nWantedBy=multi-user.target\n"
-        );
-        out.push(file(
-            &format!("/etc/systemd/system/{BOOT_UNIT}"),
-            unit,
-            "0644",
-            "a oneshot unit that runs the boot script once the network is up, before keepalived and ipvsadm",
-        ));
-        out.push(enable(BOOT_UNIT, "run the boot script at every boot".into()));
+/// The boot script (the `boot` commands, then the sysctls applied again when
+/// there are any), its directory, its oneshot unit and that unit's enabling,
+/// pushed to `out`; nothing when there is nothing to restore at boot.
+fn boot_script_steps(lab: &str, mut boot: Vec<String>, has_sysctls: bool, out: &mut Vec<Step>) {
+    if boot.is_empty() && !has_sysctls {
+        return;
     }
+    if has_sysctls {
+        // Per-interface keys (tunl0, lo) need their interface: apply them again now.
+        boot.push(format!("sysctl -q -p {SYSCTL_FILE} || true"));
+    }
+    out.push(Step::new(
+        Resource::Directory {
+            path: "/etc/lvslab".into(),
+            mode: "0755".into(),
+            purge: false,
+        },
+        "holds the boot script (removed by down when lvslab made it)".into(),
+    ));
+    let script = format!(
+        "#!/bin/sh\n# Written by lvslab for lab {lab}: restores this host's lab addresses, routes,\n\
+         # marks and mounts at boot (run by {BOOT_UNIT}); `lvslab down` removes it.\nset -e\n{}\n",
+        boot.join("\n")
+    );
+    out.push(file(
+        BOOT_SCRIPT,
+        script,
+        "0755",
+        "what the kernel forgets on a reboot (addresses, routes, marks, mounts), as one script",
+    ));
+    let unit = format!(
+        "# Written by lvslab for lab {lab}; `lvslab down` removes it.\n[Unit]\n\
+         Description=lvslab lab {lab}: addresses, routes, marks and mounts of this host\n\
+         Wants=network-online.target\nAfter=network-online.target\nBefore=keepalived.service ipvsadm.service\n\n\
+         [Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart={BOOT_SCRIPT}\n\n\
+         [Install]\nWantedBy=multi-user.target\n"
+    );
+    out.push(file(
+        &format!("/etc/systemd/system/{BOOT_UNIT}"),
+        unit,
+        "0644",
+        "a oneshot unit that runs the boot script once the network is up, before keepalived and ipvsadm",
+    ));
+    out.push(enable(BOOT_UNIT, "run the boot script at every boot".into()));
+}
 
+/// The planned IPVS table saved where the host family's ipvsadm service
+/// restores it at boot (and that restore switched on), pushed to `out`;
+/// nothing when the host plans no table.
+fn ipvs_table_steps(host: &Host, header: &str, planned: &[&Step], out: &mut Vec<Step>) {
     let table: Vec<&ipvs::IpvsService> = planned
         .iter()
         .flat_map(|s| match &s.resource {
@@ -165,36 +186,41 @@ pub fn host_steps(topo: &Topology, host: &Host, planned: &[&Step]) -> Vec<Step> 
             _ => Vec::new(),
         })
         .collect();
-    if !table.is_empty() {
-        let owned: Vec<ipvs::IpvsService> = table.into_iter().cloned().collect();
-        let rules = format!("{}\n", ipvs::save_lines(&owned).join("\n"));
-        match host.os_family() {
-            OsFamily::Debian => {
-                out.push(file(
-                    "/etc/ipvsadm.rules",
-                    rules,
-                    "0644",
-                    "the IPVS table in `ipvsadm -S` form, where Debian's ipvsadm service restores it at boot",
-                ));
-                out.push(file(
-                    "/etc/default/ipvsadm",
-                    format!("{header}AUTO=\"true\"\nDAEMON=\"none\"\n"),
-                    "0644",
-                    "tells Debian's ipvsadm service to restore /etc/ipvsadm.rules at boot (the file it replaces is put back by down)",
-                ));
-            }
-            OsFamily::Rhel => {
-                out.push(file(
-                    "/etc/sysconfig/ipvsadm",
-                    rules,
-                    "0600",
-                    "the IPVS table in `ipvsadm -S` form, where ipvsadm.service restores it at boot",
-                ));
-                out.push(enable("ipvsadm.service", "restore the IPVS table at every boot".into()));
-            }
+    if table.is_empty() {
+        return;
+    }
+    let owned: Vec<ipvs::IpvsService> = table.into_iter().cloned().collect();
+    let rules = format!("{}\n", ipvs::save_lines(&owned).join("\n"));
+    match host.os_family() {
+        OsFamily::Debian => {
+            out.push(file(
+                "/etc/ipvsadm.rules",
+                rules,
+                "0644",
+                "the IPVS table in `ipvsadm -S` form, where Debian's ipvsadm service restores it at boot",
+            ));
+            out.push(file(
+                "/etc/default/ipvsadm",
+                format!("{header}AUTO=\"true\"\nDAEMON=\"none\"\n"),
+                "0644",
+                "tells Debian's ipvsadm service to restore /etc/ipvsadm.rules at boot (the file it replaces is put back by down)",
+            ));
+        }
+        OsFamily::Rhel => {
+            out.push(file(
+                "/etc/sysconfig/ipvsadm",
+                rules,
+                "0600",
+                "the IPVS table in `ipvsadm -S` form, where ipvsadm.service restores it at boot",
+            ));
+            out.push(enable("ipvsadm.service", "restore the IPVS table at every boot".into()));
         }
     }
+}
 
+/// An enabling step for each systemd unit the host's services run (each
+/// once, in order of first appearance), pushed to `out`.
+fn unit_enables(planned: &[&Step], out: &mut Vec<Step>) {
     let mut units: Vec<&str> = planned
         .iter()
         .filter_map(|s| match &s.resource {
@@ -213,7 +239,6 @@ pub fn host_steps(topo: &Topology, host: &Host, planned: &[&Step]) -> Vec<Step> 
             format!("start {u} at every boot, as the lab needs it running"),
         ));
     }
-    out
 }
 
 /// Add the `persist` phase for every host that wants it.

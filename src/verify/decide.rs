@@ -468,81 +468,14 @@ fn vrrp(cx: &Ctx, inst: &crate::model::VrrpInstance) -> Check {
             .push(format!("waited {w:.1} s for VRRP to settle before looking"));
     }
     let mut problems = Vec::new();
-    let mut holders: BTreeSet<&str> = BTreeSet::new();
-    for vip in &inst.vips {
-        let mut held_by = Vec::new();
-        for m in &inst.members {
-            let name = cx.name(m.host);
-            match cx.before(name, "addr") {
-                Err(e) => problems.push(e),
-                Ok(o) => {
-                    if parse::addresses(&o.out).iter().any(|(_, a, _)| a == vip) {
-                        held_by.push(name);
-                    }
-                }
-            }
-        }
-        match held_by.as_slice() {
-            [] => problems.push(format!("no director holds {vip}")),
-            [one] => {
-                holders.insert(one);
-            }
-            many => problems.push(format!("{vip} is held by {} at once (split brain)", many.join(" and "))),
-        }
-    }
-    if holders.len() > 1 {
-        problems.push(format!(
-            "the instance's VIPs are spread over {}",
-            holders.iter().copied().collect::<Vec<_>>().join(", ")
-        ));
-    }
-    let holder = holders.iter().next().copied();
+    let holder = vip_holder(cx, inst, &mut problems);
     let holder_addr = inst
         .members
         .iter()
         .find(|m| Some(cx.name(m.host)) == holder)
         .map(|m| m.address.to_string());
     for m in &inst.members {
-        let name = cx.name(m.host);
-        let role = format!("{name} ({} priority {})", m.state.as_str(), m.priority);
-        let data = cx
-            .before(name, "vrrp-data")
-            .ok()
-            .filter(|o| o.rc == 0)
-            .map(|o| parse::keepalived_data(&o.out))
-            .and_then(|d| d.into_iter().find(|d| d.instance == inst.name));
-        let holds = Some(name) == holder;
-        match (&data, holds) {
-            (Some(d), true) => c
-                .evidence
-                .push(format!("{role}: holds the VIPs, keepalived state {}", d.state)),
-            (None, true) => c.evidence.push(format!("{role}: holds the VIPs")),
-            (Some(d), false) => {
-                c.evidence.push(format!(
-                    "{role}: keepalived state {}, hears master {}",
-                    d.state,
-                    d.master_router.as_deref().unwrap_or("(none)")
-                ));
-                if d.state == "MASTER" {
-                    problems.push(format!("{name} is MASTER too but holds no VIP"));
-                } else if let (Some(want), Some(got)) = (&holder_addr, &d.master_router)
-                    && want != got
-                {
-                    problems.push(format!(
-                        "{name} hears master {got}, not {holder:?} ({want})",
-                        holder = holder.unwrap_or("?")
-                    ));
-                }
-            }
-            (None, false) => {
-                let why = cx
-                    .before(name, "vrrp-data")
-                    .map(|o| first_line(&o.out).to_string())
-                    .unwrap_or_else(|e| e);
-                c.evidence.push(format!("{role}: no keepalived data ({why})"));
-                problems.push(format!("cannot tell whether {name} hears the master's adverts: {why}"));
-            }
-        }
+        vrrp_member(cx, inst, m, holder, holder_addr.as_deref(), &mut c, &mut problems);
     }
     let configured = inst.members.iter().max_by_key(|m| m.priority).map(|m| cx.name(m.host));
     if let (Some(h), Some(cfg)) = (holder, configured)
@@ -565,6 +498,94 @@ fn vrrp(cx: &Ctx, inst: &crate::model::VrrpInstance) -> Check {
             inst.vips.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ")
         ),
     )
+}
+
+/// The member holding the instance's VIPs (the first by name when they are
+/// spread), with a problem for a VIP held by none or by several (split
+/// brain), and for VIPs spread over several members.
+fn vip_holder<'a>(cx: &Ctx<'a>, inst: &crate::model::VrrpInstance, problems: &mut Vec<String>) -> Option<&'a str> {
+    let mut holders: BTreeSet<&str> = BTreeSet::new();
+    for vip in &inst.vips {
+        let mut held_by = Vec::new();
+        for m in &inst.members {
+            let name = cx.name(m.host);
+            match cx.before(name, "addr") {
+                Err(e) => problems.push(e),
+                Ok(o) => {
+                    if parse::addresses(&o.out).iter().any(|(_, a, _)| a == vip) {
+                        held_by.push(name);
+                    }
+                }
+            }
+        }
+        match held_by.as_slice() {
+            [] => problems.push(format!("no director holds {vip}")),
+            [one] => {
+                holders.insert(*one);
+            }
+            many => problems.push(format!("{vip} is held by {} at once (split brain)", many.join(" and "))),
+        }
+    }
+    if holders.len() > 1 {
+        problems.push(format!(
+            "the instance's VIPs are spread over {}",
+            holders.iter().copied().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    holders.iter().next().copied()
+}
+
+/// One member's part as evidence: the holder holds the VIPs, every other
+/// member must be a BACKUP hearing the holder (`holder_addr`) as its master.
+fn vrrp_member(
+    cx: &Ctx,
+    inst: &crate::model::VrrpInstance,
+    m: &crate::model::VrrpMember,
+    holder: Option<&str>,
+    holder_addr: Option<&str>,
+    c: &mut Check,
+    problems: &mut Vec<String>,
+) {
+    let name = cx.name(m.host);
+    let role = format!("{name} ({} priority {})", m.state.as_str(), m.priority);
+    let data = cx
+        .before(name, "vrrp-data")
+        .ok()
+        .filter(|o| o.rc == 0)
+        .map(|o| parse::keepalived_data(&o.out))
+        .and_then(|d| d.into_iter().find(|d| d.instance == inst.name));
+    let holds = Some(name) == holder;
+    match (&data, holds) {
+        (Some(d), true) => c
+            .evidence
+            .push(format!("{role}: holds the VIPs, keepalived state {}", d.state)),
+        (None, true) => c.evidence.push(format!("{role}: holds the VIPs")),
+        (Some(d), false) => {
+            c.evidence.push(format!(
+                "{role}: keepalived state {}, hears master {}",
+                d.state,
+                d.master_router.as_deref().unwrap_or("(none)")
+            ));
+            if d.state == "MASTER" {
+                problems.push(format!("{name} is MASTER too but holds no VIP"));
+            } else if let (Some(want), Some(got)) = (holder_addr, &d.master_router)
+                && want != got.as_str()
+            {
+                problems.push(format!(
+                    "{name} hears master {got}, not {holder:?} ({want})",
+                    holder = holder.unwrap_or("?")
+                ));
+            }
+        }
+        (None, false) => {
+            let why = cx
+                .before(name, "vrrp-data")
+                .map(|o| first_line(&o.out).to_string())
+                .unwrap_or_else(|e| e);
+            c.evidence.push(format!("{role}: no keepalived data ({why})"));
+            problems.push(format!("cannot tell whether {name} hears the master's adverts: {why}"));
+        }
+    }
 }
 
 fn director_audit(cx: &Ctx, d: &Host) -> Check {
@@ -788,7 +809,48 @@ fn distribution(cx: &Ctx, s: &Service) -> Check {
         tr.sent, tr.url
     ));
     c.evidence.push(format!("expected: {}", expect_words(s)));
-    // Whose page is each answer?
+    let per_host = answers_per_host(cx, s, tr, &mut c.evidence, &mut problems);
+    if failed_total > 0 {
+        let what: Vec<String> = tr.failures.iter().map(|(k, n)| format!("{n}× {k}")).collect();
+        problems.push(format!(
+            "{failed_total} of {} requests failed ({})",
+            tr.sent,
+            what.join(", ")
+        ));
+    }
+    let judge = ShareJudge::new(cx, s, tr, answered_total, &mut c.evidence);
+    let mut counted_short = false;
+    for (ri, rs) in s.real_servers.iter().enumerate() {
+        let answered = per_host.get(cx.name(rs.host)).copied().unwrap_or(0);
+        let (share, short) = judge.judge(cx, s, ri, rs, answered, &mut problems);
+        counted_short |= short;
+        c.shares.push(share);
+    }
+    if counted_short {
+        c.evidence.extend(counter_lines(cx.t, cx.ev, s));
+    }
+    pattern_problems(cx, s, &per_host, answered_total, judge.active, &mut problems);
+    let summary: Vec<String> = c
+        .shares
+        .iter()
+        .map(|sh| format!("{} {}", sh.host, sh.answered))
+        .collect();
+    c.settle(
+        problems,
+        format!("{answered_total}/{} answered: {}", tr.sent, summary.join(", ")),
+    )
+}
+
+/// Whose page is each answer: the answers per real server (by host name);
+/// answers that are no real server's page are shown in `evidence` and
+/// counted as one problem.
+fn answers_per_host<'a>(
+    cx: &Ctx<'a>,
+    s: &Service,
+    tr: &super::Traffic,
+    evidence: &mut Vec<String>,
+    problems: &mut Vec<String>,
+) -> BTreeMap<&'a str, u32> {
     let mut per_host: BTreeMap<&str, u32> = BTreeMap::new();
     let mut unknown = 0;
     for (body, n) in &tr.answers {
@@ -801,58 +863,96 @@ fn distribution(cx: &Ctx, s: &Service) -> Check {
             Some(h) => *per_host.entry(h.name.as_str()).or_default() += n,
             None => {
                 unknown += n;
-                c.evidence
-                    .push(format!("{n}× not a real server's page: {}", short(body, 60)));
+                evidence.push(format!("{n}× not a real server's page: {}", short(body, 60)));
             }
         }
     }
     if unknown > 0 {
         problems.push(format!("{unknown} answer(s) were not a real server's page"));
     }
-    if failed_total > 0 {
-        let what: Vec<String> = tr.failures.iter().map(|(k, n)| format!("{n}× {k}")).collect();
-        problems.push(format!(
-            "{failed_total} of {} requests failed ({})",
-            tr.sent,
-            what.join(", ")
-        ));
-    }
-    // IPVS's own count of new connections per real server.
-    let conns = match cx.service_delta(s) {
-        Ok((_, dests)) => Some(dests),
-        Err(e) => {
-            c.evidence.push(format!("no IPVS counters: {e}"));
-            None
-        }
-    };
-    let slack = slack(tr.sent);
-    let mut counted_short = false;
-    if conns.is_some() {
-        c.evidence.push(format!(
-            "cross-check: each real server's answers equal its new IPVS connections (±{slack}, for reused connection entries)"
-        ));
-    }
-    let weight_sum: u32 = s.real_servers.iter().map(|r| r.weight).sum();
-    let active = s.real_servers.iter().filter(|r| r.weight > 0).count() as f64;
-    let exp = expect(s);
-    // lc/wlc: the requests each real server should get, from the
-    // connections the directors held before the traffic.
-    let least = (exp == Expect::LeastConnections)
-        .then(|| least_connection_expectation(cx, s, answered_total, &mut c.evidence))
-        .flatten();
-    for (ri, rs) in s.real_servers.iter().enumerate() {
-        let name = cx.name(rs.host);
-        let answered = per_host.get(name).copied().unwrap_or(0);
-        let expected = match exp {
-            Expect::Equal if rs.weight > 0 => Some(1.0 / active),
-            Expect::Weighted if weight_sum > 0 => Some(f64::from(rs.weight) / f64::from(weight_sum)),
-            Expect::Equal | Expect::Weighted => Some(0.0),
-            Expect::LeastConnections if answered_total > 0 => {
-                least.as_ref().map(|(counts, _)| counts[ri] / f64::from(answered_total))
+    per_host
+}
+
+/// What each real server's answers are held against: the scheduler's
+/// expectation, the weights, lc/wlc's counts and IPVS's own connection counts.
+struct ShareJudge {
+    exp: Expect,
+    answered_total: u32,
+    weight_sum: u32,
+    /// Real servers with weight > 0.
+    active: f64,
+    /// lc/wlc: the requests each real server should answer, and the deviation allowed.
+    least: Option<(Vec<f64>, f64)>,
+    /// IPVS's new connections per destination (`address:port`), when read.
+    conns: Option<BTreeMap<String, u64>>,
+    /// How far IPVS's count may differ from the answers.
+    slack: u64,
+}
+
+impl ShareJudge {
+    /// Reads what the judgement needs for `s`'s traffic, saying in `evidence`
+    /// how the IPVS counters and (lc/wlc) the connection counts are used.
+    fn new(cx: &Ctx, s: &Service, tr: &super::Traffic, answered_total: u32, evidence: &mut Vec<String>) -> Self {
+        // IPVS's own count of new connections per real server.
+        let conns = match cx.service_delta(s) {
+            Ok((_, dests)) => Some(dests),
+            Err(e) => {
+                evidence.push(format!("no IPVS counters: {e}"));
+                None
             }
-            _ => None,
         };
-        if let Some((counts, allowed)) = &least
+        let slack = slack(tr.sent);
+        if conns.is_some() {
+            evidence.push(format!(
+                "cross-check: each real server's answers equal its new IPVS connections (±{slack}, for reused connection entries)"
+            ));
+        }
+        let exp = expect(s);
+        // lc/wlc: the requests each real server should get, from the
+        // connections the directors held before the traffic.
+        let least = (exp == Expect::LeastConnections)
+            .then(|| least_connection_expectation(cx, s, answered_total, evidence))
+            .flatten();
+        ShareJudge {
+            exp,
+            answered_total,
+            weight_sum: s.real_servers.iter().map(|r| r.weight).sum(),
+            active: s.real_servers.iter().filter(|r| r.weight > 0).count() as f64,
+            least,
+            conns,
+            slack,
+        }
+    }
+
+    /// The fraction of the answers real server `ri` should get, when the scheduler fixes one.
+    fn expected(&self, ri: usize, rs: &crate::model::RealServer) -> Option<f64> {
+        match self.exp {
+            Expect::Equal if rs.weight > 0 => Some(1.0 / self.active),
+            Expect::Weighted if self.weight_sum > 0 => Some(f64::from(rs.weight) / f64::from(self.weight_sum)),
+            Expect::Equal | Expect::Weighted => Some(0.0),
+            Expect::LeastConnections if self.answered_total > 0 => self
+                .least
+                .as_ref()
+                .map(|(counts, _)| counts[ri] / f64::from(self.answered_total)),
+            _ => None,
+        }
+    }
+
+    /// Real server `ri`'s share, with a problem for each way its `answered`
+    /// requests miss what it should get; and whether it answered more than
+    /// IPVS counted (traffic that bypassed IPVS).
+    fn judge(
+        &self,
+        cx: &Ctx,
+        s: &Service,
+        ri: usize,
+        rs: &crate::model::RealServer,
+        answered: u32,
+        problems: &mut Vec<String>,
+    ) -> (Share, bool) {
+        let name = cx.name(rs.host);
+        let expected = self.expected(ri, rs);
+        if let Some((counts, allowed)) = &self.least
             && (f64::from(answered) - counts[ri]).abs() > *allowed
         {
             problems.push(format!(
@@ -861,16 +961,17 @@ fn distribution(cx: &Ctx, s: &Service) -> Check {
                 s.scheduler.as_str()
             ));
         }
-        let ipvs_conns = conns
+        let ipvs_conns = self
+            .conns
             .as_ref()
             .map(|m| m.get(&format!("{}:{}", rs.address, rs.port)).copied().unwrap_or(0));
         if rs.weight == 0 && answered > 0 {
             problems.push(format!("{name} has weight 0 but answered {answered} request(s)"));
         }
-        if rs.weight > 0 && answered == 0 && matches!(exp, Expect::Equal | Expect::Weighted) {
+        if rs.weight > 0 && answered == 0 && matches!(self.exp, Expect::Equal | Expect::Weighted) {
             problems.push(format!("{name} (weight {}) answered no request", rs.weight));
-        } else if let (Some(e), true) = (expected, answered_total > 0 && least.is_none()) {
-            let share = f64::from(answered) / f64::from(answered_total);
+        } else if let (Some(e), true) = (expected, self.answered_total > 0 && self.least.is_none()) {
+            let share = f64::from(answered) / f64::from(self.answered_total);
             if (share - e).abs() > cx.t.verify.tolerance + 1e-9 {
                 problems.push(format!(
                     "{name} answered {:.0}% (want {:.0}% ±{:.0}%)",
@@ -880,30 +981,43 @@ fn distribution(cx: &Ctx, s: &Service) -> Check {
                 ));
             }
         }
+        let mut counted_short = false;
         if let Some(n) = ipvs_conns {
             let a = u64::from(answered);
-            if n > a + slack {
+            if n > a + self.slack {
                 problems.push(format!(
                     "IPVS sent {name} {n} connection(s) but only {answered} got its page"
                 ));
-            } else if n + slack < a {
+            } else if n + self.slack < a {
                 problems.push(format!(
                     "{name} answered {answered} request(s) but IPVS counted {n} connection(s) to it: traffic bypassed IPVS"
                 ));
                 counted_short = true;
             }
         }
-        c.shares.push(Share {
+        let share = Share {
             host: name.to_string(),
             weight: rs.weight,
             answered,
             expected,
             ipvs_conns,
-        });
+        };
+        (share, counted_short)
     }
-    if counted_short {
-        c.evidence.extend(counter_lines(cx.t, cx.ev, s));
-    }
+}
+
+/// Problems with which real servers answered at all, as the scheduler's
+/// pattern wants it: a port-hashing scheduler spreads, a sticky or
+/// single-target one does not, and fo/ovf pick the highest weight.
+fn pattern_problems(
+    cx: &Ctx,
+    s: &Service,
+    per_host: &BTreeMap<&str, u32>,
+    answered_total: u32,
+    active: f64,
+    problems: &mut Vec<String>,
+) {
+    let exp = expect(s);
     if exp == Expect::PortHashed && per_host.len() == 1 && answered_total >= 6 && active >= 2.0 {
         problems.push(format!(
             "all {answered_total} answers came from one real server, but {} hashes the source port too",
@@ -929,15 +1043,6 @@ fn distribution(cx: &Ctx, s: &Service) -> Check {
             s.scheduler.as_str()
         ));
     }
-    let summary: Vec<String> = c
-        .shares
-        .iter()
-        .map(|sh| format!("{} {}", sh.host, sh.answered))
-        .collect();
-    c.settle(
-        problems,
-        format!("{answered_total}/{} answered: {}", tr.sent, summary.join(", ")),
-    )
 }
 
 /// lc/wlc: the requests each real server (in service order) should answer,

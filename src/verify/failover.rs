@@ -223,28 +223,9 @@ async fn failover(cx: &Cx<'_>, inst: &VrrpInstance) -> Check {
         format!("Failover of VRRP instance {}", inst.name),
         "when the director holding the VIP fails, another takes it over and clients are answered again within a few adverts",
     );
-    let Some(client) = cx.t.verify.client.map(|c| cx.t.host(c).name.clone()) else {
-        return skip(c, "not checked: the lab has no client host");
-    };
-    let peers = sync_peers(cx.t, inst);
-    let Some(s) =
-        cx.t.services
-            .iter()
-            .find(|s| inst.vips.contains(&s.vip) && http(s).is_some())
-    else {
-        return match peers.first() {
-            Some(p) => skip(
-                c,
-                &format!(
-                    "not checked alone: it is in a sync group and moves with {} (see failover/{})",
-                    p.name, p.name
-                ),
-            ),
-            None => skip(c, "not checked: no TCP service uses this instance's VIPs"),
-        };
-    };
-    let Some(u) = http(s) else {
-        return skip(c, "not checked: no TCP service uses this instance's VIPs");
+    let target = match failover_target(cx.t, inst) {
+        Ok(target) => target,
+        Err(why) => return skip(c, &why),
     };
     let mut c = c;
     let mut problems = Vec::new();
@@ -260,41 +241,126 @@ async fn failover(cx: &Cx<'_>, inst: &VrrpInstance) -> Check {
         );
     };
     let advert = inst.advert_int.max(1);
-    let limit = f64::from(3 * advert + 2);
     let window = 2 + 3 * advert + 8;
     // The client starts asking; two seconds later keepalived stops on the master.
-    let client_conn = match cx.conn(&client) {
+    let client_conn = match cx.conn(&target.client) {
         Ok(cc) => Arc::clone(cc),
         Err(e) => return settle(c, vec![e], String::new()),
     };
-    let script = probe_loop_script(&u, window, 100);
+    let script = probe_loop_script(&target.url, window, 100);
     let probes = tokio::spawn(async move { client_conn.run(&script).await });
     tokio::time::sleep(Duration::from_secs(2)).await;
     let stopped_at = Instant::now();
     if let Err(e) = cx.run(&master_name, &stop).await {
         problems.push(format!("stopping keepalived on {master_name}: {e}"));
     }
-    c.evidence
-        .push(format!("stopped keepalived on {master_name}, which held {}", s.vip));
-    // Where did the VIP go?
-    let mut moved: Option<(String, Duration)> = None;
+    c.evidence.push(format!(
+        "stopped keepalived on {master_name}, which held {}",
+        target.vip
+    ));
+    let moved = watch_takeover(cx, inst, master, stopped_at, window).await;
+    match &moved {
+        Some((h, d)) => c
+            .evidence
+            .push(format!("{h} took over {} after {}", target.vip, secs(*d))),
+        None => problems.push(format!("no other member took over {} within {window} s", target.vip)),
+    }
+    check_sync_peers(cx, &target.peers, &moved, &mut c, &mut problems).await;
+    let log = client_log(probes.await, &mut problems);
+    let g = gap(&parse_probes(&log));
+    judge_gap(&g, &target.url, advert, &mut c, &mut problems);
+    // Put keepalived back, and see whether the VIP returns.
+    if let Err(e) = cx.run(&master_name, &start).await {
+        problems.push(format!("restarting keepalived on {master_name}: {e}"));
+    }
+    check_preempt(cx, inst, master, &master_name, &mut c, &mut problems).await;
+    notify_logs(cx, inst, &mut c).await;
+    let ok = format!(
+        "{} took over; gap {:.2} s, {} of {} requests failed",
+        moved.as_ref().map_or("?", |(h, _)| h.as_str()),
+        g.longest,
+        g.failed,
+        g.sent
+    );
+    settle(c, problems, ok)
+}
+
+/// What a failover test of one instance aims at.
+struct FailoverTarget<'a> {
+    /// The client host that sends the requests.
+    client: String,
+    /// The other instances of the instance's sync group.
+    peers: Vec<&'a VrrpInstance>,
+    /// The VIP of the HTTP service asked during the test.
+    vip: std::net::Ipv4Addr,
+    /// That service's URL.
+    url: String,
+}
+
+/// The client, sync peers and HTTP service a failover test of `inst` uses;
+/// or why the instance is not checked (no client, no HTTP service on its
+/// VIPs, or it moves with a sync peer that is checked instead).
+fn failover_target<'a>(t: &'a Topology, inst: &VrrpInstance) -> Result<FailoverTarget<'a>, String> {
+    let Some(client) = t.verify.client.map(|c| t.host(c).name.clone()) else {
+        return Err("not checked: the lab has no client host".into());
+    };
+    let peers = sync_peers(t, inst);
+    let Some(s) = t
+        .services
+        .iter()
+        .find(|s| inst.vips.contains(&s.vip) && http(s).is_some())
+    else {
+        return Err(match peers.first() {
+            Some(p) => format!(
+                "not checked alone: it is in a sync group and moves with {} (see failover/{})",
+                p.name, p.name
+            ),
+            None => "not checked: no TCP service uses this instance's VIPs".into(),
+        });
+    };
+    let Some(url) = http(s) else {
+        return Err("not checked: no TCP service uses this instance's VIPs".into());
+    };
+    Ok(FailoverTarget {
+        client,
+        peers,
+        vip: s.vip,
+        url,
+    })
+}
+
+/// The member that took `inst`'s VIP over from `master`, and how long after
+/// `stopped_at` it was seen there (asked every 250 ms for `window` seconds).
+async fn watch_takeover(
+    cx: &Cx<'_>,
+    inst: &VrrpInstance,
+    master: HostId,
+    stopped_at: Instant,
+    window: u32,
+) -> Option<(String, Duration)> {
     while stopped_at.elapsed() < Duration::from_secs(u64::from(window)) {
         if let Some(h) = cx.holder(inst).await
             && h != master
         {
-            moved = Some((cx.t.host(h).name.clone(), stopped_at.elapsed()));
-            break;
+            return Some((cx.t.host(h).name.clone(), stopped_at.elapsed()));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    match &moved {
-        Some((h, d)) => c.evidence.push(format!("{h} took over {} after {}", s.vip, secs(*d))),
-        None => problems.push(format!("no other member took over {} within {window} s", s.vip)),
-    }
-    // A sync group moves together: the real servers' gateway follows the VIP.
-    for p in &peers {
+    None
+}
+
+/// Whether each sync peer moved with the VIP to `moved`'s member: a sync
+/// group moves together, the real servers' gateway following the VIP.
+async fn check_sync_peers(
+    cx: &Cx<'_>,
+    peers: &[&VrrpInstance],
+    moved: &Option<(String, Duration)>,
+    c: &mut Check,
+    problems: &mut Vec<String>,
+) {
+    for p in peers {
         let holder = cx.holder(p).await.map(|h| cx.t.host(h).name.clone());
-        match (&moved, holder) {
+        match (moved, holder) {
             (Some((h, _)), Some(ph)) if *h == ph => c.evidence.push(format!(
                 "{} ({}) moved with it to {ph} (vrrp_sync_group)",
                 p.name,
@@ -308,7 +374,15 @@ async fn failover(cx: &Cx<'_>, inst: &VrrpInstance) -> Check {
             (None, _) => {}
         }
     }
-    let log = match probes.await {
+}
+
+/// The client's request log from its finished request loop; empty (and a
+/// problem recorded) when the loop could not be run or joined.
+fn client_log(
+    joined: Result<Result<crate::exec::transport::CmdOutput, impl std::fmt::Display>, impl std::fmt::Display>,
+    problems: &mut Vec<String>,
+) -> String {
+    match joined {
         Ok(Ok(o)) => o.stdout,
         Ok(Err(e)) => {
             problems.push(format!("the client's requests: {e}"));
@@ -318,10 +392,15 @@ async fn failover(cx: &Cx<'_>, inst: &VrrpInstance) -> Check {
             problems.push(format!("the client's requests: {e}"));
             String::new()
         }
-    };
-    let g = gap(&parse_probes(&log));
+    }
+}
+
+/// Records what the client saw and judges it: requests sent, answered again
+/// at the end, and a gap of at most 3 adverts plus 2 s.
+fn judge_gap(g: &Gap, url: &str, advert: u32, c: &mut Check, problems: &mut Vec<String>) {
+    let limit = f64::from(3 * advert + 2);
     c.evidence.push(format!(
-        "client: {} requests to {u} (asked for every 100 ms; one every {:.2} s), {} failed, longest time without an answer {:.2} s",
+        "client: {} requests to {url} (asked for every 100 ms; one every {:.2} s), {} failed, longest time without an answer {:.2} s",
         g.sent, g.every, g.failed, g.longest
     ));
     if g.sent == 0 {
@@ -334,10 +413,19 @@ async fn failover(cx: &Cx<'_>, inst: &VrrpInstance) -> Check {
             g.longest
         ));
     }
-    // Put keepalived back, and see whether the VIP returns.
-    if let Err(e) = cx.run(&master_name, &start).await {
-        problems.push(format!("restarting keepalived on {master_name}: {e}"));
-    }
+}
+
+/// After keepalived restarted on `master`: whether the VIP came back to it
+/// (asked every 250 ms), as it must with preemption and must not with `nopreempt`.
+async fn check_preempt(
+    cx: &Cx<'_>,
+    inst: &VrrpInstance,
+    master: HostId,
+    master_name: &str,
+    c: &mut Check,
+    problems: &mut Vec<String>,
+) {
+    let advert = inst.advert_int.max(1);
     let back_within = Duration::from_secs(u64::from(3 * advert + 8 + inst.preempt_delay.unwrap_or(0)));
     let restarted = Instant::now();
     let mut back: Option<Duration> = None;
@@ -373,7 +461,11 @@ async fn failover(cx: &Cx<'_>, inst: &VrrpInstance) -> Check {
     if !after.is_empty() {
         c.evidence.push(after);
     }
-    // What keepalived's notify script logged on each member meanwhile.
+}
+
+/// What keepalived's notify script logged about `inst` on each member
+/// meanwhile (its last three lines), as evidence.
+async fn notify_logs(cx: &Cx<'_>, inst: &VrrpInstance, c: &mut Check) {
     for m in &inst.members {
         let name = &cx.t.host(m.host).name;
         if let Ok(o) = cx
@@ -391,14 +483,6 @@ async fn failover(cx: &Cx<'_>, inst: &VrrpInstance) -> Check {
             }
         }
     }
-    let ok = format!(
-        "{} took over; gap {:.2} s, {} of {} requests failed",
-        moved.as_ref().map_or("?", |(h, _)| h.as_str()),
-        g.longest,
-        g.failed,
-        g.sent
-    );
-    settle(c, problems, ok)
 }
 
 /// The other instances of `inst`'s `vrrp_sync_group` (NAT through keepalived:
@@ -545,15 +629,7 @@ async fn sorry(cx: &Cx<'_>, s: &Service) -> Check {
     let mut c = c;
     let mut problems = Vec::new();
     let director = cx.active_director(s).await;
-    let victims: Vec<(String, String, String)> = s
-        .real_servers
-        .iter()
-        .filter_map(|r| {
-            let name = cx.t.host(r.host).name.clone();
-            cx.service_cmds(&name, web_service)
-                .map(|(stop, start)| (name, stop, start))
-        })
-        .collect();
+    let victims = web_servers(cx, s);
     for (name, stop, _) in &victims {
         if let Err(e) = cx.run(name, stop).await {
             problems.push(format!("stopping {name}'s web server: {e}"));
@@ -566,19 +642,7 @@ async fn sorry(cx: &Cx<'_>, s: &Service) -> Check {
     let sorry_addr = format!("{saddr}:{sport}");
     let timeout = Duration::from_secs(60);
     let entered = cx
-        .wait_for(&director, "ipvsadm -Sn", timeout, |o| {
-            crate::plan::ipvs::parse_save(o)
-                .unwrap_or_default()
-                .iter()
-                .filter(|l| l.target == s.ipvsadm_target())
-                .any(|l| {
-                    // The sorry server is in, and every real server out (or
-                    // at weight 0, with inhibit_on_failure): what the client
-                    // is sent to from now on.
-                    l.dests.iter().any(|d| d.address == sorry_addr)
-                        && l.dests.iter().all(|d| d.address == sorry_addr || d.weight == 0)
-                })
-        })
+        .wait_for(&director, "ipvsadm -Sn", timeout, |o| only_sorry(o, s, &sorry_addr))
         .await;
     match entered {
         Some(d) => c.evidence.push(format!(
@@ -590,21 +654,85 @@ async fn sorry(cx: &Cx<'_>, s: &Service) -> Check {
             secs(timeout)
         )),
     }
-    let sorry_page = cx.t.hosts.iter().find(|h| h.has_address(saddr)).map(|h| {
+    let page = sorry_page_at(cx.t, saddr);
+    ask_sorry_server(cx, &client, &u, page.as_deref(), &mut c, &mut problems).await;
+    for (name, _, start) in &victims {
+        if let Err(e) = cx.run(name, start).await {
+            problems.push(format!("restarting {name}'s web server: {e}"));
+        }
+    }
+    let all = s.real_servers.iter().filter(|r| r.weight > 0).count();
+    let back = cx
+        .wait_for(&director, "ipvsadm -Sn", timeout, |o| {
+            in_pool(o, s).len() >= all && !in_pool(o, s).contains(&sorry_addr)
+        })
+        .await;
+    match back {
+        Some(d) => c.evidence.push(format!(
+            "the real servers returned (sorry server gone) after {}",
+            secs(d)
+        )),
+        None => problems.push(format!("the real servers did not all return within {}", secs(timeout))),
+    }
+    let ok = format!("the sorry server answered after {}", entered.map_or("?".into(), secs));
+    settle(c, problems, ok)
+}
+
+/// Each real server of `s` whose web server is a plan step: its host's name
+/// and the plan's commands to stop and start that web server.
+fn web_servers(cx: &Cx<'_>, s: &Service) -> Vec<(String, String, String)> {
+    s.real_servers
+        .iter()
+        .filter_map(|r| {
+            let name = cx.t.host(r.host).name.clone();
+            cx.service_cmds(&name, web_service)
+                .map(|(stop, start)| (name, stop, start))
+        })
+        .collect()
+}
+
+/// Whether `s`'s entry in `ipvsadm -Sn` output sends the client only to the
+/// sorry server: the sorry server is in, and every real server out (or at
+/// weight 0, with inhibit_on_failure).
+fn only_sorry(save: &str, s: &Service, sorry_addr: &str) -> bool {
+    crate::plan::ipvs::parse_save(save)
+        .unwrap_or_default()
+        .iter()
+        .filter(|l| l.target == s.ipvsadm_target())
+        .any(|l| {
+            l.dests.iter().any(|d| d.address == sorry_addr)
+                && l.dests.iter().all(|d| d.address == sorry_addr || d.weight == 0)
+        })
+}
+
+/// The page the host holding the sorry address serves (its own, else the
+/// generated sorry page); none when no host holds it.
+fn sorry_page_at(t: &Topology, saddr: std::net::Ipv4Addr) -> Option<String> {
+    t.hosts.iter().find(|h| h.has_address(saddr)).map(|h| {
         h.page
             .clone()
-            .unwrap_or_else(|| crate::compile::context::sorry_page(&cx.t.lab, &h.name))
-    });
-    // Three requests, up to three rounds a second apart: connection entries
-    // and persistence templates of the real servers just removed may still
-    // catch a request for a moment (seen under emulation: 1 of 3 at once).
+            .unwrap_or_else(|| crate::compile::context::sorry_page(&t.lab, &h.name))
+    })
+}
+
+/// Whether the client gets the sorry page: three requests, up to three
+/// rounds a second apart, until all three of a round get it. Connection
+/// entries and persistence templates of the real servers just removed may
+/// still catch a request for a moment (seen under emulation: 1 of 3 at once).
+async fn ask_sorry_server(
+    cx: &Cx<'_>,
+    client: &str,
+    u: &str,
+    sorry_page: Option<&str>,
+    c: &mut Check,
+    problems: &mut Vec<String>,
+) {
     let mut last = 0;
     for round in 1..=3 {
-        match cx.run(&client, &traffic_script(&u, 3)).await {
+        match cx.run(client, &traffic_script(u, 3)).await {
             Ok(o) => {
-                let tr = parse_traffic(&u, 3, &o.stdout);
+                let tr = parse_traffic(u, 3, &o.stdout);
                 last = sorry_page
-                    .as_deref()
                     .and_then(|p| tr.answers.get(p.trim_end()))
                     .copied()
                     .unwrap_or(0);
@@ -627,26 +755,6 @@ async fn sorry(cx: &Cx<'_>, s: &Service) -> Check {
             "only {last} of 3 requests got the sorry page, in each of 3 rounds"
         ));
     }
-    for (name, _, start) in &victims {
-        if let Err(e) = cx.run(name, start).await {
-            problems.push(format!("restarting {name}'s web server: {e}"));
-        }
-    }
-    let all = s.real_servers.iter().filter(|r| r.weight > 0).count();
-    let back = cx
-        .wait_for(&director, "ipvsadm -Sn", timeout, |o| {
-            in_pool(o, s).len() >= all && !in_pool(o, s).contains(&sorry_addr)
-        })
-        .await;
-    match back {
-        Some(d) => c.evidence.push(format!(
-            "the real servers returned (sorry server gone) after {}",
-            secs(d)
-        )),
-        None => problems.push(format!("the real servers did not all return within {}", secs(timeout))),
-    }
-    let ok = format!("the sorry server answered after {}", entered.map_or("?".into(), secs));
-    settle(c, problems, ok)
 }
 
 #[cfg(test)]
