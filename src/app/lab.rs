@@ -34,7 +34,7 @@ pub fn choose_provider(topo: &crate::model::Topology, run: &RunArgs) -> anyhow::
                 let why = match e {
                     netns::NetnsError::NotRoot => "network namespaces need root".to_string(),
                     netns::NetnsError::Kernel { module, .. } => format!("this kernel cannot load {module}"),
-                    other => other.to_string(),
+                    other => crate::diag::chain(&other),
                 };
                 eprintln!("provider: vm, because {why} (--provider to choose)");
                 Provider::Vm
@@ -327,9 +327,7 @@ pub fn vm_guest(file: &Path, ssh_dir: &Path) -> anyhow::Result<ExitCode> {
         ssh_dir: ssh_dir.to_path_buf(),
     };
     let dir2 = state::LabDir::new(&topo.lab);
-    nsp.ensure(&mut lab_state, &|s: &state::LabState| {
-        dir2.save(s)
-    })?;
+    nsp.ensure(&mut lab_state, &|s: &state::LabState| dir2.save(s))?;
     dir.save(&lab_state)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -37,7 +37,7 @@ pub fn list() -> anyhow::Result<ExitCode> {
             Err(e) => {
                 unreadable += 1;
                 println!("{lab:<16} UNREADABLE");
-                eprintln!("{lab}: {e}");
+                eprintln!("{lab}: {}", crate::diag::chain(&e));
             }
         }
     }

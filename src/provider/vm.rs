@@ -192,8 +192,8 @@ fn apt_kernel_packages(say: &dyn Fn(&str)) -> Result<Vec<String>, VmError> {
     } else {
         "linux-image-amd64"
     };
-    let kernel_pkg =
-        regex::Regex::new(r"^linux-(image|modules|modules-extra)-[0-9]").map_err(because("the kernel packages' pattern"))?;
+    let kernel_pkg = regex::Regex::new(r"^linux-(image|modules|modules-extra)-[0-9]")
+        .map_err(because("the kernel packages' pattern"))?;
     let depends = |pkg: &str| -> Vec<String> {
         run(&["apt-cache", "depends", pkg])
             .unwrap_or_default()
@@ -575,7 +575,7 @@ fn decompress(tool: &[&str], p: &Path) -> Result<Vec<u8>, VmError> {
         .arg(p)
         .stdin(Stdio::null())
         .output()
-        .map_err(because(format!("{}", tool[0])))?;
+        .map_err(because(tool[0]))?;
     if out.status.success() {
         Ok(out.stdout)
     } else {
@@ -742,7 +742,9 @@ fn kvm_verdict_path(cache: &Path) -> PathBuf {
 
 fn free_port() -> Result<u16, VmError> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(because("no free loopback port"))?;
-    l.local_addr().map(|a| a.port()).map_err(because("no free loopback port"))
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(because("no free loopback port"))
 }
 
 fn tail(path: &Path, lines: usize) -> String {
@@ -982,8 +984,7 @@ pub async fn ensure(
             state.vm = Some(rec.clone());
             save(state)?;
             booted?;
-            let key = std::fs::read_to_string(ssh.join("vm_host_key.pub"))
-                .map_err(because("vm_host_key.pub"))?;
+            let key = std::fs::read_to_string(ssh.join("vm_host_key.pub")).map_err(because("vm_host_key.pub"))?;
             let key: Vec<&str> = key.split_whitespace().take(2).collect();
             std::fs::write(
                 dir.join("vm_known_hosts"),

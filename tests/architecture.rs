@@ -1,11 +1,13 @@
-//! The module dependency rules of ARCHITECTURE.md ("X knows nothing about
-//! Y"), checked against the code: every `crate::…` and `super::…` path in
+//! The shape rules of ARCHITECTURE.md, checked against the code: no function
+//! over [`MAX_FN_LINES`] lines outside tests, and the module dependency rules
+//! ("X knows nothing about Y"): every `crate::…` and `super::…` path in
 //! `src/` (tests' own modules left out) is an edge from the file's module to
 //! the module it names. Fails on a cycle between top-level modules, on a
 //! cycle between files (a `mod.rs` re-exporting its own children aside), and
 //! on any edge a rule forbids.
 //!
-//! `cargo test --test deps -- --nocapture` prints the module graph.
+//! `cargo test --test architecture -- --nocapture` prints the module graph
+//! and the longest functions.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on the unexpected
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -373,4 +375,77 @@ fn the_checker_finds_a_cycle_and_reads_groups() {
         paths_named("super::gather::x", "verify::decide"),
         vec!["verify::gather::x"]
     );
+}
+
+/// The longest a function may be (lines from `fn` to its closing brace),
+/// outside `#[cfg(test)]` code. Longer ones are split by concern.
+const MAX_FN_LINES: usize = 120;
+
+/// Every function's length in `src/`: (lines, file:function), longest first.
+fn function_lengths() -> Vec<(usize, String)> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut out = Vec::new();
+    for f in &files {
+        let code = code_of(&std::fs::read_to_string(f).unwrap());
+        let b = code.as_bytes();
+        let mut from = 0;
+        while let Some(pos) = code[from..].find("fn ") {
+            let at = from + pos;
+            from = at + 3;
+            if at > 0 && (b[at - 1].is_ascii_alphanumeric() || b[at - 1] == b'_') {
+                continue;
+            }
+            let name: String = code[at + 3..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if name.is_empty() {
+                continue;
+            }
+            // The body: the first `{` before any `;` (a declaration has none).
+            let Some(open) = code[at..].find(['{', ';']).map(|i| at + i) else {
+                continue;
+            };
+            if b[open] == b';' {
+                continue;
+            }
+            let mut depth = 0;
+            let mut close = open;
+            for (i, c) in code[open..].bytes().enumerate() {
+                match c {
+                    b'{' => depth += 1,
+                    b'}' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            close = open + i;
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let lines = code[at..=close].lines().count();
+            let rel = f.strip_prefix(&src).unwrap().display().to_string();
+            out.push((lines, format!("src/{rel}:{name}")));
+        }
+    }
+    out.sort_by(|a, b| b.cmp(a));
+    out
+}
+
+#[test]
+fn no_function_is_longer_than_the_limit() {
+    let lengths = function_lengths();
+    println!("longest functions (lines):");
+    for (n, f) in lengths.iter().take(10) {
+        println!("  {n:5} {f}");
+    }
+    let long: Vec<String> = lengths
+        .iter()
+        .filter(|(n, _)| *n > MAX_FN_LINES)
+        .map(|(n, f)| format!("{f}: {n} lines"))
+        .collect();
+    assert!(long.is_empty(), "functions over {MAX_FN_LINES} lines (split them by concern):\n{}", long.join("\n"));
 }
