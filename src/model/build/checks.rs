@@ -45,25 +45,7 @@ pub(super) fn build_checks(
             "an exit status is 0..=255",
             0,
         ) as i32;
-        let output = c.output.as_ref().and_then(|o| match regex::Regex::new(&o.value) {
-            Ok(r) => Some(r),
-            Err(e) => {
-                let msg = e.to_string();
-                let last = msg
-                    .lines()
-                    .last()
-                    .unwrap_or("")
-                    .trim()
-                    .trim_start_matches("error: ")
-                    .to_string();
-                cx.error(
-                    o.span,
-                    format!("`output` is not a valid regular expression: {last}"),
-                    "a regular expression (Rust regex syntax); escape special characters like `.` and `(` with `\\`",
-                );
-                None
-            }
-        });
+        let output = c.output.as_ref().and_then(|o| output_pattern(cx, o));
         let timeout_secs = cx.range_or(
             c.timeout.as_ref(),
             (0, 3600),
@@ -86,4 +68,27 @@ pub(super) fn build_checks(
         }
     }
     out
+}
+
+/// The check's `output` as a regular expression; None after an error.
+fn output_pattern(cx: &mut Cx, o: &Spanned<String>) -> Option<regex::Regex> {
+    match regex::Regex::new(&o.value) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            let msg = e.to_string();
+            let last = msg
+                .lines()
+                .last()
+                .unwrap_or("")
+                .trim()
+                .trim_start_matches("error: ")
+                .to_string();
+            cx.error(
+                o.span,
+                format!("`output` is not a valid regular expression: {last}"),
+                "a regular expression (Rust regex syntax); escape special characters like `.` and `(` with `\\`",
+            );
+            None
+        }
+    }
 }

@@ -137,13 +137,10 @@ fn sorry_server(cx: &mut Cx, head: &ServiceHead<'_>, ss: &Spanned<spec::SorrySer
     Some((addr, p))
 }
 
-fn build_check(cx: &mut Cx, h: &Spanned<spec::HealthCheckSpec>) -> HealthCheck {
+/// The URL path of an HTTP check (`/` when not given); an error for any
+/// HTTP-only field of another kind of check.
+fn http_path(cx: &mut Cx, h: &Spanned<spec::HealthCheckSpec>) -> String {
     let kind = h.kind.value;
-    let secs = |cx: &mut Cx, v: &Option<Spanned<i64>>, what: &str, default: u32| {
-        v.as_ref()
-            .and_then(|v| cx.range(v, 1, 3600, what, "seconds"))
-            .map_or(default, |v| v as u32)
-    };
     let path = match &h.path {
         Some(p) if !p.value.starts_with('/') || p.value.chars().any(|c| c.is_whitespace() || c == '"') => {
             cx.error(
@@ -167,6 +164,17 @@ fn build_check(cx: &mut Cx, h: &Spanned<spec::HealthCheckSpec>) -> HealthCheck {
             }
         }
     }
+    path
+}
+
+fn build_check(cx: &mut Cx, h: &Spanned<spec::HealthCheckSpec>) -> HealthCheck {
+    let kind = h.kind.value;
+    let secs = |cx: &mut Cx, v: &Option<Spanned<i64>>, what: &str, default: u32| {
+        v.as_ref()
+            .and_then(|v| cx.range(v, 1, 3600, what, "seconds"))
+            .map_or(default, |v| v as u32)
+    };
+    let path = http_path(cx, h);
     let script = h.script.as_ref().map(|s| {
         if s.value.chars().any(|c| c == '"' || c == '\n') {
             cx.error(
