@@ -372,3 +372,71 @@ fn track_script(cx: &mut Cx, ts: &Spanned<spec::TrackScriptSpec>) -> Option<Trac
     }
     Some(script)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::diagnostics;
+
+    /// Two directors on one network and `instances` under `ha:`.
+    fn ha_lab(instances: &str) -> String {
+        format!(
+            "lab: t\nmode: dr\nnetworks:\n  lan: {{ cidr: 10.0.0.0/24 }}\nhosts:\n  d1:\n    role: director\n    interfaces: [{{ network: lan }}]\n  d2:\n    role: director\n    interfaces: [{{ network: lan }}]\nha:\n  instances:\n{instances}"
+        )
+    }
+
+    const MEMBERS: &str =
+        "      members: [{ host: d1, state: MASTER, priority: 100 }, { host: d2, state: BACKUP, priority: 90 }]\n";
+
+    #[test]
+    fn a_well_formed_instance_has_nothing_to_report() {
+        let out = diagnostics(&ha_lab(&format!(
+            "    - name: VI_1\n      virtual_router_id: 51\n      vips: [10.0.0.100]\n{MEMBERS}"
+        )));
+        assert_eq!(out, "");
+    }
+
+    #[test]
+    fn a_virtual_router_id_used_twice_is_an_error_at_the_second() {
+        let out = diagnostics(&ha_lab(&format!(
+            "    - name: VI_1\n      virtual_router_id: 51\n      vips: [10.0.0.100]\n{MEMBERS}    - name: VI_2\n      virtual_router_id: 51\n      vips: [10.0.0.101]\n{MEMBERS}"
+        )));
+        assert!(
+            out.starts_with("error: virtual_router_id 51 is already used by instance VI_1\n  --> t.yaml:19:26"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn members_of_one_instance_need_distinct_priorities() {
+        let out = diagnostics(&ha_lab(
+            "    - name: VI_1\n      virtual_router_id: 51\n      vips: [10.0.0.100]\n      members: [{ host: d1, state: MASTER, priority: 100 }, { host: d2, state: BACKUP, priority: 100 }]\n",
+        ));
+        assert!(
+            out.starts_with("error: priority 100 is also d1's in instance VI_1"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn nopreempt_needs_every_member_to_start_as_backup() {
+        let out = diagnostics(&ha_lab(&format!(
+            "    - name: VI_1\n      virtual_router_id: 51\n      nopreempt: true\n      vips: [10.0.0.100]\n{MEMBERS}"
+        )));
+        assert!(
+            out.starts_with("error: `nopreempt` needs initial state BACKUP, but `d1` starts as MASTER"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn a_vip_outside_every_network_and_a_single_member_are_reported() {
+        let out = diagnostics(&ha_lab(
+            "    - name: VI_1\n      virtual_router_id: 51\n      vips: [10.9.0.100]\n      members: [{ host: d1, state: MASTER, priority: 100 }]\n",
+        ));
+        assert!(out.starts_with("error: VIP 10.9.0.100 is on no lab network"), "{out}");
+        assert!(
+            out.contains("warning: VRRP instance VI_1 has fewer than two members: nothing can fail over"),
+            "{out}"
+        );
+    }
+}

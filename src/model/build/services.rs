@@ -352,3 +352,61 @@ fn check_directors(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::diagnostics;
+
+    /// Two directors and a real server on one network, and `service` as
+    /// the one service's fields after its VIP.
+    fn dr_lab(service: &str) -> String {
+        format!(
+            "lab: t\nmode: dr\nnetworks:\n  lan: {{ cidr: 10.0.0.0/24 }}\nhosts:\n  c:\n    role: client\n    interfaces: [{{ network: lan }}]\n  d1:\n    role: director\n    interfaces: [{{ network: lan }}]\n  d2:\n    role: director\n    interfaces: [{{ network: lan }}]\n  web1:\n    role: real_server\n    interfaces: [{{ network: lan }}]\nservices:\n  - vip: 10.0.0.100\n{service}"
+        )
+    }
+
+    #[test]
+    fn two_directors_need_a_vrrp_instance() {
+        let out = diagnostics(&dr_lab("    port: 80\n    real_servers: [{ host: web1 }]\n"));
+        assert!(
+            out.starts_with("error: service svc1 has 2 directors but no VRRP instance manages them"),
+            "{out}"
+        );
+        let one = diagnostics(&dr_lab(
+            "    port: 80\n    directors: [d1]\n    real_servers: [{ host: web1 }]\n",
+        ));
+        assert_eq!(one, "");
+    }
+
+    #[test]
+    fn port_and_fwmark_are_alternatives() {
+        let out = diagnostics(&dr_lab(
+            "    port: 80\n    fwmark: 1\n    directors: [d1]\n    real_servers: [{ host: web1 }]\n",
+        ));
+        assert!(
+            out.starts_with("error: a service has either `port` or `fwmark`, not both"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn only_nat_maps_a_real_servers_port() {
+        let out = diagnostics(&dr_lab(
+            "    port: 80\n    directors: [d1]\n    real_servers: [{ host: web1, port: 8080 }]\n",
+        ));
+        assert!(
+            out.starts_with("error: real server port 8080 differs from service port 80 in DR mode"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn a_director_that_is_not_one_and_an_unknown_host_are_named() {
+        let out = diagnostics(&dr_lab(
+            "    port: 80\n    directors: [web1]\n    real_servers: [{ host: web2 }]\n",
+        ));
+        assert!(out.contains("error: `web1` is a real_server, not a director"), "{out}");
+        assert!(out.contains("error: unknown host `web2`"), "{out}");
+        assert!(out.contains("did you mean `web1`?"), "{out}");
+    }
+}
