@@ -447,5 +447,9 @@ fn no_function_is_longer_than_the_limit() {
         .filter(|(n, _)| *n > MAX_FN_LINES)
         .map(|(n, f)| format!("{f}: {n} lines"))
         .collect();
-    assert!(long.is_empty(), "functions over {MAX_FN_LINES} lines (split them by concern):\n{}", long.join("\n"));
+    assert!(
+        long.is_empty(),
+        "functions over {MAX_FN_LINES} lines (split them by concern):\n{}",
+        long.join("\n")
+    );
 }

@@ -213,9 +213,8 @@ pub async fn up(
         }
         let mut phase_failed = false;
         for t in tasks {
-            let rs = match t.await {
-                Ok(rs) => rs,
-                Err(e) => vec![StepResult {
+            let rs = t.await.unwrap_or_else(|e| {
+                vec![StepResult {
                     host: "?".into(),
                     phase: phase.name.clone(),
                     id: String::new(),
@@ -223,8 +222,8 @@ pub async fn up(
                     status: Status::Failed,
                     details: vec![e.to_string()],
                     diff: None,
-                }],
-            };
+                }]
+            });
             for r in &rs {
                 if r.status == Status::Failed {
                     phase_failed = true;
@@ -236,21 +235,7 @@ pub async fn up(
         stop |= phase_failed;
     }
 
-    for r in &results {
-        if let Some(c) = recap.get_mut(&r.host) {
-            match r.status {
-                Status::Ok | Status::Kept => c.ok += 1,
-                Status::Changed
-                | Status::WouldChange
-                | Status::Conditional
-                | Status::Reverted
-                | Status::Removed
-                | Status::WouldRemove => c.changed += 1,
-                Status::Failed => c.failed += 1,
-                Status::Skipped => c.skipped += 1,
-            }
-        }
-    }
+    tally(&results, &mut recap);
     for (h, c) in recap.iter_mut() {
         c.seconds = started.get(h).map_or(0.0, |s| s.elapsed().as_secs_f64());
         if let Some(Err(e)) = conns.get(h) {
@@ -269,6 +254,25 @@ pub async fn up(
         },
         state,
     )
+}
+
+/// Count each host's results into its recap line.
+fn tally(results: &[StepResult], recap: &mut BTreeMap<String, HostRecap>) {
+    for r in results {
+        if let Some(c) = recap.get_mut(&r.host) {
+            match r.status {
+                Status::Ok | Status::Kept => c.ok += 1,
+                Status::Changed
+                | Status::WouldChange
+                | Status::Conditional
+                | Status::Reverted
+                | Status::Removed
+                | Status::WouldRemove => c.changed += 1,
+                Status::Failed => c.failed += 1,
+                Status::Skipped => c.skipped += 1,
+            }
+        }
+    }
 }
 
 /// Assess each step (secrets resolved) against its observation. A service
