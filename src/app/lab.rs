@@ -15,7 +15,7 @@ use std::process::ExitCode;
 /// The provider: `--provider`, else the topology's `provider:`, else the one
 /// the lab was brought up with on this machine, else netns when this machine
 /// can run the lab (root, a kernel with IPVS) and vm when not (saying why).
-pub fn choose_provider(topo: &crate::model::Topology, run: &RunArgs) -> anyhow::Result<Provider> {
+pub(crate) fn choose_provider(topo: &crate::model::Topology, run: &RunArgs) -> anyhow::Result<Provider> {
     let recorded = || {
         state::LabDir::new(&topo.lab)
             .load()
@@ -45,7 +45,7 @@ pub fn choose_provider(topo: &crate::model::Topology, run: &RunArgs) -> anyhow::
 
 /// The topology as the provider runs it: the vm provider adds a management
 /// network (for its hosts' sshds) when the topology has none.
-pub fn provider_topology(
+pub(crate) fn provider_topology(
     topo: &crate::model::Topology,
     provider: Provider,
 ) -> anyhow::Result<std::borrow::Cow<'_, crate::model::Topology>> {
@@ -64,7 +64,7 @@ pub fn provider_topology(
 
 /// Make the file's hosts as network namespaces (converging what an earlier
 /// or interrupted run left); returns the hosts it removed.
-pub fn ensure_netns(
+pub(crate) fn ensure_netns(
     topo: &crate::model::Topology,
     dir: &state::LabDir,
     lab_state: &mut state::LabState,
@@ -73,12 +73,14 @@ pub fn ensure_netns(
         topo,
         ssh_dir: dir.path.join("ssh"),
     };
-    Ok(nsp.ensure(lab_state, &|s: &state::LabState| dir.save(s))?)
+    Ok(crate::exec::blocking(|| {
+        nsp.ensure(lab_state, &|s: &state::LabState| dir.save(s))
+    })?)
 }
 
 /// Boot the lab's VM (or find it running) and have the lvslab inside it make
 /// the file's hosts (and remove those the file no longer has), with a spinner.
-pub async fn ensure_vm(
+pub(crate) async fn ensure_vm(
     topo: &crate::model::Topology,
     file: &Path,
     dir: &state::LabDir,
@@ -103,7 +105,7 @@ pub async fn ensure_vm(
 
 /// Transports to the lab's hosts for the chosen provider. For SSH with a plan,
 /// each host's facts are read (once) and checked against it.
-pub async fn connections(
+pub(crate) async fn connections(
     topo: &crate::model::Topology,
     file: &Path,
     provider: Provider,
@@ -158,7 +160,7 @@ pub async fn connections(
 /// and steps the file no longer has are reverted on the hosts it still has.
 /// The record is updated and saved as each is confirmed.
 #[allow(clippy::too_many_arguments)]
-pub async fn remove(
+pub(crate) async fn remove(
     plan: &plan::Plan,
     removals: &converge::Removals,
     provider: Provider,
@@ -236,7 +238,7 @@ pub async fn remove(
 
 /// Hosts a provider removed with their namespace (netns, or inside the VM):
 /// what lvslab recorded of them goes with them. One `removed` line each.
-pub fn hosts_removed(
+pub(crate) fn hosts_removed(
     lab_state: &mut state::LabState,
     gone: &[String],
     how: &str,
@@ -268,7 +270,7 @@ pub fn hosts_removed(
 }
 
 /// `up --check`: what `up` would remove, one `would remove` line each.
-pub fn would_remove(
+pub(crate) fn would_remove(
     removals: &converge::Removals,
     provider: Provider,
     reporter: &Arc<dyn runner::Reporter>,

@@ -24,7 +24,7 @@ use crate::{plan as plan_, report};
 use cli::{Output, RunArgs};
 
 /// Load a topology, printing its problems (and warnings) on stderr; `None` if invalid.
-pub fn load_reported(file: &Path) -> Option<crate::Loaded> {
+pub(crate) fn load_reported(file: &Path) -> Option<crate::Loaded> {
     match crate::load(file) {
         Ok(l) => {
             if !l.warnings.0.is_empty() {
@@ -39,7 +39,7 @@ pub fn load_reported(file: &Path) -> Option<crate::Loaded> {
     }
 }
 
-pub fn reporter(run: &RunArgs, hosts: &[String]) -> Arc<dyn runner::Reporter> {
+pub(crate) fn reporter(run: &RunArgs, hosts: &[String]) -> Arc<dyn runner::Reporter> {
     use std::io::IsTerminal;
     if run.output == Output::Json {
         Arc::new(report::JsonReporter)
@@ -50,7 +50,7 @@ pub fn reporter(run: &RunArgs, hosts: &[String]) -> Arc<dyn runner::Reporter> {
     }
 }
 
-pub fn finish(outcome: &runner::RunOutcome, run: &RunArgs, title: &str, changed: &str) -> ExitCode {
+pub(crate) fn finish(outcome: &runner::RunOutcome, run: &RunArgs, title: &str, changed: &str) -> ExitCode {
     if run.output == Output::Json {
         let summary = serde_json::json!({
             "event": "summary",
@@ -70,7 +70,7 @@ pub fn finish(outcome: &runner::RunOutcome, run: &RunArgs, title: &str, changed:
 }
 
 /// Keep only the `--limit` hosts' steps (all hosts when empty).
-pub fn limit_plan(plan: &mut plan_::Plan, limit: &[String]) {
+pub(crate) fn limit_plan(plan: &mut plan_::Plan, limit: &[String]) {
     if !limit.is_empty() {
         for p in &mut plan.phases {
             p.hosts.retain(|h| limit.contains(&h.host));
@@ -79,11 +79,11 @@ pub fn limit_plan(plan: &mut plan_::Plan, limit: &[String]) {
 }
 
 /// Each host's facts, as read by `connections`.
-pub type Facts = std::collections::BTreeMap<String, crate::exec::transport::Facts>;
+pub(crate) type Facts = std::collections::BTreeMap<String, crate::exec::transport::Facts>;
 
 /// Over SSH, hosts that declare no `os:` get the family their facts name;
 /// when any did, the topology with their families (to compile again), else `None`.
-pub fn with_detected_os(
+pub(crate) fn with_detected_os(
     topo: &crate::model::Topology,
     provider: Provider,
     facts: &Facts,
@@ -100,7 +100,7 @@ pub fn with_detected_os(
     Ok(Some(t))
 }
 
-pub fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

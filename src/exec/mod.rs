@@ -17,3 +17,14 @@ pub trait Progress {
     /// A line that stays.
     fn done(&self, msg: &str);
 }
+
+/// Run blocking work (processes, file systems, sleeps) from async code
+/// without stalling the runtime's other tasks: on the multi-threaded runtime
+/// (the binary's) the worker hands its tasks to others meanwhile; on a
+/// current-thread runtime (some tests) it simply runs.
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}

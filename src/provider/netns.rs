@@ -126,18 +126,9 @@ fn del_link(ns: Option<&str>, name: &str) -> Result<(), NetnsError> {
     }
 }
 
-/// Whether this process runs as root.
-pub fn running_as_root() -> bool {
-    local::is_root()
-}
-
-fn is_root() -> bool {
-    local::is_root()
-}
-
 /// Everything the provider needs on this machine, checked before anything is created.
 pub fn preflight(topo: &Topology) -> Result<(), NetnsError> {
-    if !is_root() {
+    if !local::is_root() {
         return Err(NetnsError::NotRoot);
     }
     programs(topo)?;
@@ -166,7 +157,7 @@ pub fn preflight(topo: &Topology) -> Result<(), NetnsError> {
 /// Whether this machine can run the lab as namespaces: root, and a kernel
 /// that loads what the lab's modes need (ip_vs; ipip for LVS-TUN).
 pub fn can_run_here(topo: &Topology) -> Result<(), NetnsError> {
-    if !is_root() {
+    if !local::is_root() {
         return Err(NetnsError::NotRoot);
     }
     kernel(topo)

@@ -204,7 +204,7 @@ fn apt_kernel_packages(say: &dyn Fn(&str)) -> Result<Vec<String>, VmError> {
             .collect()
     };
     let mut first = depends(meta);
-    if first.is_empty() && super::netns::running_as_root() {
+    if first.is_empty() && crate::local::is_root() {
         say(&format!("apt-get update (no {meta} in the package lists)"));
         run(&["apt-get", "update", "-qq"])?;
         first = depends(meta);
@@ -894,22 +894,7 @@ async fn boot(
 }
 
 fn keygen(path: &Path) -> Result<(), VmError> {
-    if path.exists() {
-        return Ok(());
-    }
-    run(&[
-        "ssh-keygen",
-        "-q",
-        "-t",
-        "ed25519",
-        "-N",
-        "",
-        "-C",
-        "lvslab-vm",
-        "-f",
-        path_arg(path)?,
-    ])
-    .map(|_| ())
+    Ok(crate::local::keygen(path)?)
 }
 
 /// Put this binary in the share (the VM runs it to build the hosts):
@@ -959,7 +944,7 @@ pub async fn ensure(
                 state.reach.clear();
             }
             progress.step("preparing the kernel");
-            let kernel = prepare_kernel(kernel_arg, &|m| progress.step(m))?;
+            let kernel = crate::exec::blocking(|| prepare_kernel(kernel_arg, &|m| progress.step(m)))?;
             progress.done(&format!("kernel {} ready", kernel.release));
             let ssh = share.join("ssh");
             std::fs::create_dir_all(&ssh).map_err(because(ssh.display()))?;
@@ -1001,7 +986,7 @@ pub async fn ensure(
             rec
         }
     };
-    install_binary(&share)?;
+    crate::exec::blocking(|| install_binary(&share))?;
     std::fs::write(share.join("topology.yaml"), topo_text).map_err(because("topology.yaml"))?;
     progress.step(&format!("creating {} hosts as namespaces in the VM", topo.hosts.len()));
     let vm = connect_vm(&rec).await?;
