@@ -5,9 +5,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use super::cli::RunArgs;
+use super::lab::options;
 use super::{finish, load_reported, reporter};
 use crate::exec::{connect, runner};
-use crate::provider::{netns, vm};
+use crate::provider::teardown;
 use crate::{compile, plan, state};
 
 pub async fn down(lab: &str, run: &RunArgs) -> anyhow::Result<ExitCode> {
@@ -39,34 +40,20 @@ pub async fn down(lab: &str, run: &RunArgs) -> anyhow::Result<ExitCode> {
         }
         lab_state.hosts.retain(|h, _| run.limit.contains(h));
     }
-    let is_netns = lab_state.provider == Some(crate::spec::Provider::Netns);
-    let is_vm = lab_state.provider == Some(crate::spec::Provider::Vm);
-    if is_vm && run.limit.is_empty() {
-        // Everything the lab changed lives in the VM: stopping it reverts all.
-        let done = match &lab_state.vm {
-            Some(rec) => vm::stop(rec)?,
-            None => Vec::new(),
-        };
+    if run.limit.is_empty()
+        && let Some(done) = teardown::all_at_once(&lab_state)?
+    {
         dir.remove_all()?;
-        println!("DOWN RECAP (vm)");
+        println!("DOWN RECAP ({})", lab_state.provider.map_or("ssh", |p| p.as_str()));
         for d in &done {
             println!("  {d}");
         }
         println!("  removed {}", dir.path.display());
         return Ok(ExitCode::SUCCESS);
     }
-    let mut reach_all = lab_state.reach.clone();
-    if !is_vm {
-        // The vm provider's hosts are reached through its VM, as recorded.
-        reach_all.extend(reach.unwrap_or_default());
-    }
     let hosts: Vec<String> = lab_state.hosts.keys().cloned().collect();
     let reporter = reporter(run, &hosts);
-    let conns = if is_netns {
-        netns::connections_from_state(&lab_state)
-    } else {
-        connect::connect_all(&hosts, &reach_all, run.conn.accept_new_host_keys, run.conn.forks).await
-    };
+    let conns = teardown::connections(&lab_state, &hosts, reach, &options(&run.conn)).await;
     let plan = plan.unwrap_or_else(|| plan::Plan {
         schema: plan::SCHEMA,
         lab: name.clone(),
@@ -88,11 +75,8 @@ pub async fn down(lab: &str, run: &RunArgs) -> anyhow::Result<ExitCode> {
         full.hosts.remove(h);
     }
     full.hosts.extend(left.hosts);
-    if is_netns && run.limit.is_empty() {
-        // Everything inside the namespaces goes with them; then the namespaces, links and directories.
-        full.hosts.clear();
-        full.infra = infra;
-        destroy_netns(&mut full, &name, &mut outcome);
+    if run.limit.is_empty() {
+        report_problems(teardown::destroy(&mut full, infra), &name, &mut outcome);
     }
     if full.is_empty() {
         // Nothing of the lab is left: neither its record nor its lock, keys or files.
@@ -129,12 +113,10 @@ fn which_lab(lab: &str) -> anyhow::Result<Option<(String, Option<plan::Plan>, Op
 
 type Reaches = std::collections::BTreeMap<String, state::Reach>;
 
-/// The netns provider's namespaces, links and directories, each problem a
-/// failed result (and what is left recorded for the next `down`).
-fn destroy_netns(full: &mut state::LabState, name: &str, outcome: &mut runner::RunOutcome) {
-    let problems = netns::destroy(full);
-    let left = netns::leftovers(full);
-    for p in problems.iter().chain(left.iter()) {
+/// What the provider could not remove, each a failed result (and left
+/// recorded for the next `down`).
+fn report_problems(problems: Vec<String>, name: &str, outcome: &mut runner::RunOutcome) {
+    for p in &problems {
         eprintln!("FAILED       {p}");
         outcome.results.push(runner::StepResult {
             host: name.to_string(),
@@ -146,9 +128,7 @@ fn destroy_netns(full: &mut state::LabState, name: &str, outcome: &mut runner::R
             diff: None,
         });
     }
-    if problems.is_empty() && left.is_empty() {
-        full.infra.clear();
-    } else {
+    if !problems.is_empty() {
         outcome.failed = true;
     }
 }

@@ -6,28 +6,28 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use super::cli::{Output, RunArgs};
-use super::lab::{choose_provider, connections, ensure_netns, ensure_vm, hosts_removed, provider_topology, remove};
-use super::{Provider, load_reported, reporter, with_detected_os};
+use super::lab::{make_hosts, open, remove};
+use super::{load_reported, reporter, with_detected_os};
 use crate::drift::{self, Report};
 use crate::exec::converge::{self, Removals};
 use crate::exec::runner;
 use crate::exec::transport::HostConn;
 use crate::model::Topology;
 use crate::plan::Plan;
+use crate::provider::Lab;
 use crate::{compile, report, state};
 
 /// What one `drift` run looks at: the lab as the provider runs it, its plan
 /// (with the IPVS services lvslab made earlier), the connections, and which
 /// hosts the running lab lacks.
 struct Looked<'a> {
-    file: &'a Path,
-    provider: Provider,
+    lab: &'a Lab<'a>,
     topo: &'a Topology,
     plan: Plan,
     conns: Vec<HostConn>,
     topo_hosts: Vec<String>,
     missing: Vec<String>,
-    dir: state::LabDir,
+    dir: &'a state::LabDir,
     start: std::time::Instant,
 }
 
@@ -36,21 +36,18 @@ pub async fn drift(file: &Path, format: Output, fix: bool, run: &RunArgs) -> any
     let Some(loaded) = load_reported(file) else {
         return Ok(ExitCode::from(1));
     };
-    let provider = choose_provider(&loaded.topology, run)?;
-    let topo_p = provider_topology(&loaded.topology, provider)?;
-    let topo = topo_p.as_ref();
+    let lab = open(&loaded.topology, file, run)?;
+    let topo = lab.topo.as_ref();
     let plan = compile::compile(topo)?;
-    let dir = state::LabDir::new(&topo.lab);
+    let dir = &lab.dir;
     let lab_state = dir.load()?.unwrap_or_default();
-    if provider == Provider::Netns && lab_state.infra.is_empty() {
-        anyhow::bail!("lab {} is not up (run `lvslab up {}` first)", topo.lab, file.display());
-    }
+    lab.require_up(&lab_state, "drift needs its hosts")?;
     let topo_hosts: Vec<String> = topo.hosts.iter().map(|h| h.name.clone()).collect();
     let (hosts, missing) = hosts_to_observe(topo, &plan, &lab_state, file, run)?;
     let start = std::time::Instant::now();
-    let (conns, facts) = connections(topo, file, provider, run, &lab_state, &hosts, Some(&plan)).await?;
+    let (conns, facts) = lab.connect(&lab_state, &hosts, Some(&plan)).await?;
     let detected;
-    let (topo, mut plan) = match with_detected_os(topo, provider, &facts)? {
+    let (topo, mut plan) = match with_detected_os(&lab, &facts)? {
         Some(t) => {
             detected = t;
             (&detected, compile::compile(&detected)?)
@@ -61,8 +58,7 @@ pub async fn drift(file: &Path, format: Output, fix: bool, run: &RunArgs) -> any
     converge::with_previous_ipvs(&mut plan, &lab_state);
     let removals = converge::removals(&topo_hosts, &plan, &lab_state, &run.limit);
     let looked = Looked {
-        file,
-        provider,
+        lab: &lab,
         topo,
         plan,
         conns,
@@ -183,28 +179,10 @@ async fn fix_removals(l: &Looked<'_>, removals: &Removals, run: &RunArgs) -> any
     let shown: Vec<String> = removals.hosts.iter().chain(removals.changes.keys()).cloned().collect();
     let reporter = reporter(run, &shown);
     let mut outcome = runner::RunOutcome::default();
-    match l.provider {
-        Provider::Netns if !removals.hosts.is_empty() => {
-            let gone = ensure_netns(l.topo, &l.dir, &mut lab_state)?;
-            outcome = outcome.merge(hosts_removed(&mut lab_state, &gone, "netns", &reporter));
-        }
-        Provider::Vm if !removals.hosts.is_empty() => {
-            ensure_vm(l.topo, l.file, &l.dir, &mut lab_state, run).await?;
-            outcome = outcome.merge(hosts_removed(&mut lab_state, &removals.hosts, "vm", &reporter));
-        }
-        _ => {}
+    if l.lab.removes_hosts() && !removals.hosts.is_empty() {
+        outcome = make_hosts(l.lab, &mut lab_state, &removals.hosts, &reporter).await?;
     }
-    let removed = remove(
-        &l.plan,
-        removals,
-        l.provider,
-        &l.conns,
-        &mut lab_state,
-        &l.dir,
-        run,
-        &reporter,
-    )
-    .await?;
+    let removed = remove(l.lab, &l.plan, removals, &l.conns, &mut lab_state, &reporter).await?;
     outcome = outcome.merge(removed);
     if run.limit.is_empty() {
         lab_state.lab_hosts = l.topo_hosts.clone();

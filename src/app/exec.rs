@@ -3,12 +3,8 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use super::cli::{ConnArgs, Output, RunArgs, Via};
-use super::lab::choose_provider;
 use super::{Provider, load_reported};
-use crate::exec::connect;
-use crate::provider::{netns, vm};
-use crate::state;
+use crate::provider::{self, Lab};
 
 pub async fn exec(file: &Path, host: &str, command: &[String], provider: Option<Provider>) -> anyhow::Result<ExitCode> {
     let Some(loaded) = load_reported(file) else {
@@ -19,26 +15,18 @@ pub async fn exec(file: &Path, host: &str, command: &[String], provider: Option<
         let names: Vec<&str> = topo.hosts.iter().map(|h| h.name.as_str()).collect();
         anyhow::bail!("no host `{host}` in {} (hosts: {})", file.display(), names.join(", "));
     }
-    let run = RunArgs {
-        limit: Vec::new(),
-        conn: ConnArgs {
-            forks: 1,
-            provider,
-            accept_new_host_keys: false,
-            via: Via::Ns,
-            vm_kernel: None,
-        },
-        output: Output::Text,
-        verbose: false,
+    let (kind, why) = provider::choose(topo, provider);
+    if let Some(why) = why {
+        eprintln!("provider: {why}");
+    }
+    let opts = provider::Options {
+        forks: 1,
+        ..provider::Options::default()
     };
-    let lab_state = state::LabDir::new(&topo.lab).load()?.unwrap_or_default();
-    let provider = choose_provider(topo, &run)?;
-    match provider {
-        Provider::Netns => {
-            let pid = netns::holder_pid(&lab_state, host)
-                .ok_or_else(|| anyhow::anyhow!("host {host} of lab {} is not up (run `lvslab up` first)", topo.lab))?;
-            let mut cmd = std::process::Command::new("nsenter");
-            cmd.args(["-t", &pid.to_string(), "-n", "-m", "--"]);
+    let lab = Lab::new(kind, topo, file, opts)?;
+    let lab_state = lab.dir.load()?.unwrap_or_default();
+    match lab.enter(&lab_state, host)? {
+        Some(mut cmd) => {
             if command.is_empty() {
                 cmd.arg(std::env::var("SHELL").unwrap_or_else(|_| "/bin/sh".into()));
             } else {
@@ -47,21 +35,11 @@ pub async fn exec(file: &Path, host: &str, command: &[String], provider: Option<
             let status = cmd.status()?;
             Ok(ExitCode::from(status.code().unwrap_or(1).clamp(0, 255) as u8))
         }
-        Provider::Ssh | Provider::Vm => {
+        None => {
             if command.is_empty() {
                 anyhow::bail!("interactive shells over SSH are not supported yet: give a command after `--`");
             }
-            let reach = if provider == Provider::Vm {
-                let rec =
-                    lab_state.vm.as_ref().filter(|r| vm::alive(r)).ok_or_else(|| {
-                        anyhow::anyhow!("lab {}'s VM is not running (run `lvslab up` first)", topo.lab)
-                    })?;
-                vm::host_reach(&vm::with_mgmt(topo)?, rec)
-            } else {
-                let topo_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
-                connect::reach(topo, &topo_dir)
-            };
-            let conns = connect::connect_all(&[host.to_string()], &reach, false, 1).await;
+            let (conns, _) = lab.connect(&lab_state, &[host.to_string()], None).await?;
             let t = conns
                 .into_iter()
                 .next()

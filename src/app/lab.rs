@@ -5,153 +5,51 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::cli::{RunArgs, Via};
-use super::{Facts, Provider, load_reported, unix_now};
-use crate::exec::{connect, converge, runner};
-use crate::provider::{netns, vm};
-use crate::{plan, report, state};
 use std::process::ExitCode;
 
-/// The provider: `--provider`, else the topology's `provider:`, else the one
-/// the lab was brought up with on this machine, else netns when this machine
-/// can run the lab (root, a kernel with IPVS) and vm when not (saying why).
-pub(crate) fn choose_provider(topo: &crate::model::Topology, run: &RunArgs) -> anyhow::Result<Provider> {
-    let recorded = || {
-        state::LabDir::new(&topo.lab)
-            .load()
-            .ok()
-            .flatten()
-            .and_then(|s| s.provider)
-    };
-    match run.conn.provider.or(topo.provider).or_else(recorded) {
-        Some(p) => Ok(p),
-        None => Ok(match netns::can_run_here(topo) {
-            Ok(()) => {
-                eprintln!("provider: netns (root, and this kernel has what the lab needs; --provider to choose)");
-                Provider::Netns
-            }
-            Err(e) => {
-                let why = match e {
-                    netns::NetnsError::NotRoot => "network namespaces need root".to_string(),
-                    netns::NetnsError::Kernel { module, .. } => format!("this kernel cannot load {module}"),
-                    other => crate::diag::chain(&other),
-                };
-                eprintln!("provider: vm, because {why} (--provider to choose)");
-                Provider::Vm
-            }
-        }),
+use super::cli::{ConnArgs, RunArgs, Via};
+use super::{load_reported, unix_now};
+use crate::exec::{connect, converge, runner};
+use crate::model::Topology;
+use crate::provider::{self, Lab, netns, vm};
+use crate::{plan, report, state};
+
+/// The lab on its provider: the flag's, the topology's, the record's, or
+/// the one this machine can run (said on stderr, with why).
+pub(crate) fn open<'a>(topo: &'a Topology, file: &'a Path, run: &RunArgs) -> anyhow::Result<Lab<'a>> {
+    let (kind, why) = provider::choose(topo, run.conn.provider);
+    if let Some(why) = why {
+        eprintln!("provider: {why}");
+    }
+    Ok(Lab::new(kind, topo, file, options(&run.conn))?)
+}
+
+/// The command line's connection flags as the provider layer takes them.
+pub(crate) fn options(conn: &ConnArgs) -> provider::Options {
+    provider::Options {
+        forks: conn.forks,
+        accept_new_host_keys: conn.accept_new_host_keys,
+        via_ssh: conn.via == Via::Ssh,
+        vm_kernel: conn.vm_kernel(),
     }
 }
 
-/// The topology as the provider runs it: the vm provider adds a management
-/// network (for its hosts' sshds) when the topology has none.
-pub(crate) fn provider_topology(
-    topo: &crate::model::Topology,
-    provider: Provider,
-) -> anyhow::Result<std::borrow::Cow<'_, crate::model::Topology>> {
-    Ok(match provider {
-        Provider::Vm => std::borrow::Cow::Owned(vm::with_mgmt(topo)?),
-        // Over SSH the plan owns the hosts' addresses (`--provider ssh` on a
-        // topology that names another provider, or none).
-        Provider::Ssh if topo.provider != Some(crate::model::Provider::Ssh) => {
-            let mut t = topo.clone();
-            t.provider = Some(crate::model::Provider::Ssh);
-            std::borrow::Cow::Owned(t)
-        }
-        _ => std::borrow::Cow::Borrowed(topo),
-    })
-}
-
-/// Make the file's hosts as network namespaces (converging what an earlier
-/// or interrupted run left); returns the hosts it removed.
-pub(crate) fn ensure_netns(
-    topo: &crate::model::Topology,
-    dir: &state::LabDir,
+/// The provider makes the lab's hosts (a spinner while it reports
+/// progress); the hosts it removed with their namespace lose their record,
+/// one `removed` line each.
+pub(crate) async fn make_hosts(
+    lab: &Lab<'_>,
     lab_state: &mut state::LabState,
-) -> anyhow::Result<Vec<String>> {
-    let nsp = netns::Netns {
-        topo,
-        ssh_dir: dir.path.join("ssh"),
-    };
-    Ok(crate::exec::blocking(|| {
-        nsp.ensure(lab_state, &|s: &state::LabState| dir.save(s))
-    })?)
-}
-
-/// Boot the lab's VM (or find it running) and have the lvslab inside it make
-/// the file's hosts (and remove those the file no longer has), with a spinner.
-pub(crate) async fn ensure_vm(
-    topo: &crate::model::Topology,
-    file: &Path,
-    dir: &state::LabDir,
-    lab_state: &mut state::LabState,
-    run: &RunArgs,
-) -> anyhow::Result<vm::VmRecord> {
-    let text = crate::read_topology(file).map_err(|d| anyhow::anyhow!("{d}"))?;
+    gone: &[String],
+    reporter: &Arc<dyn runner::Reporter>,
+) -> anyhow::Result<runner::RunOutcome> {
     let spinner = report::Spinner::new();
-    let booted = vm::ensure(
-        topo,
-        &text,
-        &dir.path.join("vm"),
-        lab_state,
-        &|s: &state::LabState| dir.save(s),
-        run.conn.vm_kernel().as_deref(),
-        &spinner,
-    )
-    .await;
+    let removed = lab.ensure(lab_state, gone, &spinner).await;
     spinner.finish();
-    Ok(booted?)
-}
-
-/// Transports to the lab's hosts for the chosen provider. For SSH with a plan,
-/// each host's facts are read (once) and checked against it.
-pub(crate) async fn connections(
-    topo: &crate::model::Topology,
-    file: &Path,
-    provider: Provider,
-    run: &RunArgs,
-    lab_state: &state::LabState,
-    hosts: &[String],
-    plan: Option<&plan::Plan>,
-) -> anyhow::Result<(Vec<runner::HostConn>, Facts)> {
-    let over_ssh = |reach: std::collections::BTreeMap<String, connect::Reach>, accept: bool| async move {
-        let conns = connect::connect_all(hosts, &reach, accept, run.conn.forks).await;
-        match plan {
-            Some(p) => connect::check_facts(conns, p).await,
-            None => (conns, Facts::new()),
-        }
-    };
-    Ok(match provider {
-        Provider::Ssh => {
-            let topo_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
-            over_ssh(connect::reach(topo, &topo_dir), run.conn.accept_new_host_keys).await
-        }
-        Provider::Netns => {
-            let nsp = netns::Netns {
-                topo,
-                ssh_dir: state::LabDir::new(&topo.lab).path.join("ssh"),
-            };
-            match run.conn.via {
-                Via::Ns => (nsp.connections(lab_state, hosts), Facts::new()),
-                Via::Ssh => {
-                    let reach = nsp.mgmt_reach().ok_or_else(|| {
-                        anyhow::anyhow!("--via ssh needs a management network: add `mgmt: {{ cidr: 10.250.0.0/24 }}` to the topology")
-                    })?;
-                    over_ssh(reach, false).await
-                }
-            }
-        }
-        Provider::Vm => {
-            let rec = lab_state.vm.as_ref().filter(|r| vm::alive(r)).ok_or_else(|| {
-                anyhow::anyhow!(
-                    "lab {}'s VM is not running (run `lvslab up {}`)",
-                    topo.lab,
-                    file.display()
-                )
-            })?;
-            over_ssh(vm::host_reach(topo, rec), false).await
-        }
-    })
+    let removed = removed?;
+    let outcome = hosts_removed(lab_state, &removed, lab.kind.as_str(), reporter);
+    lab.dir.save(lab_state)?;
+    Ok(outcome)
 }
 
 /// Remove what the running lab has and the file no longer declares, except
@@ -159,25 +57,23 @@ pub(crate) async fn connections(
 /// hosts on machines of their own (SSH) get everything lvslab did put back,
 /// and steps the file no longer has are reverted on the hosts it still has.
 /// The record is updated and saved as each is confirmed.
-#[allow(clippy::too_many_arguments)]
 pub(crate) async fn remove(
+    lab: &Lab<'_>,
     plan: &plan::Plan,
     removals: &converge::Removals,
-    provider: Provider,
     conns: &[runner::HostConn],
     lab_state: &mut state::LabState,
-    dir: &state::LabDir,
-    run: &RunArgs,
     reporter: &Arc<dyn runner::Reporter>,
 ) -> anyhow::Result<runner::RunOutcome> {
     let opts = runner::Options {
         check: false,
-        forks: run.conn.forks,
+        forks: lab.opts.forks,
     };
+    let dir = &lab.dir;
     let mut removed = runner::RunOutcome::default();
-    if provider == Provider::Ssh && !removals.hosts.is_empty() {
+    if !lab.removes_hosts() && !removals.hosts.is_empty() {
         let gone: Vec<String> = removals.hosts.clone();
-        let conns = connect::connect_all(&gone, &lab_state.reach, run.conn.accept_new_host_keys, run.conn.forks).await;
+        let conns = connect::connect_all(&gone, &lab_state.reach, lab.opts.accept_new_host_keys, lab.opts.forks).await;
         let mut sub = state::LabState::default();
         for h in &gone {
             if let Some(hs) = lab_state.hosts.get(h) {
@@ -272,7 +168,7 @@ pub(crate) fn hosts_removed(
 /// `up --check`: what `up` would remove, one `would remove` line each.
 pub(crate) fn would_remove(
     removals: &converge::Removals,
-    provider: Provider,
+    lab: &Lab<'_>,
     reporter: &Arc<dyn runner::Reporter>,
 ) -> runner::RunOutcome {
     let mut outcome = runner::RunOutcome::default();
@@ -298,11 +194,7 @@ pub(crate) fn would_remove(
         }
     };
     for h in &removals.hosts {
-        let how = match provider {
-            Provider::Ssh => "everything lvslab changed on it, put back",
-            _ => "its namespace and everything in it",
-        };
-        add(h, "lab", "host", format!("host {h}: {how}"));
+        add(h, "lab", "host", format!("host {h}: {}", lab.removal()));
     }
     for (h, changes) in &removals.changes {
         for c in changes {

@@ -79,16 +79,16 @@ pub(crate) fn limit_plan(plan: &mut plan_::Plan, limit: &[String]) {
 }
 
 /// Each host's facts, as read by `connections`.
-pub(crate) type Facts = std::collections::BTreeMap<String, crate::exec::transport::Facts>;
+pub(crate) use crate::provider::Facts;
 
 /// Over SSH, hosts that declare no `os:` get the family their facts name;
 /// when any did, the topology with their families (to compile again), else `None`.
 pub(crate) fn with_detected_os(
-    topo: &crate::model::Topology,
-    provider: Provider,
+    lab: &crate::provider::Lab<'_>,
     facts: &Facts,
 ) -> anyhow::Result<Option<crate::model::Topology>> {
-    if provider != Provider::Ssh || topo.hosts.iter().all(|h| h.os.is_some()) {
+    let topo = lab.topo.as_ref();
+    if !lab.real_machines() || topo.hosts.iter().all(|h| h.os.is_some()) {
         return Ok(None);
     }
     let mut t = topo.clone();

@@ -6,32 +6,24 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use super::cli::{Output, RunArgs};
-use super::lab::{
-    choose_provider, connections, ensure_netns, ensure_vm, hosts_removed, provider_topology, remove, would_remove,
-};
+use super::lab::{make_hosts, open, remove, would_remove};
 use super::verify::verify_with;
-use super::{Provider, finish, limit_plan, load_reported, reporter, unix_now, with_detected_os};
+use super::{finish, limit_plan, load_reported, reporter, unix_now, with_detected_os};
 use crate::exec::converge;
 use crate::exec::runner::{self, Reporter, RunOutcome};
 use crate::exec::transport::HostConn;
 use crate::model::Topology;
 use crate::plan::Plan;
-use crate::provider::{netns, vm};
+use crate::provider::Lab;
 use crate::{compile, report, state};
 
 pub async fn up(file: &Path, check: bool, no_verify: bool, run: &RunArgs) -> anyhow::Result<ExitCode> {
     let Some(loaded) = load_reported(file) else {
         return Ok(ExitCode::from(1));
     };
-    let provider = choose_provider(&loaded.topology, run)?;
-    let topo_p = provider_topology(&loaded.topology, provider)?;
-    let topo = topo_p.as_ref();
-    if provider == Provider::Netns {
-        netns::preflight(topo)?;
-    }
-    if provider == Provider::Vm && !check {
-        vm::preflight(topo, run.conn.vm_kernel().as_deref())?;
-    }
+    let lab = open(&loaded.topology, file, run)?;
+    let topo = lab.topo.as_ref();
+    lab.preflight(check)?;
     let mut plan = compile::compile(topo)?;
     for h in &run.limit {
         if topo.host_by_name(h).is_none() {
@@ -39,7 +31,7 @@ pub async fn up(file: &Path, check: bool, no_verify: bool, run: &RunArgs) -> any
         }
     }
     limit_plan(&mut plan, &run.limit);
-    let dir = state::LabDir::new(&topo.lab);
+    let dir = &lab.dir;
     let _lock = dir.lock()?;
     let mut lab_state = dir.load_or_new(unix_now())?;
     let topo_hosts: Vec<String> = topo.hosts.iter().map(|h| h.name.clone()).collect();
@@ -52,22 +44,20 @@ pub async fn up(file: &Path, check: bool, no_verify: bool, run: &RunArgs) -> any
             hosts.push(h.clone());
         }
     }
-    record_reach(&mut lab_state, topo, file, &hosts);
+    record_reach(&mut lab_state, &lab, &hosts);
     let mut shown = hosts.clone();
     shown.extend(removals.hosts.iter().cloned());
     let reporter = reporter(run, &shown);
     let sides = Sides {
-        file,
-        provider,
+        lab: &lab,
         check,
         run,
-        dir: &dir,
         reporter: &reporter,
     };
-    let mut removed_outcome = sides.make_hosts(topo, &mut lab_state, &removals).await?;
-    let (conns, facts) = connections(topo, file, provider, run, &lab_state, &hosts, Some(&plan)).await?;
+    let mut removed_outcome = sides.make_hosts(&mut lab_state, &removals).await?;
+    let (conns, facts) = lab.connect(&lab_state, &hosts, Some(&plan)).await?;
     let detected;
-    let (topo, mut plan) = match with_detected_os(topo, provider, &facts)? {
+    let (topo, mut plan) = match with_detected_os(&lab, &facts)? {
         Some(t) => {
             detected = t;
             let mut plan = compile::compile(&detected)?;
@@ -78,9 +68,9 @@ pub async fn up(file: &Path, check: bool, no_verify: bool, run: &RunArgs) -> any
     };
     let removals = converge::removals(&topo_hosts, &plan, &lab_state, &run.limit);
     if check {
-        removed_outcome = would_remove(&removals, provider, &reporter);
+        removed_outcome = would_remove(&removals, &lab, &reporter);
     } else {
-        let outcome = remove(&plan, &removals, provider, &conns, &mut lab_state, &dir, run, &reporter).await?;
+        let outcome = remove(&lab, &plan, &removals, &conns, &mut lab_state, &reporter).await?;
         removed_outcome = removed_outcome.merge(outcome);
         if run.limit.is_empty() {
             lab_state.lab_hosts = topo_hosts.clone();
@@ -118,9 +108,9 @@ pub async fn up(file: &Path, check: bool, no_verify: bool, run: &RunArgs) -> any
 
 /// The topology file and how each host is reached, in the record (so `down
 /// LAB` works without the file).
-fn record_reach(lab_state: &mut state::LabState, topo: &Topology, file: &Path, hosts: &[String]) {
-    let topo_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
-    let reach = crate::exec::connect::reach(topo, &topo_dir);
+fn record_reach(lab_state: &mut state::LabState, lab: &Lab<'_>, hosts: &[String]) {
+    let file = lab.file;
+    let reach = lab.reach();
     lab_state.topology = Some(
         std::fs::canonicalize(file)
             .unwrap_or_else(|_| file.to_path_buf())
@@ -136,57 +126,25 @@ fn record_reach(lab_state: &mut state::LabState, topo: &Topology, file: &Path, h
 
 /// What every stage of one `up` shares.
 struct Sides<'a> {
-    file: &'a Path,
-    provider: Provider,
+    lab: &'a Lab<'a>,
     check: bool,
     run: &'a RunArgs,
-    dir: &'a state::LabDir,
     reporter: &'a Arc<dyn Reporter>,
 }
 
 impl Sides<'_> {
-    /// The provider makes the file's hosts (netns, vm) and removes those the
-    /// file no longer has; with `--check`, only that the lab is up.
+    /// The provider makes the file's hosts and removes those the file no
+    /// longer has; with `--check`, only that the lab is up.
     async fn make_hosts(
         &self,
-        topo: &Topology,
         lab_state: &mut state::LabState,
         removals: &converge::Removals,
     ) -> anyhow::Result<RunOutcome> {
-        let mut removed = RunOutcome::default();
-        match self.provider {
-            Provider::Netns => {
-                if self.check && lab_state.infra.is_empty() {
-                    anyhow::bail!(
-                        "lab {} is not up: --check needs its hosts (run `lvslab up` first)",
-                        topo.lab
-                    );
-                }
-                if !self.check {
-                    let gone = ensure_netns(topo, self.dir, lab_state)?;
-                    removed = removed.merge(hosts_removed(lab_state, &gone, "netns", self.reporter));
-                    self.dir.save(lab_state)?;
-                }
-            }
-            Provider::Vm => {
-                if self.check && !lab_state.vm.as_ref().is_some_and(vm::alive) {
-                    anyhow::bail!(
-                        "lab {} is not up: --check needs its VM (run `lvslab up` first)",
-                        topo.lab
-                    );
-                }
-                if !self.check {
-                    let rec = ensure_vm(topo, self.file, self.dir, lab_state, self.run).await?;
-                    // The lvslab inside the VM removed the hosts the file no longer has.
-                    removed = removed.merge(hosts_removed(lab_state, &removals.hosts, "vm", self.reporter));
-                    // `down --limit` reaches the hosts without the topology.
-                    lab_state.reach = vm::host_reach(topo, &rec);
-                    self.dir.save(lab_state)?;
-                }
-            }
-            Provider::Ssh => {}
+        if self.check {
+            self.lab.require_up(lab_state, "--check needs its hosts")?;
+            return Ok(RunOutcome::default());
         }
-        Ok(removed)
+        make_hosts(self.lab, lab_state, &removals.hosts, self.reporter).await
     }
 
     /// Run the plan (recording each change as it is confirmed, unless `--check`).
@@ -209,7 +167,7 @@ impl Sides<'_> {
         };
         let (outcome, lab_state) = runner::up(plan, conns, lab_state, save, opts, Arc::clone(self.reporter)).await;
         if !self.check {
-            self.dir.save(&lab_state)?;
+            self.lab.dir.save(&lab_state)?;
         }
         Ok(outcome)
     }
@@ -224,12 +182,8 @@ impl Sides<'_> {
             .filter(|h| !conns.iter().any(|c| &c.host == h))
             .collect();
         if !missing.is_empty() {
-            let lab_state = self.dir.load()?.unwrap_or_default();
-            conns.extend(
-                connections(topo, self.file, self.provider, self.run, &lab_state, &missing, None)
-                    .await?
-                    .0,
-            );
+            let lab_state = self.lab.dir.load()?.unwrap_or_default();
+            conns.extend(self.lab.connect(&lab_state, &missing, None).await?.0);
         }
         let report = verify_with(topo, plan, conns, None, None, false).await;
         if self.run.output == Output::Json {

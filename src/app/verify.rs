@@ -7,10 +7,10 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 
 use super::cli::{RunArgs, VerifyFormat};
-use super::lab::{choose_provider, connections, provider_topology};
-use super::{Provider, load_reported};
+use super::lab::open;
+use super::load_reported;
 use crate::exec::runner;
-use crate::{compile, plan, report, state};
+use crate::{compile, plan, report};
 
 pub struct VerifyArgs {
     pub requests: Option<u32>,
@@ -70,16 +70,13 @@ pub async fn verify_cmd(file: &Path, args: &VerifyArgs, run: &RunArgs) -> anyhow
     let Some(loaded) = load_reported(file) else {
         return Ok(ExitCode::from(1));
     };
-    let provider = choose_provider(&loaded.topology, run)?;
-    let topo_p = provider_topology(&loaded.topology, provider)?;
-    let topo = topo_p.as_ref();
+    let lab = open(&loaded.topology, file, run)?;
+    let topo = lab.topo.as_ref();
     let plan = compile::compile(topo)?;
-    let lab_state = state::LabDir::new(&topo.lab).load()?.unwrap_or_default();
-    if provider == Provider::Netns && lab_state.infra.is_empty() {
-        anyhow::bail!("lab {} is not up (run `lvslab up {}` first)", topo.lab, file.display());
-    }
+    let lab_state = lab.dir.load()?.unwrap_or_default();
+    lab.require_up(&lab_state, "verify needs its hosts")?;
     let hosts: Vec<String> = topo.hosts.iter().map(|h| h.name.clone()).collect();
-    let (conns, _) = connections(topo, file, provider, run, &lab_state, &hosts, None).await?;
+    let (conns, _) = lab.connect(&lab_state, &hosts, None).await?;
     let report = verify_with(
         topo,
         &plan,

@@ -13,10 +13,11 @@ pub use run::{JsonReporter, PlainReporter, TtyReporter, failures_json, recap_tex
 pub use verify::{verify_json, verify_junit, verify_summary, verify_text, xml_escape};
 
 /// The vm provider's boot progress on stderr: a spinner with the elapsed time on a terminal,
-/// plain lines otherwise.
+/// plain lines otherwise. Nothing is drawn until a provider reports a step.
 pub struct Spinner {
     start: std::time::Instant,
     bar: indicatif::ProgressBar,
+    ticking: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Spinner {
@@ -31,12 +32,10 @@ impl Spinner {
         if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} vm: {msg} ({elapsed})") {
             bar.set_style(style);
         }
-        if !bar.is_hidden() {
-            bar.enable_steady_tick(std::time::Duration::from_millis(200));
-        }
         Spinner {
             start: std::time::Instant::now(),
             bar,
+            ticking: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -50,6 +49,9 @@ impl crate::exec::Progress for Spinner {
         if self.bar.is_hidden() {
             eprintln!("vm: {msg}");
         } else {
+            if !self.ticking.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                self.bar.enable_steady_tick(std::time::Duration::from_millis(200));
+            }
             self.bar.set_message(msg.to_string());
         }
     }
