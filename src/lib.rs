@@ -11,6 +11,7 @@ pub mod compile;
 pub mod diag;
 pub mod drift;
 pub mod exec;
+pub mod graph;
 pub mod iproute;
 pub mod local;
 pub mod model;

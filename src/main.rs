@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 use lvslab::app::cli::{Cli, Command};
 use lvslab::app::{self, verify::VerifyArgs};
@@ -47,7 +47,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             junit,
             save_evidence,
             failover,
-            run,
+            conn,
         } => runtime()?.block_on(app::verify::verify_cmd(
             &file,
             &VerifyArgs {
@@ -57,7 +57,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 save_evidence,
                 failover,
             },
-            &run,
+            &conn,
         )),
         Command::Drift {
             file,
@@ -71,6 +71,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 conn,
                 output: app::cli::Output::Text,
                 verbose: false,
+                vm_kernel: None,
             };
             runtime()?.block_on(app::drift::drift(&file, format, fix, &run))
         }
@@ -87,7 +88,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 app::down::down(lab.as_deref().unwrap_or_default(), &run).await
             }
         }),
-        Command::List => app::list::list(),
+        Command::List { format } => app::list::list(format),
+        Command::Graph { file, format, output } => app::graph::graph(&file, format, output.as_deref()),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "lvslab", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Exec {
             file,
             host,

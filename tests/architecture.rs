@@ -53,11 +53,17 @@ const RULES: &[(&str, &[&str])] = &[
     ("verify", &["state", "provider", "drift", "report", "app"]),
     ("drift", &["provider", "verify", "report", "app"]),
     ("report", &["state", "provider", "app"]),
+    (
+        "graph",
+        &[
+            "plan", "compile", "state", "exec", "provider", "verify", "drift", "report", "app",
+        ],
+    ),
 ];
 
 /// What the leaves (helpers of any layer) may not use: anything about labs.
 const LAB: &[&str] = &[
-    "spec", "model", "plan", "compile", "state", "exec", "provider", "verify", "drift", "report", "app",
+    "spec", "model", "plan", "compile", "state", "exec", "provider", "verify", "drift", "report", "graph", "app",
 ];
 
 /// Files that may not use each other: verify's judge is pure and takes its

@@ -76,7 +76,7 @@ pub enum Command {
         #[arg(long)]
         failover: bool,
         #[command(flatten)]
-        run: RunArgs,
+        conn: ConnArgs,
     },
     /// What no longer matches the topology (changed by hand), host by host,
     /// field by field; with --fix, put back only that.
@@ -113,10 +113,35 @@ pub enum Command {
         #[arg(long, conflicts_with = "lab")]
         all: bool,
         #[command(flatten)]
-        run: RunArgs,
+        run: DownArgs,
     },
-    /// The labs recorded on this machine: name, provider, hosts, topology file, since.
-    List,
+    /// The labs recorded on this machine: name, provider, hosts, since, topology file.
+    List {
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        format: Output,
+    },
+    /// Shell completions for lvslab's verbs and flags, on standard output.
+    ///
+    /// For bash: `lvslab completions bash > /etc/bash_completion.d/lvslab`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// The manual page (roff), on standard output: `lvslab man | man -l -`.
+    Man,
+    /// Draw the topology: networks, hosts with their roles and addresses,
+    /// VIPs, services with mode and scheduler, VRRP pairs, storage.
+    ///
+    /// SVG needs no other program; DOT is for Graphviz, Mermaid for Markdown.
+    Graph {
+        /// Topology file, or the name of a lab that is up here.
+        file: String,
+        #[arg(long, value_enum, default_value_t = GraphFormat::Svg)]
+        format: GraphFormat,
+        /// Write to this file instead of standard output.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
     /// Run a command on a lab host and exit with its status; without a command,
     /// an interactive shell (netns hosts).
     Exec {
@@ -151,6 +176,32 @@ pub struct RunArgs {
     /// Also list steps that were already in the desired state.
     #[arg(short, long)]
     pub verbose: bool,
+    /// vm provider: the kernel to boot, a `linux-image-*.deb` or an unpacked
+    /// one (a directory with boot/vmlinuz-* and lib/modules/*); default: the
+    /// distribution's, fetched with apt-get download. Also $LVSLAB_VM_KERNEL.
+    #[arg(long, value_name = "FILE|DIR")]
+    pub vm_kernel: Option<PathBuf>,
+}
+
+/// `down`'s options: the lab's record says where it runs and how its hosts
+/// are reached.
+#[derive(clap::Args)]
+pub struct DownArgs {
+    /// Only these hosts (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub limit: Vec<String>,
+    /// How many hosts to work on at once.
+    #[arg(long, default_value_t = 50)]
+    pub forks: usize,
+    /// Record unknown SSH host keys in known_hosts (a changed key is still refused).
+    #[arg(long)]
+    pub accept_new_host_keys: bool,
+    /// Progress and results as text (default) or JSON lines on stdout.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    /// Also list steps that were already in the desired state.
+    #[arg(short, long)]
+    pub verbose: bool,
 }
 
 /// How to reach the lab's hosts.
@@ -169,19 +220,6 @@ pub struct ConnArgs {
     /// over SSH on the topology's management network.
     #[arg(long, value_enum, default_value_t = Via::Ns)]
     pub via: Via,
-    /// vm provider: the kernel to boot, a `linux-image-*.deb` or an unpacked
-    /// one (a directory with boot/vmlinuz-* and lib/modules/*); default: the
-    /// distribution's, fetched with apt-get download. Also $LVSLAB_VM_KERNEL.
-    #[arg(long, value_name = "FILE|DIR")]
-    pub vm_kernel: Option<PathBuf>,
-}
-
-impl ConnArgs {
-    pub fn vm_kernel(&self) -> Option<PathBuf> {
-        self.vm_kernel
-            .clone()
-            .or_else(|| std::env::var_os("LVSLAB_VM_KERNEL").map(PathBuf::from))
-    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -214,4 +252,14 @@ pub enum Format {
     Json,
     /// A POSIX shell script per host.
     Sh,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormat {
+    /// A self-contained SVG picture.
+    Svg,
+    /// Graphviz (`dot -Tpng`).
+    Dot,
+    /// A Mermaid flowchart (GitHub and GitLab render it in Markdown).
+    Mermaid,
 }

@@ -4,14 +4,13 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use super::cli::RunArgs;
-use super::lab::options;
+use super::cli::DownArgs;
 use super::{finish, load_reported, reporter};
 use crate::exec::{connect, runner};
 use crate::provider::teardown;
 use crate::{compile, plan, state};
 
-pub async fn down(lab: &str, run: &RunArgs) -> anyhow::Result<ExitCode> {
+pub async fn down(lab: &str, run: &DownArgs) -> anyhow::Result<ExitCode> {
     let Some((name, plan, reach)) = which_lab(lab)? else {
         return Ok(ExitCode::from(1));
     };
@@ -52,8 +51,13 @@ pub async fn down(lab: &str, run: &RunArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let hosts: Vec<String> = lab_state.hosts.keys().cloned().collect();
-    let reporter = reporter(run, &hosts);
-    let conns = teardown::connections(&lab_state, &hosts, reach, &options(&run.conn)).await;
+    let reporter = reporter(run.output, run.verbose, &hosts);
+    let opts = crate::provider::Options {
+        forks: run.forks,
+        accept_new_host_keys: run.accept_new_host_keys,
+        ..crate::provider::Options::default()
+    };
+    let conns = teardown::connections(&lab_state, &hosts, reach, &opts).await;
     let plan = plan.unwrap_or_else(|| plan::Plan {
         schema: plan::SCHEMA,
         lab: name.clone(),
@@ -65,7 +69,7 @@ pub async fn down(lab: &str, run: &RunArgs) -> anyhow::Result<ExitCode> {
     });
     let opts = runner::Options {
         check: false,
-        forks: run.conn.forks,
+        forks: run.forks,
     };
     let infra = lab_state.infra.clone();
     let (mut outcome, left) = runner::down(Arc::new(plan), conns, lab_state, opts, reporter).await;
@@ -84,7 +88,7 @@ pub async fn down(lab: &str, run: &RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         dir.save(&full)?;
     }
-    Ok(finish(&outcome, run, "DOWN RECAP", "reverted"))
+    Ok(finish(&outcome, run.output, "DOWN RECAP", "reverted"))
 }
 
 /// What `down` was given: a topology file (its lab's name, plan and reach), or

@@ -36,7 +36,7 @@ pub async fn drift(file: &Path, format: Output, fix: bool, run: &RunArgs) -> any
     let Some(loaded) = load_reported(file) else {
         return Ok(ExitCode::from(1));
     };
-    let lab = open(&loaded.topology, file, run)?;
+    let lab = open(&loaded.topology, file, &run.conn, None)?;
     let topo = lab.topo.as_ref();
     let plan = compile::compile(topo)?;
     let dir = &lab.dir;
@@ -141,7 +141,7 @@ async fn fix_all(l: &Looked<'_>, before: Report, removals: &Removals, run: &RunA
             check: false,
             forks: run.conn.forks,
         };
-        let reporter = reporter(run, &step_hosts);
+        let reporter = reporter(run.output, run.verbose, &step_hosts);
         let (outcome, lab_state) =
             drift::fix::reapply(&l.plan, &step_hosts, &l.conns, lab_state, save, opts, reporter).await;
         l.dir.save(&lab_state)?;
@@ -177,7 +177,7 @@ async fn fix_removals(l: &Looked<'_>, removals: &Removals, run: &RunArgs) -> any
     let _lock = l.dir.lock()?;
     let mut lab_state = l.dir.load()?.unwrap_or_default();
     let shown: Vec<String> = removals.hosts.iter().chain(removals.changes.keys()).cloned().collect();
-    let reporter = reporter(run, &shown);
+    let reporter = reporter(run.output, run.verbose, &shown);
     let mut outcome = runner::RunOutcome::default();
     if l.lab.removes_hosts() && !removals.hosts.is_empty() {
         outcome = make_hosts(l.lab, &mut lab_state, &removals.hosts, &reporter).await?;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use std::process::ExitCode;
 
-use super::cli::{ConnArgs, RunArgs, Via};
+use super::cli::{ConnArgs, Via};
 use super::{load_reported, unix_now};
 use crate::exec::{connect, converge, runner};
 use crate::model::Topology;
@@ -16,21 +16,29 @@ use crate::{plan, report, state};
 
 /// The lab on its provider: the flag's, the topology's, the record's, or
 /// the one this machine can run (said on stderr, with why).
-pub(crate) fn open<'a>(topo: &'a Topology, file: &'a Path, run: &RunArgs) -> anyhow::Result<Lab<'a>> {
-    let (kind, why) = provider::choose(topo, run.conn.provider);
+pub(crate) fn open<'a>(
+    topo: &'a Topology,
+    file: &'a Path,
+    conn: &ConnArgs,
+    vm_kernel: Option<&Path>,
+) -> anyhow::Result<Lab<'a>> {
+    let (kind, why) = provider::choose(topo, conn.provider);
     if let Some(why) = why {
         eprintln!("provider: {why}");
     }
-    Ok(Lab::new(kind, topo, file, options(&run.conn))?)
+    Ok(Lab::new(kind, topo, file, options(conn, vm_kernel))?)
 }
 
-/// The command line's connection flags as the provider layer takes them.
-pub(crate) fn options(conn: &ConnArgs) -> provider::Options {
+/// The command line's connection flags as the provider layer takes them
+/// (the vm kernel: `--vm-kernel` of `up`, else $LVSLAB_VM_KERNEL).
+pub(crate) fn options(conn: &ConnArgs, vm_kernel: Option<&Path>) -> provider::Options {
     provider::Options {
         forks: conn.forks,
         accept_new_host_keys: conn.accept_new_host_keys,
         via_ssh: conn.via == Via::Ssh,
-        vm_kernel: conn.vm_kernel(),
+        vm_kernel: vm_kernel
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os("LVSLAB_VM_KERNEL").map(std::path::PathBuf::from)),
     }
 }
 

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod down;
 pub mod drift;
 pub mod exec;
+pub mod graph;
 pub mod lab;
 pub mod list;
 pub mod plan;
@@ -21,7 +22,7 @@ use std::sync::Arc;
 use crate::exec::{connect, runner};
 pub use crate::spec::Provider;
 use crate::{plan as plan_, report};
-use cli::{Output, RunArgs};
+use cli::Output;
 
 /// Load a topology, printing its problems (and warnings) on stderr; `None` if invalid.
 pub(crate) fn load_reported(file: &Path) -> Option<crate::Loaded> {
@@ -39,19 +40,19 @@ pub(crate) fn load_reported(file: &Path) -> Option<crate::Loaded> {
     }
 }
 
-pub(crate) fn reporter(run: &RunArgs, hosts: &[String]) -> Arc<dyn runner::Reporter> {
+pub(crate) fn reporter(output: Output, verbose: bool, hosts: &[String]) -> Arc<dyn runner::Reporter> {
     use std::io::IsTerminal;
-    if run.output == Output::Json {
+    if output == Output::Json {
         Arc::new(report::JsonReporter)
     } else if std::io::stderr().is_terminal() && std::env::var_os("CI").is_none() {
         Arc::new(report::TtyReporter::new(hosts))
     } else {
-        Arc::new(report::PlainReporter { verbose: run.verbose })
+        Arc::new(report::PlainReporter { verbose })
     }
 }
 
-pub(crate) fn finish(outcome: &runner::RunOutcome, run: &RunArgs, title: &str, changed: &str) -> ExitCode {
-    if run.output == Output::Json {
+pub(crate) fn finish(outcome: &runner::RunOutcome, output: Output, title: &str, changed: &str) -> ExitCode {
+    if output == Output::Json {
         let summary = serde_json::json!({
             "event": "summary",
             "recap": outcome.recap,

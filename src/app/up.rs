@@ -21,7 +21,7 @@ pub async fn up(file: &Path, check: bool, no_verify: bool, run: &RunArgs) -> any
     let Some(loaded) = load_reported(file) else {
         return Ok(ExitCode::from(1));
     };
-    let lab = open(&loaded.topology, file, run)?;
+    let lab = open(&loaded.topology, file, &run.conn, run.vm_kernel.as_deref())?;
     let topo = lab.topo.as_ref();
     lab.preflight(check)?;
     let mut plan = compile::compile(topo)?;
@@ -47,7 +47,7 @@ pub async fn up(file: &Path, check: bool, no_verify: bool, run: &RunArgs) -> any
     record_reach(&mut lab_state, &lab, &hosts);
     let mut shown = hosts.clone();
     shown.extend(removals.hosts.iter().cloned());
-    let reporter = reporter(run, &shown);
+    let reporter = reporter(run.output, run.verbose, &shown);
     let sides = Sides {
         lab: &lab,
         check,
@@ -94,7 +94,7 @@ pub async fn up(file: &Path, check: bool, no_verify: bool, run: &RunArgs) -> any
     } else {
         "RECAP"
     };
-    let code = finish(&outcome, run, title, if check { "to change" } else { "changed" });
+    let code = finish(&outcome, run.output, title, if check { "to change" } else { "changed" });
     if check || outcome.failed || no_verify || (topo.services.is_empty() && topo.checks.is_empty()) {
         return Ok(code);
     }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
-use super::cli::{RunArgs, VerifyFormat};
+use super::cli::{ConnArgs, VerifyFormat};
 use super::lab::open;
 use super::load_reported;
 use crate::exec::runner;
@@ -66,11 +66,11 @@ pub async fn verify_with(
     report
 }
 
-pub async fn verify_cmd(file: &Path, args: &VerifyArgs, run: &RunArgs) -> anyhow::Result<ExitCode> {
+pub async fn verify_cmd(file: &Path, args: &VerifyArgs, conn: &ConnArgs) -> anyhow::Result<ExitCode> {
     let Some(loaded) = load_reported(file) else {
         return Ok(ExitCode::from(1));
     };
-    let lab = open(&loaded.topology, file, run)?;
+    let lab = open(&loaded.topology, file, conn, None)?;
     let topo = lab.topo.as_ref();
     let plan = compile::compile(topo)?;
     let lab_state = lab.dir.load()?.unwrap_or_default();

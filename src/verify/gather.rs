@@ -451,9 +451,13 @@ async fn reread_lagging_counters(t: &Topology, conns: &BTreeMap<String, Arc<dyn 
     }
 }
 
-/// Wait (at most 30 s) until each VRRP instance's first VIP is held by exactly
-/// one member: right after keepalived starts, the master takes a few adverts
-/// to claim it. Returns how long that took, or `None` without HA.
+/// Wait (at most 30 s) until each VRRP instance has settled: its first VIP
+/// held by exactly one member, and (unless `nopreempt`) by the member with
+/// the highest priority among those whose keepalived runs. Right after
+/// keepalived starts, the master takes a few adverts to claim the VIP, and a
+/// higher-priority member that started later preempts it: until then two
+/// members say MASTER and the client's ARP entry may name either. Returns how
+/// long that took, or `None` without HA.
 async fn settle_vrrp(t: &Topology, conns: &BTreeMap<String, Arc<dyn Transport>>) -> Option<f64> {
     let ha = t.ha.as_ref()?;
     let start = Instant::now();
@@ -461,18 +465,27 @@ async fn settle_vrrp(t: &Topology, conns: &BTreeMap<String, Arc<dyn Transport>>)
         let mut settled = true;
         for inst in &ha.instances {
             let Some(vip) = inst.vips.first() else { continue };
+            // (priority, holds the VIP) of each member whose keepalived runs.
+            let mut running: Vec<(u8, bool)> = Vec::new();
             let mut holders = 0;
             for m in &inst.members {
                 let Some(c) = conns.get(&t.host(m.host).name) else {
                     continue;
                 };
-                if let Ok(o) = c.run("ip -o -4 addr").await
-                    && super::parse::addresses(&o.stdout).iter().any(|(_, a, _)| a == vip)
-                {
-                    holders += 1;
+                let Ok(o) = c
+                    .run("ip -o -4 addr; p=$(cat /run/keepalived.pid 2>/dev/null) && kill -0 \"$p\" 2>/dev/null && echo keepalived-runs")
+                    .await
+                else {
+                    continue;
+                };
+                let holds = super::parse::addresses(&o.stdout).iter().any(|(_, a, _)| a == vip);
+                holders += usize::from(holds);
+                if o.stdout.lines().any(|l| l == "keepalived-runs") {
+                    running.push((m.priority, holds));
                 }
             }
-            settled &= holders == 1;
+            let top_holds = running.iter().max_by_key(|(p, _)| *p).is_none_or(|(_, holds)| *holds);
+            settled &= holders == 1 && (inst.nopreempt || top_holds);
         }
         if settled || start.elapsed() >= Duration::from_secs(30) {
             return Some(start.elapsed().as_secs_f64());

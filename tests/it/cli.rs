@@ -115,3 +115,23 @@ fn secrets_never_reach_plan_output() {
         }
     }
 }
+
+/// Shell completions name every verb; the manual page is roff with them.
+#[test]
+fn completions_and_man_page() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = crate::Lvslab::new().args(["completions", shell]).run();
+        assert_eq!(out.code, 0, "{shell}: {}", out.stderr);
+        for verb in ["validate", "plan", "up", "verify", "drift", "down", "graph"] {
+            assert!(out.stdout.contains(verb), "{shell} completions lack {verb}");
+        }
+    }
+    let man = crate::Lvslab::new().args(["man"]).run();
+    assert_eq!(man.code, 0, "{}", man.stderr);
+    assert!(
+        man.stdout.starts_with(".ie \\n(.g .ds Aq") || man.stdout.contains(".TH lvslab"),
+        "{}",
+        &man.stdout[..200.min(man.stdout.len())]
+    );
+    assert!(man.stdout.contains("graph") && man.stdout.contains("drift"));
+}

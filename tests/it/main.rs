@@ -7,6 +7,8 @@
 mod cli;
 mod compile;
 mod drift;
+mod flags;
+mod graph;
 mod hostile;
 mod injection;
 mod invalid;

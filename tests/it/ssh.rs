@@ -871,3 +871,63 @@ fn an_impostor_key_of_any_type_is_refused_and_never_learned() {
         }
     }
 }
+
+/// The run-time flags of `up`, `verify`, `drift`, `down` and `list`, each
+/// doing what its help says.
+#[test]
+fn run_flags_do_what_their_help_says() {
+    let lab = Lab::new();
+    let sshd = lab.sshd("sshd");
+    let work = lab.work();
+    let topo = lab.topology("flags", sshd.port, &box_steps(&work));
+    let t = topo.to_str().unwrap();
+    let up = lab
+        .lvslab(&["up", t, "--accept-new-host-keys", "--forks", "1", "--no-verify"])
+        .run();
+    ok(&up);
+    // --verbose lists the steps already in the desired state too.
+    let quiet = lab.lvslab(&["up", t, "--no-verify"]).run();
+    ok(&quiet);
+    let verbose = lab.lvslab(&["up", t, "--no-verify", "--verbose"]).run();
+    ok(&verbose);
+    let oks = |o: &Output| o.stderr.lines().filter(|l| l.starts_with("ok ")).count();
+    assert_eq!(oks(&quiet), 0, "{}", quiet.stderr);
+    assert_eq!(oks(&verbose), 5, "{}", verbose.stderr);
+    // verify --junit and --save-evidence write their files.
+    let junit = lab.path("verify.xml");
+    let evidence = lab.path("evidence.json");
+    let v = lab
+        .lvslab(&[
+            "verify",
+            t,
+            "--forks",
+            "1",
+            "--accept-new-host-keys",
+            "--junit",
+            junit.to_str().unwrap(),
+            "--save-evidence",
+            evidence.to_str().unwrap(),
+        ])
+        .run();
+    assert!(v.code == 0 || v.code == 1, "{}", v.stderr);
+    assert!(std::fs::read_to_string(&junit).unwrap().contains("<testsuite"));
+    let ev: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&evidence).unwrap()).unwrap();
+    assert!(ev.get("before").is_some(), "{ev}");
+    // drift --host: only that host (and an unknown one is refused).
+    ok(&lab.lvslab(&["drift", t, "--host", "box1", "--forks", "1"]).run());
+    let bad = lab.lvslab(&["drift", t, "--host", "nosuch"]).run();
+    assert_eq!(bad.code, 1, "{}", bad.stderr);
+    // list --format json.
+    let list = lab.lvslab(&["list", "--format", "json"]).run();
+    ok(&list);
+    let j: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
+    assert_eq!(j["schema"], "lvslab.list/v1");
+    assert_eq!(j["labs"][0]["lab"], "flags", "{j}");
+    assert_eq!(j["labs"][0]["hosts"], 1, "{j}");
+    // down --forks --verbose --accept-new-host-keys.
+    let down = lab
+        .lvslab(&["down", t, "--forks", "1", "-v", "--accept-new-host-keys"])
+        .run();
+    ok(&down);
+    assert!(!Path::new(&format!("{work}/marker")).exists());
+}
