@@ -7,16 +7,6 @@ use std::process::Command;
 
 use crate::{Lvslab, repo, topologies};
 
-/// A program the graph tests need, by its full path; missing fails loudly.
-fn tool(name: &str, package: &str) -> String {
-    let path = std::env::var("PATH").unwrap_or_default();
-    path.split(':')
-        .chain(["/usr/bin", "/usr/sbin"])
-        .map(|d| format!("{d}/{name}"))
-        .find(|p| Path::new(p).exists())
-        .unwrap_or_else(|| panic!("{name} is missing: apt-get install {package} (README, Tests)"))
-}
-
 fn graph(file: &Path, format: &str) -> String {
     let out = Lvslab::new()
         .args(["graph".as_ref(), file.as_os_str(), "--format".as_ref(), format.as_ref()])
@@ -45,9 +35,9 @@ fn png_size(png: &[u8]) -> (u32, u32) {
 
 #[test]
 fn every_topology_is_drawn_and_a_real_renderer_draws_it() {
-    let rsvg = tool("rsvg-convert", "librsvg2-bin");
-    let xmllint = tool("xmllint", "libxml2-utils");
-    let dot = tool("dot", "graphviz");
+    let rsvg = crate::program("rsvg-convert", "librsvg2-bin");
+    let xmllint = crate::program("xmllint", "libxml2-utils");
+    let dot = crate::program("dot", "graphviz");
     let dir = tempfile::tempdir().unwrap();
     for path in topologies() {
         let name = path.file_stem().unwrap().to_string_lossy().into_owned();

@@ -15,7 +15,9 @@ use crate::{plan, topologies};
     ignore = "lab tier (root, VMs): .ci/run, or cargo test --features lab as root"
 )]
 fn rendered_keepalived_configs_pass_keepalived_t() {
-    let probe = Command::new(sbin("keepalived")).arg("--version").output();
+    let probe = Command::new(crate::program("keepalived", "keepalived"))
+        .arg("--version")
+        .output();
     assert!(
         probe.is_ok(),
         "keepalived is not installed: run `apt-get install keepalived` (.ci/run does)"
@@ -87,7 +89,7 @@ fn a_broken_config_is_refused_by_keepalived_t() {
         "vrrp_instance VI_1 {\n    state SIDEWAYS\n    virtual_router_id 999\n}\n",
     )
     .unwrap();
-    let out = Command::new(sbin("keepalived"))
+    let out = Command::new(crate::program("keepalived", "keepalived"))
         .arg("-t")
         .arg("-f")
         .arg(&conf)
@@ -115,7 +117,7 @@ async fn a_config_keepalived_refuses_is_never_installed() {
             path: path.clone(),
             content: "vrrp_instance VI_1 {\n    state SIDEWAYS\n    virtual_router_id 999\n}\n".into(),
             mode: "0640".into(),
-            validate: Some(format!("{} -t -f %s", sbin("keepalived"))),
+            validate: Some(format!("{} -t -f %s", crate::program("keepalived", "keepalived"))),
             sha256: String::new(),
         },
         "test".into(),
@@ -163,15 +165,4 @@ async fn a_config_keepalived_refuses_is_never_installed() {
         std::fs::read_to_string(&path).unwrap(),
         "global_defs {\n    router_id old\n}\n"
     );
-}
-
-/// A system program by its full path: a user's PATH on Debian has no sbin
-/// directories, and the fast tier runs without root.
-fn sbin(tool: &str) -> String {
-    let path = std::env::var("PATH").unwrap_or_default();
-    path.split(':')
-        .chain(["/usr/sbin", "/sbin"])
-        .map(|d| format!("{d}/{tool}"))
-        .find(|p| std::path::Path::new(p).exists())
-        .unwrap_or_else(|| panic!("{tool} is not installed: apt-get install {tool} (README, Tests)"))
 }

@@ -21,6 +21,18 @@ mod verify;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// A program the tests need, by its full path: on `PATH`, or in the sbin
+/// directories a user's PATH on Debian lacks (the fast tier runs without
+/// root). Missing fails loudly, naming the package.
+pub fn program(name: &str, package: &str) -> String {
+    let path = std::env::var("PATH").unwrap_or_default();
+    path.split(':')
+        .chain(["/usr/bin", "/usr/sbin", "/sbin"])
+        .map(|d| format!("{d}/{name}"))
+        .find(|p| Path::new(p).exists())
+        .unwrap_or_else(|| panic!("{name} is missing: apt-get install {package} (README, Tests)"))
+}
+
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
