@@ -45,7 +45,7 @@ pub async fn drift(file: &Path, format: Output, fix: bool, run: &RunArgs) -> any
     let topo_hosts: Vec<String> = topo.hosts.iter().map(|h| h.name.clone()).collect();
     let (hosts, missing) = hosts_to_observe(topo, &plan, &lab_state, file, run)?;
     let start = std::time::Instant::now();
-    let (conns, facts) = lab.connect(&lab_state, &hosts, Some(&plan)).await?;
+    let (conns, facts) = lab.connect(&lab_state, &hosts, true).await?;
     let detected;
     let (topo, mut plan) = match with_detected_os(&lab, &facts)? {
         Some(t) => {

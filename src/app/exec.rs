@@ -39,7 +39,7 @@ pub async fn exec(file: &Path, host: &str, command: &[String], provider: Option<
             if command.is_empty() {
                 anyhow::bail!("interactive shells over SSH are not supported yet: give a command after `--`");
             }
-            let (conns, _) = lab.connect(&lab_state, &[host.to_string()], None).await?;
+            let (conns, _) = lab.connect(&lab_state, &[host.to_string()], false).await?;
             let t = conns
                 .into_iter()
                 .next()

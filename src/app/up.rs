@@ -55,7 +55,7 @@ pub async fn up(file: &Path, check: bool, no_verify: bool, run: &RunArgs) -> any
         reporter: &reporter,
     };
     let mut removed_outcome = sides.make_hosts(&mut lab_state, &removals).await?;
-    let (conns, facts) = lab.connect(&lab_state, &hosts, Some(&plan)).await?;
+    let (conns, facts) = lab.connect(&lab_state, &hosts, true).await?;
     let detected;
     let (topo, mut plan) = match with_detected_os(&lab, &facts)? {
         Some(t) => {
@@ -183,7 +183,7 @@ impl Sides<'_> {
             .collect();
         if !missing.is_empty() {
             let lab_state = self.lab.dir.load()?.unwrap_or_default();
-            conns.extend(self.lab.connect(&lab_state, &missing, None).await?.0);
+            conns.extend(self.lab.connect(&lab_state, &missing, false).await?.0);
         }
         let report = verify_with(topo, plan, conns, None, None, false).await;
         if self.run.output == Output::Json {

@@ -76,7 +76,7 @@ pub async fn verify_cmd(file: &Path, args: &VerifyArgs, conn: &ConnArgs) -> anyh
     let lab_state = lab.dir.load()?.unwrap_or_default();
     lab.require_up(&lab_state, "verify needs its hosts")?;
     let hosts: Vec<String> = topo.hosts.iter().map(|h| h.name.clone()).collect();
-    let (conns, _) = lab.connect(&lab_state, &hosts, None).await?;
+    let (conns, _) = lab.connect(&lab_state, &hosts, false).await?;
     let report = verify_with(
         topo,
         &plan,

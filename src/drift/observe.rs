@@ -3,9 +3,11 @@
 use std::sync::Arc;
 
 use super::{HostObservation, IPVS_PROBE, Observations, host_steps};
-use crate::exec::batch::{batch, parse_batch};
+use crate::exec::batch::{Look, observe_batch, parse_batch};
+use crate::exec::connect::{init_refusal, needs_systemd};
 use crate::exec::runner;
 use crate::exec::transport::HostConn;
+use crate::exec::transport::{FACTS_SCRIPT, parse_facts};
 use crate::model::{Role, Topology};
 use crate::plan::Plan;
 
@@ -16,16 +18,17 @@ const MARKER: &str = "@@lvslab-drift";
 pub async fn observe(topo: &Topology, plan: &Plan, conns: Vec<HostConn>) -> Vec<HostObservation> {
     let mut tasks = Vec::new();
     for c in conns {
-        let steps: Vec<String> = host_steps(plan, &c.host)
+        let steps: Vec<Look> = host_steps(plan, &c.host)
             .iter()
-            .map(|s| runner::resolved(plan, &s.resource).observe_command())
+            .map(|s| Look::of(&runner::resolved(plan, &s.resource)))
             .collect();
         let director = topo.host_by_name(&c.host).is_some_and(|h| h.role == Role::Director);
+        let facts = needs_systemd(plan, &c.host);
         tasks.push(tokio::spawn(async move {
             let host = c.host.clone();
             let result = match c.transport {
                 Err(e) => Err(e),
-                Ok(t) => read(t, steps, director).await,
+                Ok(t) => read(t, steps, director, facts).await,
             };
             HostObservation { host, result }
         }));
@@ -43,17 +46,36 @@ pub async fn observe(topo: &Topology, plan: &Plan, conns: Vec<HostConn>) -> Vec<
     out
 }
 
+/// One round trip: every step's observation, the live IPVS table on a
+/// director, and the facts when the host's services need systemd.
 async fn read(
     t: Arc<dyn crate::exec::transport::Transport>,
-    steps: Vec<String>,
+    steps: Vec<Look>,
     director: bool,
+    facts: bool,
 ) -> Result<Observations, String> {
-    let mut items: Vec<Vec<String>> = steps.iter().map(|c| vec![c.clone()]).collect();
+    let mut items = steps;
     if director {
-        items.push(vec![IPVS_PROBE.to_string()]);
+        items.push(Look {
+            cmd: IPVS_PROBE.to_string(),
+            own_shell: false,
+        });
     }
-    let out = t.run(&batch(&items, MARKER, false)).await.map_err(|e| e.to_string())?;
+    if facts {
+        items.push(Look {
+            cmd: FACTS_SCRIPT.to_string(),
+            own_shell: true,
+        });
+    }
+    let out = t.run(&observe_batch(&items, MARKER)).await.map_err(|e| e.to_string())?;
     let mut parsed = parse_batch(&out.stdout, MARKER, items.len());
+    if facts {
+        let f = parse_facts(&parsed.pop().flatten().map(|o| o.output).unwrap_or_default());
+        if let Some(why) = init_refusal(t.host(), &f) {
+            return Err(why);
+        }
+        items.pop();
+    }
     let ipvs = if director { parsed.pop().flatten() } else { None };
     let steps: Vec<_> = parsed.into_iter().map_while(|o| o).collect();
     if steps.len() < items.len() - usize::from(director) {

@@ -3,6 +3,7 @@
 //! and the parser that splits the output back per item. Used by the runner,
 //! drift's observation and verify's gathering alike.
 
+use crate::plan::Resource;
 use crate::plan::assess::Observed;
 
 /// A marker no output is expected to contain (time and pid in it).
@@ -30,6 +31,85 @@ pub fn batch(items: &[Vec<String>], marker: &str, stop_on_failure: bool) -> Stri
         if stop_on_failure {
             s.push_str("[ \"$r\" -eq 0 ] || exit 0\n");
         }
+    }
+    s
+}
+
+/// One observation in a batch: a read-only command, and whether it must run
+/// in a subshell of its own (user code, which may `exit`) or may run in a
+/// brace group of the batch's shell (lvslab's own observations: no fork).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Look {
+    pub cmd: String,
+    pub own_shell: bool,
+}
+
+impl Look {
+    /// The observation of a step (its secrets resolved).
+    pub fn of(r: &Resource) -> Look {
+        Look {
+            cmd: r.observe_command(),
+            own_shell: matches!(r, Resource::Command { .. }),
+        }
+    }
+}
+
+/// The script lines of one observation, framed by `marker` and item `i`.
+fn push_look(s: &mut String, marker: &str, i: usize, look: &Look) {
+    let (open, close) = if look.own_shell { ("(", ")") } else { ("{", "}") };
+    // An empty group is a syntax error.
+    let cmd = if look.cmd.trim().is_empty() { ":" } else { &look.cmd };
+    s.push_str(&format!(
+        "printf '%s\\n' '{marker} {i}'\n{open}\n{cmd}\n{close} </dev/null; "
+    ));
+    s.push_str(&format!("printf '\\n%s %s\\n' '{marker} rc' \"$?\"\n"));
+}
+
+/// A read-only script: each observation framed by markers (parse with
+/// [`parse_batch`]). Only user code gets a subshell.
+pub fn observe_batch(looks: &[Look], marker: &str) -> String {
+    let mut s = String::from("exec 2>&1\n");
+    for (i, l) in looks.iter().enumerate() {
+        push_look(&mut s, marker, i, l);
+    }
+    s
+}
+
+/// One round trip that applies and reads back: the `apply` items in order
+/// under `apply_marker` (each in a `set -e` subshell; after the first that
+/// fails, the rest do not run), then under `look_marker` the `confirm`
+/// observations (always: what ran before a failure is still judged), then
+/// the `later` ones (only when every apply item succeeded), numbered on
+/// from the confirm ones.
+pub fn apply_batch(
+    apply: &[Vec<String>],
+    apply_marker: &str,
+    confirm: &[Look],
+    later: &[Look],
+    look_marker: &str,
+) -> String {
+    let mut s = String::from("exec 2>&1\nf=0\n");
+    for (i, cmds) in apply.iter().enumerate() {
+        s.push_str(&format!(
+            "if [ \"$f\" = 0 ]; then\nprintf '%s\\n' '{apply_marker} {i}'\n( set -e\n"
+        ));
+        for c in cmds {
+            s.push_str(c);
+            s.push('\n');
+        }
+        s.push_str(&format!(
+            ") </dev/null; r=$?; printf '\\n%s %s\\n' '{apply_marker} rc' \"$r\"\n[ \"$r\" -eq 0 ] || f=1\nfi\n"
+        ));
+    }
+    for (i, l) in confirm.iter().enumerate() {
+        push_look(&mut s, look_marker, i, l);
+    }
+    if !later.is_empty() {
+        s.push_str("if [ \"$f\" = 0 ]; then\n");
+        for (i, l) in later.iter().enumerate() {
+            push_look(&mut s, look_marker, confirm.len() + i, l);
+        }
+        s.push_str("fi\n");
     }
     s
 }

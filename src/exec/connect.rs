@@ -85,46 +85,35 @@ pub async fn connect_all(
     out
 }
 
-/// Read each connected host's facts (one round trip per host per run, all
-/// hosts at once) and refuse hosts whose planned services need an init system
-/// they do not have. Returns the connections and the facts read (by host).
-pub async fn check_facts(conns: Vec<HostConn>, plan: &crate::plan::Plan) -> (Vec<HostConn>, BTreeMap<String, Facts>) {
-    use crate::plan::{Resource, ServiceManager};
+/// Read the facts of each connected host that `wanted` names (one round
+/// trip per such host, all at once; the others cost nothing). Returns the
+/// connections and the facts read (by host).
+pub async fn read_facts(
+    conns: Vec<HostConn>,
+    wanted: impl Fn(&str) -> bool,
+) -> (Vec<HostConn>, BTreeMap<String, Facts>) {
     let mut tasks = Vec::new();
     for c in conns {
-        let needs_systemd = plan
-            .phases
-            .iter()
-            .flat_map(|p| &p.hosts)
-            .filter(|h| h.host == c.host)
-            .any(|h| {
-                h.steps.iter().any(|s| {
-                    matches!(
-                        &s.resource,
-                        Resource::Service {
-                            manager: ServiceManager::Systemd { .. },
-                            ..
-                        }
-                    )
-                })
-            });
+        let read = wanted(&c.host);
         tasks.push(tokio::spawn(async move {
             let mut facts = None;
             let transport = match c.transport {
-                Ok(t) => match t.facts().await {
-                    Ok(f) if needs_systemd && f.init != "systemd" => Err(format!(
-                        "{}: its services are planned for systemd, but the host runs without it (init {}); set `init: daemon` for it in the topology",
-                        c.host, f.init
-                    )),
+                Ok(t) if read => match t.facts().await {
                     Ok(f) => {
                         facts = Some(f);
                         Ok(t)
                     }
                     Err(e) => Err(e.to_string()),
                 },
-                Err(e) => Err(e),
+                other => other,
             };
-            (HostConn { host: c.host, transport }, facts)
+            (
+                HostConn {
+                    host: c.host,
+                    transport,
+                },
+                facts,
+            )
         }));
     }
     let mut out = Vec::new();
@@ -144,6 +133,38 @@ pub async fn check_facts(conns: Vec<HostConn>, plan: &crate::plan::Plan) -> (Vec
         }
     }
     (out, all)
+}
+
+/// Whether `host`'s planned services are managed by systemd: then its first
+/// observation also reads its facts ([`FACTS_SCRIPT`](super::transport::FACTS_SCRIPT)) and [`init_refusal`]
+/// judges them, in the same round trip.
+pub fn needs_systemd(plan: &crate::plan::Plan, host: &str) -> bool {
+    use crate::plan::{Resource, ServiceManager};
+    plan.phases
+        .iter()
+        .flat_map(|p| &p.hosts)
+        .filter(|h| h.host == host)
+        .flat_map(|h| &h.steps)
+        .any(|s| {
+            matches!(
+                &s.resource,
+                Resource::Service {
+                    manager: ServiceManager::Systemd { .. },
+                    ..
+                }
+            )
+        })
+}
+
+/// Why a host whose services are planned for systemd cannot take them, from
+/// the facts read from it; `None` when it runs systemd.
+pub fn init_refusal(host: &str, facts: &Facts) -> Option<String> {
+    (facts.init != "systemd").then(|| {
+        format!(
+            "{host}: its services are planned for systemd, but the host runs without it (init {}); set `init: daemon` for it in the topology",
+            facts.init
+        )
+    })
 }
 
 /// Fill in the OS family of every host that declares none, from the facts

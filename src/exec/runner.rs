@@ -14,17 +14,18 @@
 //! starts. Before a step is first changed, its original state is recorded in
 //! the lab state (saved before the apply round trip), so `down` can restore it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
-use super::batch::nonce;
+use super::batch::{Look, apply_batch, nonce, observe_batch};
 pub use super::batch::{batch, parse_batch};
+use super::connect::{init_refusal, needs_systemd};
 pub use super::transport::HostConn;
-use super::transport::Transport;
+use super::transport::{FACTS_SCRIPT, Transport, parse_facts};
 use crate::plan::assess::{Assessment, Observed, Original, parse_file_state, sha256_hex};
 use crate::plan::{PHASES, Plan, Resource, Step};
 use crate::state::{Change, LabState};
@@ -140,6 +141,12 @@ struct Shared {
     save: SaveFn,
     reporter: Arc<dyn Reporter>,
     opts: Options,
+    /// Observations read ahead, by host and phase index: still true while
+    /// nothing has been applied on that host since they were read.
+    ahead: Mutex<BTreeMap<(String, usize), Vec<Observed>>>,
+    /// Hosts observed at least once in this run (the first observation
+    /// also reads the facts a host's services need).
+    seen: Mutex<BTreeSet<String>>,
 }
 
 /// Bring the hosts to the plan.
@@ -157,6 +164,8 @@ pub async fn up(
         save,
         reporter,
         opts,
+        ahead: Mutex::new(BTreeMap::new()),
+        seen: Mutex::new(BTreeSet::new()),
     });
     let mut recap: BTreeMap<String, HostRecap> = BTreeMap::new();
     let mut results = Vec::new();
@@ -417,18 +426,24 @@ impl PhaseRun<'_> {
             .collect()
     }
 
-    /// Observe, compare locally, then (unless `--check`) record the
-    /// originals, apply what differs and confirm it.
+    /// Observe (or take what was read ahead), compare locally, then (unless
+    /// `--check`) record the originals and apply what differs, reading it
+    /// back in the same round trip.
     async fn steps_of(&self, pending: &Mutex<BTreeMap<String, bool>>) -> Vec<StepResult> {
-        // 1. Observe everything in one round trip.
-        self.shared.reporter.activity(
-            self.host,
-            &format!("{}: observing {} steps", self.phase, self.steps.len()),
-        );
-        let observe: Vec<Vec<String>> = self.desired.iter().map(|r| vec![r.observe_command()]).collect();
-        let obs: Vec<Observed> = match self.observe(&observe).await {
-            Ok(o) => o,
-            Err(rs) => return rs,
+        // 1. What is there: read ahead by an earlier round trip on this
+        //    host, or read now (with every later phase's steps).
+        let obs: Vec<Observed> = match self.take_ahead() {
+            Some(o) => o,
+            None => {
+                self.shared.reporter.activity(
+                    self.host,
+                    &format!("{}: observing {} steps", self.phase, self.steps.len()),
+                );
+                match self.observe().await {
+                    Ok(o) => o,
+                    Err(rs) => return rs,
+                }
+            }
         };
         // 2. Compare locally.
         let assessed = assess_all(&self.desired, &obs);
@@ -445,28 +460,101 @@ impl PhaseRun<'_> {
         if let Err(msg) = self.record_originals(&todo, &obs) {
             return self.fail_all(msg);
         }
-        // 3. Apply what differs, in order, in one round trip.
-        let Some((ran_ok, mut notes)) = self.apply(&todo, &obs, &mut rs).await else {
+        // 3. Apply what differs, in order, and read it back (and the later
+        //    phases' steps), in one round trip.
+        let Some((ran_ok, mut notes, again)) = self.apply(&todo, &obs, &mut rs).await else {
             return rs.into_iter().flatten().collect();
         };
-        // 4. Confirm: nothing is `changed` that was not observed to hold.
-        if !ran_ok.is_empty() {
-            self.confirm(&ran_ok, &assessed, &mut notes, &mut rs).await;
-        }
+        // 4. Nothing is `changed` that was not observed to hold.
+        self.confirm(&ran_ok, &assessed, &mut notes, &again, &mut rs);
         rs.into_iter().flatten().collect()
     }
 
-    /// Every step's observation in one round trip; on failure, every step failed.
-    async fn observe(&self, observe: &[Vec<String>]) -> Result<Vec<Observed>, Vec<StepResult>> {
+    /// This host's steps in the phases after this one, resolved, by phase index.
+    fn later(&self) -> Vec<(usize, Vec<Resource>)> {
+        let plan = &self.shared.plan;
+        plan.phases
+            .iter()
+            .enumerate()
+            .skip(self.pi + 1)
+            .filter_map(|(j, p)| {
+                let hp = p.hosts.iter().find(|h| h.host == self.host)?;
+                Some((j, hp.steps.iter().map(|s| resolved(plan, &s.resource)).collect()))
+            })
+            .collect()
+    }
+
+    fn later_looks(later: &[(usize, Vec<Resource>)]) -> Vec<Look> {
+        later.iter().flat_map(|(_, rs)| rs.iter().map(Look::of)).collect()
+    }
+
+    /// Keep the later phases' observations (`obs`, in `later`'s order) for
+    /// when their phases come; a phase not wholly observed is read again then.
+    fn keep_ahead(&self, later: &[(usize, Vec<Resource>)], mut obs: impl Iterator<Item = Option<Observed>>) {
+        let Ok(mut ahead) = self.shared.ahead.lock() else {
+            return;
+        };
+        for (j, rs) in later {
+            let got: Option<Vec<Observed>> = obs.by_ref().take(rs.len()).collect();
+            match got {
+                Some(o) if o.len() == rs.len() => {
+                    ahead.insert((self.host.to_string(), *j), o);
+                }
+                _ => {
+                    ahead.remove(&(self.host.to_string(), *j));
+                }
+            }
+        }
+    }
+
+    fn take_ahead(&self) -> Option<Vec<Observed>> {
+        let o = self
+            .shared
+            .ahead
+            .lock()
+            .ok()?
+            .remove(&(self.host.to_string(), self.pi))?;
+        (o.len() == self.steps.len()).then_some(o)
+    }
+
+    /// Every step of this phase and of the later ones in one round trip (on
+    /// the host's first, its facts too when its services need systemd); on
+    /// failure, every step of this phase failed.
+    async fn observe(&self) -> Result<Vec<Observed>, Vec<StepResult>> {
+        let first = self
+            .shared
+            .seen
+            .lock()
+            .is_ok_and(|mut s| s.insert(self.host.to_string()));
+        let facts = first && needs_systemd(&self.shared.plan, self.host);
+        let later = self.later();
+        let mut looks: Vec<Look> = self.desired.iter().map(Look::of).collect();
+        looks.extend(Self::later_looks(&later));
+        if facts {
+            looks.push(Look {
+                cmd: FACTS_SCRIPT.to_string(),
+                own_shell: true,
+            });
+        }
         let marker = nonce();
-        let out = match self.t.run(&batch(observe, &marker, false)).await {
+        let out = match self.t.run(&observe_batch(&looks, &marker)).await {
             Ok(o) => o,
             Err(e) => return Err(self.fail_all(e.to_string())),
         };
-        parse_batch(&out.stdout, &marker, self.steps.len())
+        let mut parsed = parse_batch(&out.stdout, &marker, looks.len());
+        if facts {
+            let f = parse_facts(&parsed.pop().flatten().map(|o| o.output).unwrap_or_default());
+            if let Some(why) = init_refusal(self.host, &f) {
+                return Err(self.fail_all(why));
+            }
+        }
+        let rest = parsed.split_off(self.steps.len());
+        let now = parsed
             .into_iter()
             .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| self.fail_all(format!("observing failed (exit {}): {}", out.status, out.stderr.trim())))
+            .ok_or_else(|| self.fail_all(format!("observing failed (exit {}): {}", out.status, out.stderr.trim())))?;
+        self.keep_ahead(&later, rest.into_iter());
+        Ok(now)
     }
 
     /// `--check`: what would change, and what depends on an earlier change
@@ -532,21 +620,17 @@ impl PhaseRun<'_> {
         (self.shared.save)(&state).map_err(|e| format!("cannot save the lab state: {}", crate::diag::chain(&e)))
     }
 
-    /// Apply the steps that differ (stopping at the first failure); the ones
-    /// that ran and what they noted, or `None` when the host could not be
-    /// reached (their results are in `rs`).
-    async fn apply(
-        &self,
-        todo: &[usize],
-        obs: &[Observed],
-        rs: &mut [Option<StepResult>],
-    ) -> Option<(Vec<usize>, BTreeMap<usize, Vec<String>>)> {
+    /// Apply the steps that differ (stopping at the first failure) and read
+    /// them back, with the later phases' steps, in one round trip. Returns
+    /// the steps that ran, what they noted, and their observations after (by
+    /// step), or `None` when the host could not be reached (their results
+    /// are in `rs`).
+    async fn apply(&self, todo: &[usize], obs: &[Observed], rs: &mut [Option<StepResult>]) -> Option<Applied> {
         self.shared.reporter.activity(
             self.host,
             &format!("{}: applying {} of {} steps", self.phase, todo.len(), self.steps.len()),
         );
         let plan = &self.shared.plan;
-        let marker = nonce();
         let cmds: Vec<Vec<String>> = todo
             .iter()
             .map(|&i| {
@@ -555,8 +639,16 @@ impl PhaseRun<'_> {
                 c
             })
             .collect();
-        let applied = match self.t.run(&batch(&cmds, &marker, true)).await {
-            Ok(o) => parse_batch(&o.stdout, &marker, todo.len()),
+        let confirm: Vec<Look> = todo.iter().map(|&i| Look::of(&self.desired[i])).collect();
+        let later = self.later();
+        let later_looks = Self::later_looks(&later);
+        let (ma, mo) = (nonce(), format!("{}-o", nonce()));
+        let script = apply_batch(&cmds, &ma, &confirm, &later_looks, &mo);
+        let (applied, mut looks) = match self.t.run(&script).await {
+            Ok(o) => (
+                parse_batch(&o.stdout, &ma, todo.len()),
+                parse_batch(&o.stdout, &mo, confirm.len() + later_looks.len()),
+            ),
             Err(e) => {
                 for &i in todo {
                     rs[i] = Some(self.result(i, Status::Failed, vec![e.to_string()]));
@@ -564,9 +656,11 @@ impl PhaseRun<'_> {
                 return None;
             }
         };
+        let rest = looks.split_off(confirm.len());
         let mut ran_ok = Vec::new();
         // What the apply said worth keeping (a drained real server, say).
         let mut notes: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+        let mut again: BTreeMap<usize, Option<Observed>> = BTreeMap::new();
         let mut failed = false;
         for (k, &i) in todo.iter().enumerate() {
             rs[i] = Some(match (&applied[k], failed) {
@@ -586,38 +680,31 @@ impl PhaseRun<'_> {
                         .map(String::from)
                         .collect();
                     notes.insert(i, n);
+                    again.insert(i, looks[k].take());
                     continue;
                 }
             });
         }
-        Some((ran_ok, notes))
+        if !failed {
+            self.keep_ahead(&later, rest.into_iter());
+        }
+        Some((ran_ok, notes, again))
     }
 
-    /// Observe the applied steps again: `changed` only when they hold.
-    async fn confirm(
+    /// Judge the applied steps as read back: `changed` only when they hold.
+    fn confirm(
         &self,
         ran_ok: &[usize],
         assessed: &[Assessment],
         notes: &mut BTreeMap<usize, Vec<String>>,
+        again: &BTreeMap<usize, Option<Observed>>,
         rs: &mut [Option<StepResult>],
     ) {
-        let marker = nonce();
-        let observe: Vec<Vec<String>> = ran_ok
-            .iter()
-            .map(|&i| vec![self.desired[i].observe_command()])
-            .collect();
-        let again = match self.t.run(&batch(&observe, &marker, false)).await {
-            Ok(o) => parse_batch(&o.stdout, &marker, ran_ok.len()),
-            Err(e) => vec![
-                Some(Observed {
-                    output: e.to_string(),
-                    rc: -1
-                });
-                ran_ok.len()
-            ],
-        };
-        for (k, &i) in ran_ok.iter().enumerate() {
-            let a = again[k].as_ref().map(|o| self.desired[i].assess(o));
+        for &i in ran_ok {
+            let a = again
+                .get(&i)
+                .and_then(Option::as_ref)
+                .map(|o| self.desired[i].assess(o));
             rs[i] = Some(match a {
                 Some(Assessment::Ok) => {
                     // Observed to hold: the record now says exactly what is there.
@@ -642,6 +729,14 @@ impl PhaseRun<'_> {
         }
     }
 }
+
+/// What one apply round trip gave: the steps that ran, what they noted, and
+/// each one's observation afterwards.
+type Applied = (
+    Vec<usize>,
+    BTreeMap<usize, Vec<String>>,
+    BTreeMap<usize, Option<Observed>>,
+);
 
 /// A resource as the lab's record keeps it. An IPVS table records every
 /// service lvslab may have in it: until a run is observed to have applied

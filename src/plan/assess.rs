@@ -74,8 +74,13 @@ pub fn parse_file_state(obs: &Observed) -> Option<FileState> {
     if mode == "absent" || octal(&mode).is_none() {
         return None;
     }
-    let sha256 = lines.next()?.trim().to_string();
+    let hashed = lines.next()?.split_whitespace().next().unwrap_or("").to_string();
     let content = lines.next().and_then(|b| decode_base64(b.trim()));
+    // `-`: the content was read, and hashed here.
+    let sha256 = match (&content, hashed.as_str()) {
+        (Some(c), "-") => sha256_hex(c),
+        _ => hashed,
+    };
     Some(FileState { mode, sha256, content })
 }
 
@@ -85,12 +90,14 @@ impl Resource {
     /// restored.
     pub fn observe_command(&self) -> String {
         match self {
+            // Two programs for a file up to the read limit (its hash is
+            // computed here from the content); a larger one is hashed there.
             Resource::File { path, .. } => {
                 let p = quote(path);
                 format!(
-                    "if [ -f {p} ]; then stat -c %a {p}; sha256sum {p} | cut -d' ' -f1; \
-                     if [ \"$(stat -c %s {p})\" -le {FILE_READ_LIMIT} ]; then base64 -w0 {p}; fi; echo; \
-                     else echo absent; fi"
+                    "if [ -f {p} ]; then set -- $(stat -c '%a %s' {p}); echo \"$1\"; \
+                     if [ \"$2\" -le {FILE_READ_LIMIT} ]; then echo -; base64 -w0 {p}; \
+                     else sha256sum < {p}; fi; echo; else echo absent; fi"
                 )
             }
             _ => self.observe(),
@@ -317,20 +324,26 @@ impl Resource {
     }
 }
 
-/// Write a file atomically: content (base64, binary-safe) to a temporary
-/// file next to it, mode, optional validation, then rename.
+/// Write a file atomically: the content to a temporary file next to it,
+/// mode, optional validation, then rename. Text is written by the shell's
+/// own `printf` (no program runs for it); content with NUL bytes or that is
+/// not UTF-8 goes through `base64 -d`.
 pub fn write_file(path: &str, content: &[u8], mode: &str, validate: Option<&str>) -> Vec<String> {
     let tmp = format!("{path}.lvslab-new");
     let dir = path
         .rsplit_once('/')
         .map_or("/", |(d, _)| if d.is_empty() { "/" } else { d });
-    let mut cmds = vec![
-        format!("mkdir -p {}", quote(dir)),
-        format!(
+    let write = match std::str::from_utf8(content) {
+        Ok(text) if !text.contains('\0') => format!("printf '%s' {} > {}", quote(text), quote(&tmp)),
+        _ => format!(
             "printf '%s' {} | base64 -d > {}",
             quote(&encode_base64(content)),
             quote(&tmp)
         ),
+    };
+    let mut cmds = vec![
+        format!("[ -d {d} ] || mkdir -p {d}", d = quote(dir)),
+        write,
         format!("chmod {} {}", quote(mode), quote(&tmp)),
     ];
     if let Some(v) = validate {

@@ -18,7 +18,6 @@ use crate::exec::Progress;
 use crate::exec::connect;
 use crate::exec::transport::HostConn;
 use crate::model::Topology;
-use crate::plan::Plan;
 pub use crate::spec::Provider;
 use crate::state::{LabDir, LabState, Reach, StateError};
 
@@ -177,13 +176,14 @@ impl<'a> Lab<'a> {
         }
     }
 
-    /// Transports to `hosts`. With a plan, each host's facts are read (once,
-    /// over SSH) and checked against it.
+    /// Transports to `hosts`. With `detect_os`, the facts of each host that
+    /// declares no `os:` are read (one round trip each, over SSH; a host that
+    /// declares it costs nothing here).
     pub async fn connect(
         &self,
         state: &LabState,
         hosts: &[String],
-        plan: Option<&Plan>,
+        detect_os: bool,
     ) -> Result<(Vec<HostConn>, Facts), ProviderError> {
         let reach = match self.kind {
             Provider::Ssh => self.reach(),
@@ -221,10 +221,9 @@ impl<'a> Lab<'a> {
         // and vm providers pin their own.
         let accept = self.kind == Provider::Ssh && self.opts.accept_new_host_keys;
         let conns = connect::connect_all(hosts, &reach, accept, self.opts.forks).await;
-        Ok(match plan {
-            Some(p) => connect::check_facts(conns, p).await,
-            None => (conns, Facts::new()),
-        })
+        let detect =
+            |h: &str| detect_os && self.real_machines() && self.topo.host_by_name(h).is_some_and(|x| x.os.is_none());
+        Ok(connect::read_facts(conns, detect).await)
     }
 
     /// How each host is reached over SSH as the topology says (relative

@@ -52,13 +52,103 @@ async fn round_trips_per_host_and_phase_do_not_grow_with_steps() {
         assert!(!outcome.failed, "{:?}", outcome.results);
         assert_eq!(outcome.results.len(), 2 * n);
         assert!(outcome.results.iter().all(|r| r.status == Status::Changed));
-        // Two phases (network, services), each: observe, apply, confirm.
-        assert_eq!(calls, 2 * 3, "{n} steps per phase");
-        // Unchanged: one observe per phase, nothing else.
+        // One observation of both phases, then per phase with changes one
+        // round trip that applies, reads back, and reads the later phases.
+        assert_eq!(calls, 1 + 2, "{n} steps per phase");
+        // Unchanged: one round trip for the whole run.
         let (calls, outcome) = run(&work, n).await;
         assert!(outcome.results.iter().all(|r| r.status == Status::Ok));
-        assert_eq!(calls, 2, "{n} steps per phase, all ok");
+        assert_eq!(calls, 1, "{n} steps per phase, all ok");
+        // One phase changed (the later one): one round trip more.
+        std::fs::write(format!("{work}/f0"), "changed by hand\n").unwrap();
+        let (calls, outcome) = run(&work, n).await;
+        assert_eq!(
+            outcome.results.iter().filter(|r| r.status == Status::Changed).count(),
+            1
+        );
+        assert_eq!(calls, 2, "{n} steps per phase, one changed in the later phase");
+        // One phase changed (the earlier one).
+        std::fs::remove_file(format!("{work}/c0")).unwrap();
+        let (calls, _) = run(&work, n).await;
+        assert_eq!(calls, 2, "{n} steps per phase, one changed in the earlier phase");
     }
+}
+
+async fn run_plan(plan: lvslab::plan::Plan, check: bool) -> (usize, runner::RunOutcome) {
+    let counting = Arc::new(Counting::new(Arc::new(LocalTransport::new("h"))));
+    let hosts = vec![HostConn {
+        host: "h".into(),
+        transport: Ok(Arc::clone(&counting) as Arc<dyn Transport>),
+    }];
+    let (outcome, _) = runner::up(
+        Arc::new(plan),
+        hosts,
+        LabState::default(),
+        Arc::new(|_: &LabState| Ok(())),
+        Options { check, forks: 4 },
+        Arc::new(Silent),
+    )
+    .await;
+    (counting.calls(), outcome)
+}
+
+fn topology(steps: &str, init: &str) -> lvslab::plan::Plan {
+    let text = format!(
+        "lab: count\nmode: dr\nnetworks:\n  lan: {{ cidr: 10.0.0.0/24 }}\nhosts:\n  h:\n    role: client\n    init: {init}\n    interfaces: [{{ network: lan }}]\n    steps:\n{steps}"
+    );
+    let t = lvslab::load_str("count.yaml", text)
+        .unwrap_or_else(|d| panic!("{d}"))
+        .topology;
+    lvslab::compile::compile(&t).unwrap()
+}
+
+/// Observations are read ahead, so a later phase must be judged on what the
+/// host is after the earlier phases applied, never on what it was before:
+/// the later step's run fails if it ever runs.
+#[tokio::test]
+async fn a_later_phase_is_judged_after_the_earlier_ones_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().display();
+    let steps = format!(
+        "      - command: {{ name: early, check: \"test -f {w}/m\", run: \"touch {w}/m\" }}\n        phase: network\n        why: t\n\
+         \x20     - command: {{ name: late, check: \"test -f {w}/m\", run: \"echo stale observation; exit 3\" }}\n        why: t\n"
+    );
+    let (calls, outcome) = run_plan(topology(&steps, "daemon"), false).await;
+    assert!(!outcome.failed, "{:?}", outcome.results);
+    let status: Vec<Status> = outcome.results.iter().map(|r| r.status).collect();
+    assert_eq!(status, vec![Status::Changed, Status::Ok]);
+    assert_eq!(
+        calls, 2,
+        "observe all, then apply the early phase (reading the late one back)"
+    );
+    // --check reads once and applies nothing.
+    std::fs::remove_file(format!("{w}/m")).unwrap();
+    let (calls, outcome) = run_plan(topology(&steps, "daemon"), true).await;
+    let status: Vec<Status> = outcome.results.iter().map(|r| r.status).collect();
+    assert_eq!(status, vec![Status::WouldChange, Status::Conditional]);
+    assert_eq!(calls, 1);
+}
+
+/// A host whose services are planned for systemd has its init read in its
+/// first observation (no round trip of its own) and is refused without it.
+#[tokio::test]
+async fn systemd_services_on_a_host_without_systemd_are_refused_in_the_first_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().display();
+    let steps = format!(
+        "      - service: {{ name: web, unit: lvslab-test-web.service, command: \"true\", state_dir: {w} }}\n        why: t\n"
+    );
+    let (calls, outcome) = run_plan(topology(&steps, "systemd"), true).await;
+    assert_eq!(calls, 1);
+    let refused = outcome.results.iter().any(|r| {
+        r.status == Status::Failed
+            && r.details
+                .iter()
+                .any(|d| d.contains("planned for systemd, but the host runs without it"))
+    });
+    // This machine's own init decides which answer is right.
+    let has_systemd = std::path::Path::new("/run/systemd/system").is_dir();
+    assert_eq!(refused, !has_systemd, "{:?}", outcome.results);
 }
 
 #[tokio::test]

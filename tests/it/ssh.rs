@@ -73,6 +73,31 @@ impl Lab {
 
     /// Start an sshd that accepts this lab's user key.
     pub fn sshd(&self, name: &str) -> Sshd {
+        self.sshd_with(name, "")
+    }
+
+    /// [`Lab::sshd`] whose every command first appends a line to
+    /// `NAME/sessions`: a count of round trips, as the server saw them.
+    pub fn sshd_counting(&self, name: &str) -> Sshd {
+        let log = self.path(name).join("sessions");
+        self.sshd_with(
+            name,
+            &format!(
+                "ForceCommand echo x >> {}; exec /bin/sh -c \"$SSH_ORIGINAL_COMMAND\"\n",
+                log.display()
+            ),
+        )
+    }
+
+    /// The round trips an [`Lab::sshd_counting`] server has seen since the last call.
+    pub fn sessions(&self, name: &str) -> usize {
+        let log = self.path(name).join("sessions");
+        let n = std::fs::read_to_string(&log).map_or(0, |s| s.lines().count());
+        let _ = std::fs::remove_file(&log);
+        n
+    }
+
+    fn sshd_with(&self, name: &str, extra: &str) -> Sshd {
         assert!(
             Path::new(SSHD).exists(),
             "{SSHD} is missing: apt-get install openssh-server (.ci/run does)"
@@ -94,7 +119,7 @@ impl Lab {
             format!(
                 "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nAuthorizedKeysFile {ak}\nPidFile none\n\
                  StrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-                 PermitRootLogin prohibit-password\nUsePAM no\nAllowTcpForwarding yes\nMaxStartups 100\nMaxSessions 100\n",
+                 PermitRootLogin prohibit-password\nUsePAM no\nAllowTcpForwarding yes\nMaxStartups 100\nMaxSessions 100\n{extra}",
                 hk = host_key.display(),
                 ak = d.join("authorized_keys").display()
             ),
@@ -930,4 +955,47 @@ fn run_flags_do_what_their_help_says() {
         .run();
     ok(&down);
     assert!(!Path::new(&format!("{work}/marker")).exists());
+}
+
+/// Round trips as the server counts them (one per command it runs): with
+/// `os:` declared, a no-op `up` and a `drift` are one per host; a cold `up`
+/// one, plus one per phase that has changes. Without `os:`, the facts that
+/// pick the OS family cost one more.
+#[test]
+fn round_trips_as_the_server_counts_them() {
+    let lab = Lab::new();
+    let sshd = lab.sshd_counting("sshd");
+    let work = lab.work();
+    std::fs::create_dir_all(format!("{work}/b2")).unwrap();
+    let one = box_steps(&work).replace("    role: client\n", "    role: client\n    os: debian\n");
+    let two = one.replace("box1:", "box2:").replace(&work, &format!("{work}/b2"));
+    let topo = lab.topology("trips", sshd.port, &format!("{one}{two}"));
+    let up = |extra: &[&str]| {
+        let mut args = vec!["up", topo.to_str().unwrap()];
+        args.extend(extra);
+        let out = lab.lvslab(&args).run();
+        ok(&out);
+        out
+    };
+    // Two phases with changes (network: the marker; services: the rest).
+    let cold = up(&["--accept-new-host-keys"]);
+    assert_eq!(recap(&cold, "box1"), (0, 5, 0, 0), "{}", cold.stderr);
+    assert_eq!(lab.sessions("sshd"), 2 * (1 + 2), "cold up");
+    up(&[]);
+    assert_eq!(lab.sessions("sshd"), 2, "no-op up: one per host");
+    let drift = lab.lvslab(&["drift", topo.to_str().unwrap()]).run();
+    ok(&drift);
+    assert_eq!(lab.sessions("sshd"), 2, "drift: one per host");
+    up(&["--check"]);
+    assert_eq!(lab.sessions("sshd"), 2, "--check: one per host");
+    // A change in one phase of one host: one round trip more, on that host.
+    std::fs::remove_file(format!("{work}/marker")).unwrap();
+    let fix = up(&[]);
+    assert_eq!(recap(&fix, "box1"), (4, 1, 0, 0), "{}", fix.stderr);
+    assert_eq!(lab.sessions("sshd"), 3);
+    // Without `os:`, each host's facts are read first.
+    let undeclared = std::fs::read_to_string(&topo).unwrap().replace("    os: debian\n", "");
+    std::fs::write(&topo, undeclared).unwrap();
+    up(&[]);
+    assert_eq!(lab.sessions("sshd"), 2 * 2, "facts, then one observation");
 }
