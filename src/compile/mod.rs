@@ -142,6 +142,36 @@ enum Params {
         mode: String,
         #[serde(default)]
         validate: Option<String>,
+        /// `content` is taken as it is, never rendered (`src:` sets it;
+        /// read by `render_params` before the parameters are typed).
+        #[serde(default)]
+        #[allow(dead_code)]
+        raw: bool,
+        /// The text of a user's template file (read by the model, named by `template`).
+        #[serde(default)]
+        template_source: Option<String>,
+        /// A user's template: strip spaces before a block tag (as Ansible's
+        /// `lstrip_blocks`, off by default; `trim_blocks` is always on).
+        #[serde(default)]
+        lstrip_blocks: bool,
+    },
+    /// A line in a file (`line`, or `key` and `value` joined by `separator`,
+    /// replacing the key's line), as Ansible's `lineinfile`.
+    Line {
+        path: String,
+        #[serde(default)]
+        line: Option<String>,
+        /// A Rust regular expression: the last line it matches is replaced.
+        #[serde(default)]
+        regexp: Option<String>,
+        #[serde(default, deserialize_with = "scalar")]
+        key: Option<String>,
+        #[serde(default, deserialize_with = "scalar")]
+        value: Option<String>,
+        #[serde(default = "key_separator")]
+        separator: String,
+        #[serde(default = "file_mode")]
+        mode: String,
     },
     Service {
         name: String,
@@ -190,6 +220,23 @@ fn dir_mode() -> String {
 }
 fn file_mode() -> String {
     "0644".into()
+}
+/// A string, number or boolean as the text YAML wrote (`value: 1024`).
+fn scalar<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    use serde::de::Error;
+    match serde_yaml::Value::deserialize(d)? {
+        serde_yaml::Value::String(s) => Ok(Some(s)),
+        serde_yaml::Value::Number(n) => Ok(Some(n.to_string())),
+        serde_yaml::Value::Bool(b) => Ok(Some(b.to_string())),
+        serde_yaml::Value::Null => Ok(None),
+        other => Err(D::Error::custom(format!(
+            "expected a string, number or boolean, found {other:?}"
+        ))),
+    }
+}
+
+fn key_separator() -> String {
+    " = ".into()
 }
 
 const META_KEYS: [&str; 3] = ["why", "when", "loop"];
@@ -367,7 +414,28 @@ fn add_extra_steps(
         if host.extra_steps.is_empty() {
             continue;
         }
-        let ctx = &contexts[host.id.0];
+        let base = &contexts[host.id.0];
+        // A variable may not hide a name of lvslab's context.
+        if let Some(name) = host
+            .vars
+            .keys()
+            .find(|k| base.get_attr(k).is_ok_and(|v| !v.is_undefined()))
+        {
+            return Err(CompileError::User(
+                crate::diag::Diagnostic::error(format!(
+                    "host `{}`: variable `{name}` has the name of one lvslab gives its templates",
+                    host.name
+                ))
+                .at(
+                    &topo.source,
+                    host.extra_steps.first().map_or_else(Default::default, |e| e.span),
+                )
+                .hint(
+                    "rename the variable (lvslab's context: lab, mode, host, web, …; see `lvslab plan --format json`)",
+                ),
+            ));
+        }
+        let ctx = &minijinja::context! { ..base.clone(), ..Value::from(minijinja::value::Serde(&host.vars)) };
         for extra in &host.extra_steps {
             let steps = expand_step(env, topo, host, &extra.step, ctx).map_err(|m| {
                 CompileError::User(
@@ -552,7 +620,7 @@ fn expand_step(
         }
         // serde_yaml reads an externally tagged enum from a YAML tag (`!sysctl {...}`).
         let kind = kinds[0].as_str().ok_or("a step's resource kind must be a name")?;
-        let params = render_value(env, raw.get(kinds[0]).unwrap_or(&serde_yaml::Value::Null), &ctx)?;
+        let params = render_params(env, raw.get(kinds[0]).unwrap_or(&serde_yaml::Value::Null), &ctx)?;
         let tagged = serde_yaml::Value::Tagged(Box::new(serde_yaml::value::TaggedValue {
             tag: serde_yaml::value::Tag::new(kind),
             value: params,
@@ -592,6 +660,53 @@ fn render(env: &Environment, s: &str, ctx: &Value) -> Result<String, String> {
     } else {
         Ok(s.to_string())
     }
+}
+
+/// A step's parameters rendered, but for the text that is not a template
+/// here: `content` under `raw: true` and a user template's source (rendered
+/// on its own, with its own settings).
+fn render_params(env: &Environment, v: &serde_yaml::Value, ctx: &Value) -> Result<serde_yaml::Value, String> {
+    let serde_yaml::Value::Mapping(m) = v else {
+        return render_value(env, v, ctx);
+    };
+    let mut m = m.clone();
+    let mut kept = Vec::new();
+    if m.get("raw").and_then(serde_yaml::Value::as_bool) == Some(true)
+        && let Some(c) = m.remove("content")
+    {
+        kept.push(("content", c));
+    }
+    if let Some(t) = m.remove("template_source") {
+        kept.push(("template_source", t));
+    }
+    let mut out = render_value(env, &serde_yaml::Value::Mapping(m), ctx)?;
+    if let serde_yaml::Value::Mapping(o) = &mut out {
+        for (k, v) in kept {
+            o.insert(k.into(), v);
+        }
+    }
+    Ok(out)
+}
+
+/// A template file of the user's, rendered as Ansible's `template` renders
+/// one: the newline after a block tag removed (`trim_blocks`), spaces
+/// before one only when asked (`lstrip_blocks`), the final newline kept;
+/// an undefined variable is an error.
+fn user_template(name: &str, source: &str, lstrip_blocks: bool, ctx: &Value) -> Result<String, String> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_fuel(Some(TEMPLATE_FUEL));
+    let syntax = minijinja::syntax::SyntaxConfig::builder()
+        .trim_blocks(true)
+        .lstrip_blocks(lstrip_blocks)
+        .keep_trailing_newline(true)
+        .build()
+        .map_err(|e| e.to_string())?;
+    env.set_syntax(syntax);
+    env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+    env.add_filter("q", |s: String| crate::shell::quote(&s));
+    env.render_named_str(name, source, ctx)
+        .map_err(|e| format!("template {name}: {e:#}"))
 }
 
 fn render_value(env: &Environment, v: &serde_yaml::Value, ctx: &Value) -> Result<serde_yaml::Value, String> {
@@ -668,10 +783,16 @@ fn resource(env: &Environment, topo: &Topology, host: &Host, p: Params, ctx: &Va
             template,
             mode,
             validate,
+            raw: _,
+            template_source,
+            lstrip_blocks,
         } => {
             check(is_safe_path(&path), "path", &path)?;
             check(is_mode(&mode), "mode", &mode)?;
-            let content = file_content(env, ctx, content, template)?;
+            let content = match template_source {
+                Some(src) => user_template(&template.unwrap_or_default(), &src, lstrip_blocks, ctx)?,
+                None => file_content(env, ctx, content, template)?,
+            };
             let sha256 = hex(&Sha256::digest(content.as_bytes()));
             Resource::File {
                 path,
@@ -681,6 +802,15 @@ fn resource(env: &Environment, topo: &Topology, host: &Host, p: Params, ctx: &Va
                 sha256,
             }
         }
+        Params::Line {
+            path,
+            line,
+            regexp,
+            key,
+            value,
+            separator,
+            mode,
+        } => line_resource(path, line, regexp, key.zip(value), &separator, mode)?,
         Params::Service {
             name,
             unit,
@@ -713,6 +843,45 @@ fn resource(env: &Environment, topo: &Topology, host: &Host, p: Params, ctx: &Va
                 revert,
             }
         }
+    })
+}
+
+/// A line step: `line` (with an optional `regexp`), or `key` and `value`
+/// (the line `KEY SEPARATOR VALUE`, replacing the line that sets the key).
+fn line_resource(
+    path: String,
+    line: Option<String>,
+    regexp: Option<String>,
+    key_value: Option<(String, String)>,
+    separator: &str,
+    mode: String,
+) -> Result<Resource, String> {
+    check(is_safe_path(&path), "path", &path)?;
+    check(is_mode(&mode), "mode", &mode)?;
+    let (line, regexp) = match (line, key_value) {
+        (Some(l), None) => (l, regexp),
+        (None, Some((k, v))) if regexp.is_none() => {
+            let sep = separator.trim();
+            let re = if sep.is_empty() {
+                format!(r"^\s*{}(\s|$)", regex::escape(&k))
+            } else {
+                format!(r"^\s*{}\s*{}", regex::escape(&k), regex::escape(sep))
+            };
+            (format!("{k}{separator}{v}"), Some(re))
+        }
+        _ => return Err("a line step has either `line` (and an optional `regexp`) or `key` and `value`".into()),
+    };
+    if line.contains('\n') {
+        return Err("a line step's line is one line (no newline in it)".into());
+    }
+    if let Some(r) = &regexp {
+        regex::Regex::new(r).map_err(|e| format!("regexp `{r}`: {e}"))?;
+    }
+    Ok(Resource::Line {
+        path,
+        line,
+        regexp,
+        mode,
     })
 }
 

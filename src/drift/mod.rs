@@ -262,6 +262,7 @@ fn decide_host(topo: &Topology, plan: &Plan, o: &HostObservation) -> HostDrift {
                 message: message(want, d),
                 diff: match want {
                     Resource::File { .. } if d == "content differs" => runner::file_diff(plan, want, ob),
+                    Resource::Line { .. } => runner::file_diff(plan, want, ob),
                     _ => None,
                 },
                 fix: Fix::Step { id: step.id.clone() },
@@ -435,6 +436,7 @@ pub fn message(r: &Resource, detail: &str) -> String {
         Resource::Directory { path, .. } => format!("directory {path} {d}"),
         Resource::File { path, .. } if d == "content differs" => format!("file {path} differs"),
         Resource::File { path, .. } => format!("file {path} {d}"),
+        Resource::Line { path, .. } => format!("line in {path} {d}"),
         Resource::Service { name, .. } => format!("service {name} {d}"),
         Resource::Package { .. } => match d.strip_prefix("not installed: ") {
             Some(p) if !p.contains(' ') => format!("package {p} not installed"),

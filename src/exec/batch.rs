@@ -76,22 +76,24 @@ pub fn observe_batch(looks: &[Look], marker: &str) -> String {
 }
 
 /// One round trip that applies and reads back: the `apply` items in order
-/// under `apply_marker` (each in a `set -e` subshell; after the first that
-/// fails, the rest do not run), then under `look_marker` the `confirm`
-/// observations (always: what ran before a failure is still judged), then
-/// the `later` ones (only when every apply item succeeded), numbered on
-/// from the confirm ones.
+/// under `apply_marker` (each in a `set -e` subshell; with
+/// `stop_on_failure`, after the first that fails the rest do not run), then
+/// under `look_marker` the `confirm` observations (always: what ran before a
+/// failure is still judged), then the `later` ones (only when every apply
+/// item succeeded), numbered on from the confirm ones.
 pub fn apply_batch(
     apply: &[Vec<String>],
     apply_marker: &str,
+    stop_on_failure: bool,
     confirm: &[Look],
     later: &[Look],
     look_marker: &str,
 ) -> String {
     let mut s = String::from("exec 2>&1\nf=0\n");
+    let guard = if stop_on_failure { "[ \"$f\" = 0 ]" } else { ":" };
     for (i, cmds) in apply.iter().enumerate() {
         s.push_str(&format!(
-            "if [ \"$f\" = 0 ]; then\nprintf '%s\\n' '{apply_marker} {i}'\n( set -e\n"
+            "if {guard}; then\nprintf '%s\\n' '{apply_marker} {i}'\n( set -e\n"
         ));
         for c in cmds {
             s.push_str(c);

@@ -26,7 +26,7 @@ pub use super::batch::{batch, parse_batch};
 use super::connect::{init_refusal, needs_systemd};
 pub use super::transport::HostConn;
 use super::transport::{FACTS_SCRIPT, Transport, parse_facts};
-use crate::plan::assess::{Assessment, Observed, Original, parse_file_state, sha256_hex};
+use crate::plan::assess::{Assessment, Observed, Original, line_edit, parse_file_state, sha256_hex};
 use crate::plan::{PHASES, Plan, Resource, Step};
 use crate::state::{Change, LabState};
 
@@ -295,7 +295,7 @@ pub fn assess_all(desired: &[Resource], obs: &[Observed]) -> Vec<Assessment> {
         .zip(&assessed)
         .filter(|(_, a)| !a.is_ok())
         .filter_map(|(r, _)| match r {
-            Resource::File { path, .. } => Some(path.as_str()),
+            Resource::File { path, .. } | Resource::Line { path, .. } => Some(path.as_str()),
             _ => None,
         })
         .collect();
@@ -357,16 +357,23 @@ fn mask(text: &str, plan: &Plan) -> String {
     out
 }
 
-/// A file step's unified diff, now → planned, secrets masked.
+/// A file step's or line step's unified diff, now → planned, secrets masked.
 pub fn file_diff(plan: &Plan, desired: &Resource, obs: &Observed) -> Option<String> {
-    let Resource::File { path, content, .. } = desired else {
-        return None;
+    let (path, current, wanted) = match desired {
+        Resource::File { path, content, .. } => {
+            let current = parse_file_state(obs)
+                .and_then(|f| f.content)
+                .map(|c| String::from_utf8_lossy(&c).into_owned());
+            (path, current.unwrap_or_default(), content.clone())
+        }
+        Resource::Line { path, line, regexp, .. } => {
+            let (now, then) = line_edit(obs, line, regexp.as_deref()).ok()?;
+            (path, now, then)
+        }
+        _ => return None,
     };
-    let current = parse_file_state(obs)
-        .and_then(|f| f.content)
-        .map(|c| String::from_utf8_lossy(&c).into_owned());
-    let current = mask(current.as_deref().unwrap_or(""), plan);
-    let wanted = mask(content, plan);
+    let current = mask(&current, plan);
+    let wanted = mask(&wanted, plan);
     let diff = similar::TextDiff::from_lines(&current, &wanted);
     Some(
         diff.unified_diff()
@@ -631,11 +638,23 @@ impl PhaseRun<'_> {
             &format!("{}: applying {} of {} steps", self.phase, todo.len(), self.steps.len()),
         );
         let plan = &self.shared.plan;
+        // Steps on the same file apply one after the other: each edits what
+        // the one before it leaves.
+        let mut files: BTreeMap<&str, Observed> = BTreeMap::new();
         let cmds: Vec<Vec<String>> = todo
             .iter()
             .map(|&i| {
-                let mut c = invalidations(plan, self.host, &self.desired[i]);
-                c.extend(self.desired[i].apply_for(&obs[i]));
+                let r = &self.desired[i];
+                let path = match r {
+                    Resource::File { path, .. } | Resource::Line { path, .. } => Some(path.as_str()),
+                    _ => None,
+                };
+                let seen = path.and_then(|p| files.get(p)).unwrap_or(&obs[i]).clone();
+                let mut c = invalidations(plan, self.host, r);
+                c.extend(r.apply_for(&seen));
+                if let (Some(p), Some(after)) = (path, r.observed_after(&seen)) {
+                    files.insert(p, after);
+                }
                 c
             })
             .collect();
@@ -643,7 +662,7 @@ impl PhaseRun<'_> {
         let later = self.later();
         let later_looks = Self::later_looks(&later);
         let (ma, mo) = (nonce(), format!("{}-o", nonce()));
-        let script = apply_batch(&cmds, &ma, &confirm, &later_looks, &mo);
+        let script = apply_batch(&cmds, &ma, true, &confirm, &later_looks, &mo);
         let (applied, mut looks) = match self.t.run(&script).await {
             Ok(o) => (
                 parse_batch(&o.stdout, &ma, todo.len()),
@@ -766,7 +785,7 @@ fn recorded_form(r: &Resource, confirmed: bool) -> Resource {
 /// of this host that runs with it: even if the run stops right after, the next
 /// run sees the service as needing a restart. (State, not a one-shot event.)
 fn invalidations(plan: &Plan, host: &str, r: &Resource) -> Vec<String> {
-    let Resource::File { path, .. } = r else {
+    let (Resource::File { path, .. } | Resource::Line { path, .. }) = r else {
         return Vec::new();
     };
     plan.phases
@@ -960,23 +979,24 @@ async fn revert_host(
     if runnable.is_empty() {
         return out;
     }
-    let marker = nonce();
-    let ran = match t.run(&batch(&cmds, &marker, false)).await {
-        Ok(o) => parse_batch(&o.stdout, &marker, runnable.len()),
+    // Revert every change, then observe each again, in one round trip.
+    let (marker, marker2) = (nonce(), format!("{}-o", nonce()));
+    let observe: Vec<Look> = runnable
+        .iter()
+        .map(|c| Look::of(&resolved(plan, &c.resource)))
+        .collect();
+    let (ran, again) = match t
+        .run(&apply_batch(&cmds, &marker, false, &observe, &[], &marker2))
+        .await
+    {
+        Ok(o) => (
+            parse_batch(&o.stdout, &marker, runnable.len()),
+            parse_batch(&o.stdout, &marker2, runnable.len()),
+        ),
         Err(e) => {
             out.extend(runnable.iter().map(|c| res(c, Status::Failed, vec![e.to_string()])));
             return out;
         }
-    };
-    // Confirm by observing again.
-    let marker2 = nonce();
-    let observe: Vec<Vec<String>> = runnable
-        .iter()
-        .map(|c| vec![resolved(plan, &c.resource).observe_command()])
-        .collect();
-    let again = match t.run(&batch(&observe, &marker2, false)).await {
-        Ok(o) => parse_batch(&o.stdout, &marker2, runnable.len()),
-        Err(_) => vec![None; runnable.len()],
     };
     for (k, c) in runnable.iter().enumerate() {
         let r = match (&ran[k], &again[k]) {
@@ -1012,6 +1032,10 @@ fn restored(r: &Resource, orig: &Original, seen: &Observed) -> bool {
     match (r, orig) {
         (Resource::IpvsTable { .. }, _) => seen.rc == 0,
         (Resource::Command { .. }, _) => true,
+        // Our line is gone (or the file with it).
+        (Resource::Line { line, .. }, _) => parse_file_state(seen)
+            .and_then(|f| f.content)
+            .is_none_or(|c| !String::from_utf8_lossy(&c).lines().any(|l| l == line)),
         (Resource::KernelModule { .. }, _) => true,
         (Resource::Package { .. }, _) => true,
         (Resource::Route { .. }, Original::Value { value }) => {

@@ -123,7 +123,7 @@ fn row_of(h: &Host, level: &[usize]) -> i32 {
 fn role_rank(r: Role) -> u8 {
     match r {
         Role::Client => 0,
-        Role::Router => 1,
+        Role::Router | Role::Host => 1,
         Role::Director => 2,
         Role::RealServer => 3,
         Role::Storage => 4,

@@ -26,6 +26,7 @@ pub fn fill(r: Role) -> &'static str {
         Role::RealServer => "#bbf7d0",
         Role::Storage => "#e9d5ff",
         Role::Router => "#e0e7ff",
+        Role::Host => "#f3f4f6",
     }
 }
 

@@ -5,6 +5,7 @@
 mod build;
 pub mod names;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::Ipv4Addr;
 
@@ -95,6 +96,9 @@ pub struct Host {
     pub page: Option<String>,
     /// Steps the topology adds to this host (playbook step format).
     pub extra_steps: Vec<ExtraStep>,
+    /// The variables its steps' templates see: the lab's, its groups' (in
+    /// the order the file names them), then its own, each over the one before.
+    pub vars: BTreeMap<String, serde_yaml::Value>,
 }
 
 /// A step written in the topology itself, compiled like a playbook step.

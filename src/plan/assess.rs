@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{Resource, ServiceManager, ipvs, route_del};
+use super::{Resource, ServiceManager, ipvs, line, route_del};
 use crate::shell::quote;
 
 /// What an observe command printed, and its exit status.
@@ -92,7 +92,7 @@ impl Resource {
         match self {
             // Two programs for a file up to the read limit (its hash is
             // computed here from the content); a larger one is hashed there.
-            Resource::File { path, .. } => {
+            Resource::File { path, .. } | Resource::Line { path, .. } => {
                 let p = quote(path);
                 format!(
                     "if [ -f {p} ]; then set -- $(stat -c '%a %s' {p}); echo \"$1\"; \
@@ -147,6 +147,17 @@ impl Resource {
                 }
             }
             Resource::File { content, mode, .. } => assess_file(obs, content, mode),
+            Resource::Line { line, regexp, .. } => match line_edit(obs, line, regexp.as_deref()) {
+                Err(why) => differs(why),
+                Ok((now, then)) if now == then => Assessment::Ok,
+                Ok((now, _)) => {
+                    let re = regexp.as_deref().and_then(|r| regex::Regex::new(r).ok());
+                    match re.and_then(|re| now.lines().rfind(|l| re.is_match(l)).map(str::to_string)) {
+                        Some(old) => differs(format!("is `{old}` (want `{line}`)")),
+                        None => differs(format!("missing: `{line}`")),
+                    }
+                }
+            },
             Resource::Service { config_hash, .. } => {
                 let mut lines = out.lines();
                 let state = lines.next().unwrap_or("").trim();
@@ -201,8 +212,38 @@ impl Resource {
                 validate,
                 ..
             } => write_file(path, content.as_bytes(), mode, validate.as_deref()),
+            Resource::Line {
+                path,
+                mode,
+                line,
+                regexp,
+            } => match (line_edit(obs, line, regexp.as_deref()), parse_file_state(obs)) {
+                (Ok((_, then)), f) => {
+                    let mode = f.map_or(mode.clone(), |f| f.mode);
+                    write_file(path, then.as_bytes(), &mode, None)
+                }
+                (Err(why), _) => vec![format!("echo {} >&2; exit 1", quote(&format!("{path}: {why}")))],
+            },
             _ => self.apply(),
         }
+    }
+
+    /// A file step's or line step's observation as it will be once its apply
+    /// has run: the next line step on the same file in the same round trip
+    /// edits from there.
+    pub fn observed_after(&self, obs: &Observed) -> Option<Observed> {
+        let (path_mode, content) = match self {
+            Resource::File { mode, content, .. } => (mode.clone(), content.clone()),
+            Resource::Line { mode, line, regexp, .. } => {
+                let (_, then) = line_edit(obs, line, regexp.as_deref()).ok()?;
+                (parse_file_state(obs).map_or(mode.clone(), |f| f.mode), then)
+            }
+            _ => return None,
+        };
+        Some(Observed {
+            output: format!("{path_mode}\n-\n{}\n", encode_base64(content.as_bytes())),
+            rc: 0,
+        })
     }
 
     /// What to record before the first change, from the observed state.
@@ -233,6 +274,11 @@ impl Resource {
                 )),
                 None => Original::Absent,
             },
+            Resource::Line { regexp, .. } => {
+                let now =
+                    parse_file_state(obs).map(|f| String::from_utf8_lossy(&f.content.unwrap_or_default()).into_owned());
+                value(&line::original(now.as_deref(), regexp.as_deref()))
+            }
             Resource::Service { .. } => value(out.lines().next().unwrap_or("inactive").trim()),
             Resource::IpvsTable { .. } if obs.rc == 0 => value(&obs.output),
             // Whether the mount point existed: down removes it only if lvslab made it.
@@ -271,6 +317,7 @@ impl Resource {
                 vec![format!("chmod {} {}", quote(value), quote(path))]
             }
             (Resource::File { path, .. }, Original::Absent) => vec![format!("rm -f {}", quote(path))],
+            (Resource::Line { path, line, .. }, Original::Value { value }) => line::revert(path, line, value),
             (Resource::File { path, .. }, Original::File { mode, content_base64 }) => {
                 let content = decode_base64(content_base64).ok_or("recorded content is not base64")?;
                 write_file(path, &content, mode, None)
@@ -420,6 +467,22 @@ fn assess_link(out: &str, name: &str, up: bool) -> Assessment {
             }
         }
     }
+}
+
+/// A line step's file content now and after its edit, from the observation
+/// (an absent file is empty); an error when the content was too large to read.
+pub fn line_edit(obs: &Observed, line: &str, regexp: Option<&str>) -> Result<(String, String), String> {
+    let now = match parse_file_state(obs) {
+        None => String::new(),
+        Some(FileState { content: None, .. }) => {
+            return Err(format!(
+                "larger than {FILE_READ_LIMIT} bytes: lvslab edits lines only in smaller files"
+            ));
+        }
+        Some(FileState { content: Some(c), .. }) => String::from_utf8(c).map_err(|_| "not text (UTF-8)".to_string())?,
+    };
+    let then = line::edit(&now, line, regexp);
+    Ok((now, then))
 }
 
 /// A file's content (by hash) and mode.

@@ -9,6 +9,7 @@
 
 pub mod assess;
 pub mod ipvs;
+pub mod line;
 
 use std::collections::BTreeMap;
 
@@ -164,6 +165,18 @@ pub enum Resource {
         validate: Option<String>,
         sha256: String,
     },
+    /// A line in a file: `line` replaces the last line `regexp` matches, or
+    /// is appended when none does and it is not there already; a missing
+    /// file is made (with `mode`). The edit is computed by lvslab from the
+    /// content it observed, so `drift` and `--check` show it as a diff.
+    Line {
+        path: String,
+        line: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        regexp: Option<String>,
+        /// The mode of the file when lvslab makes it.
+        mode: String,
+    },
     Service {
         name: String,
         manager: ServiceManager,
@@ -266,7 +279,16 @@ impl Resource {
                     return bad("directory to purge", path);
                 }
             }
-            Resource::File { path, mode: m, .. } if !is_safe_path(path) || !mode(m) => return bad("file", path),
+            Resource::File { path, mode: m, .. } | Resource::Line { path, mode: m, .. }
+                if !is_safe_path(path) || !mode(m) =>
+            {
+                return bad("file", path);
+            }
+            Resource::Line { path, line, regexp, .. }
+                if line.contains('\n') || regexp.as_deref().is_some_and(|r| regex::Regex::new(r).is_err()) =>
+            {
+                return bad("line", path);
+            }
             Resource::Service {
                 name,
                 manager,
@@ -354,6 +376,7 @@ impl Resource {
             Resource::Link { .. } => "link",
             Resource::Directory { .. } => "directory",
             Resource::File { .. } => "file",
+            Resource::Line { .. } => "line",
             Resource::Service { .. } => "service",
             Resource::Package { .. } => "package",
             Resource::IpvsTable { .. } => "ipvs_table",
@@ -371,6 +394,7 @@ impl Resource {
             Resource::Link { name, .. } => format!("link:{name}"),
             Resource::Directory { path, .. } => format!("directory:{path}"),
             Resource::File { path, .. } => format!("file:{path}"),
+            Resource::Line { path, line, regexp, .. } => format!("line:{path}:{}", regexp.as_deref().unwrap_or(line)),
             Resource::Service { name, .. } => format!("service:{name}"),
             Resource::Package { packages, .. } => format!("package:{}", packages.join(",")),
             Resource::IpvsTable { .. } => "ipvs_table".into(),
@@ -400,6 +424,7 @@ impl Resource {
             Resource::File {
                 path, content, mode, ..
             } => format!("file {path} (mode {mode}, {} bytes)", content.len()),
+            Resource::Line { path, line, .. } => format!("line in {path}: {line}"),
             Resource::Service { name, manager, .. } => match manager {
                 ServiceManager::Systemd { unit } => format!("service {name} running (systemd unit {unit})"),
                 ServiceManager::Daemon { .. } => format!("service {name} running (daemon)"),
@@ -436,6 +461,7 @@ impl Resource {
             Resource::Link { name, .. } => format!("ip -o link show dev {}", quote(name)),
             Resource::Directory { path, .. } => format!("stat -c %a {}", quote(path)),
             Resource::File { path, .. } => format!("sha256sum {}", quote(path)),
+            Resource::Line { path, line, .. } => format!("grep -xF -- {} {}", quote(line), quote(path)),
             Resource::Service {
                 name,
                 manager,
@@ -501,6 +527,12 @@ impl Resource {
                 validate,
                 ..
             } => file_apply(path, content, mode, validate.as_deref(), None),
+            Resource::Line {
+                path,
+                line,
+                regexp,
+                mode,
+            } => line::script(path, line, regexp.as_deref(), mode),
             Resource::Service {
                 name,
                 manager,
@@ -602,6 +634,7 @@ impl Resource {
                 "if [ -n \"$LVSLAB_ORIG\" ]; then cp -p \"$LVSLAB_ORIG\" {p}; else rm -f {p}; fi",
                 p = quote(path)
             )],
+            Resource::Line { path, line, .. } => line::revert(path, line, line::APPENDED),
             Resource::Service {
                 name,
                 manager,

@@ -25,11 +25,15 @@ pub struct TopologySpec {
     pub lab: Name,
     #[serde(default)]
     pub description: Option<String>,
-    pub mode: Spanned<Mode>,
+    /// The LVS forwarding mode; needed when the lab has services.
+    #[serde(default)]
+    pub mode: Option<Spanned<Mode>>,
     #[serde(default)]
     pub provider: Option<Spanned<Provider>>,
     #[serde(default)]
     pub defaults: DefaultsSpec,
+    /// Left out when no host is on a lab network (plain hosts taking steps).
+    #[serde(default)]
     pub networks: IndexMap<Name, NetworkSpec>,
     pub hosts: IndexMap<Name, HostSpec>,
     #[serde(default)]
@@ -49,6 +53,22 @@ pub struct TopologySpec {
     /// The topology's own checks, run by `lvslab verify` after the built-in ones.
     #[serde(default)]
     pub checks: Vec<Spanned<CheckSpec>>,
+    /// Variables for the templates of every host's steps (a group's and a
+    /// host's own override them).
+    #[serde(default)]
+    pub vars: IndexMap<Name, serde_yaml::Value>,
+    /// Named groups of hosts, each with variables for its hosts' steps.
+    #[serde(default)]
+    pub groups: IndexMap<Name, GroupSpec>,
+}
+
+/// A group of hosts and the variables their steps' templates see.
+#[derive(Debug, Deserialize)]
+#[serde(rename = "group")]
+pub struct GroupSpec {
+    pub hosts: Vec<Name>,
+    #[serde(default)]
+    pub vars: IndexMap<Name, serde_yaml::Value>,
 }
 
 /// A check written in the topology: a command on a host, its expected exit
@@ -132,6 +152,9 @@ pub enum Role {
     RealServer,
     Storage,
     Router,
+    /// No lab role: the host takes only the steps the topology gives it (a
+    /// plain inventory host). The default when `role:` is left out.
+    Host,
 }
 
 impl Role {
@@ -142,6 +165,7 @@ impl Role {
             Role::RealServer => "real_server",
             Role::Storage => "storage",
             Role::Router => "router",
+            Role::Host => "host",
         }
     }
 }
@@ -219,7 +243,9 @@ pub struct NetworkSpec {
 #[derive(Debug, Deserialize)]
 #[serde(rename = "host")]
 pub struct HostSpec {
-    pub role: Spanned<Role>,
+    /// Left out: a plain host that takes only its `steps`.
+    #[serde(default)]
+    pub role: Option<Spanned<Role>>,
     #[serde(default)]
     pub interfaces: Vec<Spanned<InterfaceSpec>>,
     /// Default route. For NAT real servers it is set to the director's address when omitted.
@@ -255,6 +281,9 @@ pub struct HostSpec {
     /// default `services`), applied after the role's own steps of that phase.
     #[serde(default)]
     pub steps: Vec<Spanned<serde_yaml::Value>>,
+    /// Variables for this host's steps' templates (over its groups' and the lab's).
+    #[serde(default)]
+    pub vars: IndexMap<Name, serde_yaml::Value>,
 }
 
 #[derive(Debug, Deserialize)]

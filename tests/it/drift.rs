@@ -47,6 +47,7 @@ fn as_planned(plan: &Plan, host: &str, file: impl Fn(&str, &str) -> String) -> V
                         base64(content.as_bytes())
                     )
                 }
+                Resource::Line { mode, line, .. } => format!("{mode}\n-\n{}", base64(format!("{line}\n").as_bytes())),
                 Resource::Service { config_hash, .. } => format!("active\n{config_hash}"),
                 Resource::Package { packages, .. } => {
                     packages.iter().map(|p| format!("{p} install ok installed\n")).collect()

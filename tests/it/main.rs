@@ -16,6 +16,7 @@ mod keepalived;
 mod netns;
 mod runner;
 mod ssh;
+mod steps;
 mod verify;
 
 use std::path::{Path, PathBuf};

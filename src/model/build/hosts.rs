@@ -8,7 +8,7 @@ use ipnetwork::Ipv4Network;
 use super::Cx;
 use super::addresses::PendingIface;
 use super::ssh::ssh_target;
-use crate::model::{ExtraStep, Host, HostId, Init, Interface, Network, PHASES, Provider, Route};
+use crate::model::{ExtraStep, Host, HostId, Init, Interface, Network, PHASES, Provider, Role, Route};
 use crate::spec::{self, Spanned, TopologySpec};
 
 /// What every host's assembly reads besides its own spec.
@@ -79,7 +79,7 @@ impl Assembly<'_> {
         Host {
             id,
             name: name.value.clone(),
-            role: hspec.role.value,
+            role: hspec.role.as_ref().map_or(Role::Host, |r| r.value),
             interfaces,
             gateway,
             routes,
@@ -103,6 +103,7 @@ impl Assembly<'_> {
                 .map_or(on_ssh, |p| p.value),
             page: None,
             extra_steps: extra_steps(cx, &hspec.steps),
+            vars: super::vars::host_vars(spec, &name.value),
         }
     }
 
@@ -186,6 +187,7 @@ fn extra_steps(cx: &mut Cx, steps: &[Spanned<serde_yaml::Value>]) -> Vec<ExtraSt
                 "say in one line why the lab needs it: it is shown in every plan",
             );
         }
+        super::vars::read_step_files(cx, s.span, &mut m);
         out.push(ExtraStep {
             phase,
             step: m,

@@ -20,6 +20,7 @@ mod real_servers;
 mod services;
 mod ssh;
 mod storage;
+mod vars;
 mod verify;
 mod web;
 
@@ -170,6 +171,7 @@ fn build_inner(spec: &TopologySpec, cx: &mut Cx) -> Topology {
     let mut addressing = addresses::declared(cx, spec, &nets);
     let vips = addresses::reserve_vips(cx, spec);
     addresses::assign(cx, spec, &nets.list, &mut addressing, &vips.reserved);
+    vars::check_groups_and_names(cx, spec);
     let mut hosts = hosts::build_hosts(cx, spec, &nets.list, addressing.pending);
     let web = web::build_web(cx, spec);
     let known = Known {
@@ -202,7 +204,7 @@ fn build_inner(spec: &TopologySpec, cx: &mut Cx) -> Topology {
     Topology {
         lab: spec.lab.value.clone(),
         description: spec.description.clone(),
-        mode: spec.mode.value,
+        mode: spec.mode.as_ref().map_or(Mode::Dr, |m| m.value),
         provider: spec.provider.as_ref().map(|p| p.value),
         networks: nets.list,
         hosts,
@@ -219,6 +221,13 @@ fn build_inner(spec: &TopologySpec, cx: &mut Cx) -> Topology {
 
 /// Roles that must exist.
 fn required_roles(cx: &mut Cx, spec: &TopologySpec, hosts: &[Host], services: &[Service]) {
+    if spec.mode.is_none() && (!spec.services.is_empty() || spec.ha.is_some()) {
+        cx.error(
+            spec.lab.span,
+            "services are declared but the lab has no `mode:`",
+            "add `mode: nat`, `mode: dr` or `mode: tun`",
+        );
+    }
     if !services.is_empty() && !hosts.iter().any(|h| h.role == Role::Director) {
         cx.error(
             spec.lab.span,

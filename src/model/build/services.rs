@@ -32,7 +32,7 @@ pub(super) fn build_services(
 ) -> Vec<Service> {
     let sx = Context {
         known,
-        mode: spec.mode.value,
+        mode: spec.mode.as_ref().map_or(Mode::Dr, |m| m.value),
         ha,
     };
     let mut services = Vec::new();

@@ -1,0 +1,175 @@
+//! The `line` resource: one line of a file, as Ansible's `lineinfile` keeps
+//! it. The edit is computed here from the content observed (with Rust's
+//! `regex`), so `up`, `--check` and `drift` agree and show a diff; `down`
+//! puts back the line it replaced, or removes the one it added, with `awk`
+//! comparing whole lines literally (no pattern reaches the shell).
+
+use regex::Regex;
+
+use crate::shell::quote;
+
+/// What a line step found before its first change (kept as the original's value).
+pub const CREATED: &str = "created";
+pub const APPENDED: &str = "appended";
+pub const REPLACED: &str = "replaced: ";
+
+/// The content with `line` in it: replacing the last line `regexp` matches,
+/// else appended unless it is there already (a final newline is added
+/// first when missing). A regexp that does not compile changes nothing
+/// (validation refuses it before any run).
+pub fn edit(content: &str, line: &str, regexp: Option<&str>) -> String {
+    let re = regexp.and_then(|r| Regex::new(r).ok());
+    let lines: Vec<&str> = content.lines().collect();
+    if let Some(re) = &re
+        && let Some(last) = lines.iter().rposition(|l| re.is_match(l))
+    {
+        if lines[last] == line {
+            return content.to_string();
+        }
+        let mut out: Vec<&str> = lines.clone();
+        out[last] = line;
+        return out.join("\n") + "\n";
+    }
+    if lines.contains(&line) {
+        return content.to_string();
+    }
+    let mut s = content.to_string();
+    if !s.is_empty() && !s.ends_with('\n') {
+        s.push('\n');
+    }
+    s.push_str(line);
+    s.push('\n');
+    s
+}
+
+/// What the step is about to change, from the content before it (`None`:
+/// the file does not exist).
+pub fn original(content: Option<&str>, regexp: Option<&str>) -> String {
+    let Some(content) = content else {
+        return CREATED.into();
+    };
+    let re = regexp.and_then(|r| Regex::new(r).ok());
+    match re.and_then(|re| content.lines().rfind(|l| re.is_match(l)).map(str::to_string)) {
+        Some(old) => format!("{REPLACED}{old}"),
+        None => APPENDED.into(),
+    }
+}
+
+/// Rewrite `path` through an awk program that sees the line as `l` (and the
+/// old one as `o`), from the environment: no value is parsed by awk or the
+/// shell. The file keeps its inode and mode.
+fn through_awk(path: &str, line: &str, old: Option<&str>, program: &str) -> String {
+    let p = quote(path);
+    let t = quote(&format!("{path}.lvslab-new"));
+    let old = old.map(|o| format!(" O={}", quote(o))).unwrap_or_default();
+    format!(
+        "L={}{old} awk 'BEGIN {{ l = ENVIRON[\"L\"]; o = ENVIRON[\"O\"] }} {program}' {p} > {t} && cat {t} > {p} && rm -f {t}",
+        quote(line)
+    )
+}
+
+/// Put back what [`original`] recorded: the replaced line, or no line at
+/// all (and no file, when lvslab made it and nothing else is in it).
+pub fn revert(path: &str, line: &str, original: &str) -> Vec<String> {
+    let p = quote(path);
+    let mut cmds = vec![format!("[ -f {p} ] || exit 0")];
+    match original.strip_prefix(REPLACED) {
+        Some(old) => cmds.push(through_awk(
+            path,
+            line,
+            Some(old),
+            "{ if ($0 == l) print o; else print }",
+        )),
+        None => cmds.push(through_awk(path, line, None, "$0 != l")),
+    }
+    if original == CREATED {
+        cmds.push(format!("[ -s {p} ] || rm -f {p}"));
+    }
+    cmds
+}
+
+/// The apply as a standalone script (`plan --format script`), without an
+/// observation: awk does the edit, matching `regexp` as a POSIX extended
+/// regular expression (lvslab itself matches with Rust's regex syntax).
+pub fn script(path: &str, line: &str, regexp: Option<&str>, mode: &str) -> Vec<String> {
+    let p = quote(path);
+    let dir = path
+        .rsplit_once('/')
+        .map_or("/", |(d, _)| if d.is_empty() { "/" } else { d });
+    let mut cmds = vec![format!(
+        "[ -f {p} ] || {{ mkdir -p {d} && : > {p} && chmod {m} {p}; }}",
+        d = quote(dir),
+        m = quote(mode)
+    )];
+    let program = match regexp {
+        Some(_) => "{ a[NR] = $0; if ($0 ~ ENVIRON[\"R\"]) m = NR; if ($0 == l) f = 1 } \
+                    END { for (i = 1; i <= NR; i++) print (i == m ? l : a[i]); if (!m && !f) print l }"
+            .to_string(),
+        None => "{ print; if ($0 == l) f = 1 } END { if (!f) print l }".to_string(),
+    };
+    let cmd = through_awk(path, line, None, &program);
+    cmds.push(match regexp {
+        Some(r) => format!("R={} {cmd}", quote(r)),
+        None => cmd,
+    });
+    cmds
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edits_like_lineinfile() {
+        // Appended when missing, with the final newline mended first.
+        assert_eq!(edit("a = 1\n", "b = 2", None), "a = 1\nb = 2\n");
+        assert_eq!(edit("a = 1", "b = 2", None), "a = 1\nb = 2\n");
+        assert_eq!(edit("", "b = 2", None), "b = 2\n");
+        // Present: unchanged, byte for byte.
+        assert_eq!(edit("b = 2\na = 1", "b = 2", None), "b = 2\na = 1");
+        // The last match is replaced.
+        let re = Some(r"^\s*b\s*=");
+        assert_eq!(edit("b = 1\nx\n b=3\n", "b = 2", re), "b = 1\nx\nb = 2\n");
+        assert_eq!(edit("x\n", "b = 2", re), "x\nb = 2\n");
+        assert_eq!(edit("b = 2\n", "b = 2", re), "b = 2\n");
+    }
+
+    #[test]
+    fn originals_say_what_to_put_back() {
+        let re = Some(r"^b =");
+        assert_eq!(original(None, re), CREATED);
+        assert_eq!(original(Some("x\n"), re), APPENDED);
+        assert_eq!(original(Some("b = 1\n"), re), "replaced: b = 1");
+    }
+
+    fn sh(script: &str) {
+        let out = std::process::Command::new("sh").arg("-c").arg(script).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[test]
+    fn reverts_and_the_script_form_run_in_sh() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.conf");
+        let p = f.display().to_string();
+        let tricky = r#"k = "$HOME" \n 'q' & \1"#;
+        std::fs::write(&f, "k = old\nother\n").unwrap();
+        sh(&script(&p, tricky, Some("^k ="), "0644").join("\n"));
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), format!("{tricky}\nother\n"));
+        sh(&revert(&p, tricky, "replaced: k = old").join("\n"));
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), "k = old\nother\n");
+        sh(&script(&p, tricky, None, "0644").join("\n"));
+        sh(&revert(&p, tricky, APPENDED).join("\n"));
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), "k = old\nother\n");
+        let g = dir.path().join("new/made.conf");
+        let q = g.display().to_string();
+        sh(&script(&q, "x = 1", None, "0600").join("\n"));
+        assert_eq!(std::fs::read_to_string(&g).unwrap(), "x = 1\n");
+        sh(&revert(&q, "x = 1", CREATED).join("\n"));
+        assert!(!g.exists(), "made by lvslab, empty again: removed");
+    }
+}

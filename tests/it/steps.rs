@@ -1,0 +1,357 @@
+//! The step language a plain host takes: `line`, `file` from `src:` and
+//! from a user's template with variables, `raw` content, hosts without a
+//! role or a network; compiled, run through the runner, and over SSH.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use lvslab::exec::runner::{self, HostConn, Options, Silent, Status};
+use lvslab::exec::transport::{Counting, LocalTransport, Transport};
+use lvslab::plan::{Plan, Resource};
+use lvslab::state::LabState;
+
+use crate::ssh::{Lab, recap};
+
+/// A topology file in `dir` with one plain host `h` and `steps`.
+fn topology(dir: &Path, top: &str, steps: &str) -> std::path::PathBuf {
+    let path = dir.join("t.yaml");
+    std::fs::write(&path, format!("lab: steps\n{top}hosts:\n  h:\n    steps:\n{steps}")).unwrap();
+    path
+}
+
+fn compile(path: &Path) -> Result<Plan, String> {
+    let loaded = lvslab::load(path).map_err(|d| d.to_string())?;
+    lvslab::compile::compile(&loaded.topology).map_err(|e| e.to_string())
+}
+
+fn resources(plan: &Plan) -> Vec<Resource> {
+    plan.phases
+        .iter()
+        .flat_map(|p| &p.hosts)
+        .flat_map(|h| &h.steps)
+        .map(|s| s.resource.clone())
+        .collect()
+}
+
+fn content_of(plan: &Plan, path: &str) -> String {
+    resources(plan)
+        .into_iter()
+        .find_map(|r| match r {
+            Resource::File { path: p, content, .. } if p == path => Some(content),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no file step for {path}"))
+}
+
+#[test]
+fn a_plain_host_needs_no_role_network_or_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = topology(dir.path(), "", "      - directory: { path: /tmp/x }\n        why: t\n");
+    let plan = compile(&t).unwrap();
+    assert_eq!(resources(&plan).len(), 1, "only its own step: {:?}", resources(&plan));
+    // Services still need a mode (and a director).
+    let t = topology(
+        dir.path(),
+        "services:\n  - { vip: 10.0.0.1, port: 80, real_servers: [{ host: h }] }\n",
+        "      - directory: { path: /tmp/x }\n        why: t\n",
+    );
+    let err = compile(&t).unwrap_err();
+    assert!(err.contains("no `mode:`"), "{err}");
+}
+
+#[test]
+fn src_files_are_read_next_to_the_topology_and_never_rendered() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("files")).unwrap();
+    std::fs::write(dir.path().join("files/motd"), "{{ not a template }}\n").unwrap();
+    let t = topology(
+        dir.path(),
+        "",
+        "      - file: { path: /etc/motd, src: files/motd }\n        why: t\n\
+         \x20     - file: { path: /etc/raw, content: \"{{ x }}\", raw: true }\n        why: t\n\
+         \x20     - file: { path: /etc/rendered, content: \"{{ host.name }}\" }\n        why: t\n",
+    );
+    let plan = compile(&t).unwrap();
+    assert_eq!(content_of(&plan, "/etc/motd"), "{{ not a template }}\n");
+    assert_eq!(content_of(&plan, "/etc/raw"), "{{ x }}");
+    assert_eq!(content_of(&plan, "/etc/rendered"), "h");
+    // A missing file: the error points at the step, with a hint.
+    let t = topology(
+        dir.path(),
+        "",
+        "      - file: { path: /etc/motd, src: files/nope }\n        why: t\n",
+    );
+    let err = compile(&t).unwrap_err();
+    assert!(err.contains("files/nope") && err.contains(":5:"), "{err}");
+    assert!(err.contains("relative to the topology file"), "{err}");
+}
+
+#[test]
+fn user_templates_see_lab_group_and_host_variables_like_ansible() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("app.j2"),
+        "name={{ name }} tier={{ tier }} port={{ port }} host={{ host.name }}\n\
+         {% for b in backends %}\n\
+         backend {{ b }}\n\
+         {% endfor %}\n\
+         \x20 {% if tier == 'front' %}\n\
+         cache\n\
+         \x20 {% endif %}\n",
+    )
+    .unwrap();
+    let top = "vars: { name: shop, tier: lab, port: 1, backends: [a, b] }\n\
+               groups:\n  g: { hosts: [h], vars: { tier: front, port: 2 } }\n";
+    let steps = |extra: &str| {
+        format!(
+            "    vars: {{ port: 3 }}\n    steps:\n      - file: {{ path: /etc/app.conf, template: app.j2{extra} }}\n        why: t\n"
+        )
+    };
+    let write = |steps: String| {
+        let path = dir.path().join("t.yaml");
+        std::fs::write(&path, format!("lab: steps\n{top}hosts:\n  h:\n{steps}")).unwrap();
+        path
+    };
+    let plan = compile(&write(steps(""))).unwrap();
+    // trim_blocks: no newline after a block tag; lstrip_blocks off: the
+    // spaces before `{% if %}` stay.
+    assert_eq!(
+        content_of(&plan, "/etc/app.conf"),
+        "name=shop tier=front port=3 host=h\nbackend a\nbackend b\n  cache\n  "
+    );
+    let plan = compile(&write(steps(", lstrip_blocks: true"))).unwrap();
+    assert_eq!(
+        content_of(&plan, "/etc/app.conf"),
+        "name=shop tier=front port=3 host=h\nbackend a\nbackend b\ncache\n"
+    );
+    // An undefined variable names the template.
+    std::fs::write(dir.path().join("bad.j2"), "{{ nope }}\n").unwrap();
+    let path = dir.path().join("t.yaml");
+    std::fs::write(
+        &path,
+        "lab: steps\nhosts:\n  h:\n    steps:\n      - file: { path: /etc/x, template: bad.j2 }\n        why: t\n",
+    )
+    .unwrap();
+    let err = compile(&path).unwrap_err();
+    assert!(err.contains("bad.j2") && err.contains("undefined"), "{err}");
+    // A variable may not hide lvslab's context, and a group names real hosts.
+    std::fs::write(
+        &path,
+        "lab: steps\nhosts:\n  h:\n    vars: { host: x }\n    steps:\n      - file: { path: /etc/x, content: a }\n        why: t\n",
+    )
+    .unwrap();
+    assert!(compile(&path).unwrap_err().contains("variable `host`"));
+    std::fs::write(
+        &path,
+        "lab: steps\ngroups:\n  g: { hosts: [hh] }\nhosts:\n  h:\n    steps:\n      - file: { path: /etc/x, content: a }\n        why: t\n",
+    )
+    .unwrap();
+    let err = compile(&path).unwrap_err();
+    assert!(err.contains("`hh`") && err.contains("did you mean `h`"), "{err}");
+}
+
+#[test]
+fn line_steps_compile_from_line_or_key_and_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = topology(
+        dir.path(),
+        "",
+        "      - line: { path: /etc/a.conf, key: net.core.x, value: 1 }\n        why: t\n\
+         \x20     - line: { path: /etc/ssh/sshd_config, key: PermitRootLogin, value: \"no\", separator: \" \" }\n        why: t\n\
+         \x20     - line: { path: /etc/hosts, line: \"10.0.0.1 db\", regexp: '\\sdb$' }\n        why: t\n",
+    );
+    let plan = compile(&t).unwrap();
+    let lines: Vec<(String, Option<String>)> = resources(&plan)
+        .into_iter()
+        .filter_map(|r| match r {
+            Resource::Line { line, regexp, .. } => Some((line, regexp)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            ("net.core.x = 1".into(), Some(r"^\s*net\.core\.x\s*=".into())),
+            ("PermitRootLogin no".into(), Some(r"^\s*PermitRootLogin(\s|$)".into())),
+            ("10.0.0.1 db".into(), Some(r"\sdb$".into())),
+        ]
+    );
+    for bad in [
+        "{ path: /etc/a, line: x, key: k, value: v }",
+        "{ path: /etc/a, line: x, regexp: '(' }",
+        "{ path: /etc/a }",
+    ] {
+        let t = topology(dir.path(), "", &format!("      - line: {bad}\n        why: t\n"));
+        let err = compile(&t).unwrap_err();
+        assert!(err.contains("t.yaml:5:"), "{bad}: {err}");
+    }
+}
+
+async fn run(plan: &Arc<Plan>, state: LabState, check: bool) -> (usize, runner::RunOutcome, LabState) {
+    let counting = Arc::new(Counting::new(Arc::new(LocalTransport::new("h"))));
+    let hosts = vec![HostConn {
+        host: "h".into(),
+        transport: Ok(Arc::clone(&counting) as Arc<dyn Transport>),
+    }];
+    let (outcome, state) = runner::up(
+        Arc::clone(plan),
+        hosts,
+        state,
+        Arc::new(|_: &LabState| Ok(())),
+        Options { check, forks: 1 },
+        Arc::new(Silent),
+    )
+    .await;
+    (counting.calls(), outcome, state)
+}
+
+/// Several lines in one file apply in one round trip, each on what the one
+/// before left; `--check` shows a diff; `down` puts back exactly what was
+/// there, and removes a file lvslab made.
+#[tokio::test]
+async fn lines_apply_together_show_diffs_and_revert_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("app.conf");
+    let made = dir.path().join("new/made.conf");
+    let before = "# app\nport = 1\nname=old\ntail without newline";
+    std::fs::write(&conf, before).unwrap();
+    let (c, m) = (conf.display(), made.display());
+    let t = topology(
+        dir.path(),
+        "",
+        &format!(
+            "      - line: {{ path: {c}, key: port, value: 8080 }}\n        why: t\n\
+             \x20     - line: {{ path: {c}, key: workers, value: 4 }}\n        why: t\n\
+             \x20     - line: {{ path: {c}, line: \"name = new\", regexp: '^name\\s*=' }}\n        why: t\n\
+             \x20     - line: {{ path: {m}, line: \"x = 1\", mode: \"0600\" }}\n        why: t\n"
+        ),
+    );
+    let plan = Arc::new(compile(&t).unwrap());
+    let (calls, outcome, state) = run(&plan, LabState::default(), false).await;
+    assert!(!outcome.failed, "{:?}", outcome.results);
+    assert!(
+        outcome.results.iter().all(|r| r.status == Status::Changed),
+        "{:?}",
+        outcome.results
+    );
+    assert_eq!(calls, 2, "observe, then apply and read back");
+    assert_eq!(
+        std::fs::read_to_string(&conf).unwrap(),
+        "# app\nport = 8080\nname = new\ntail without newline\nworkers = 4\n"
+    );
+    assert_eq!(std::fs::read_to_string(&made).unwrap(), "x = 1\n");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&made).unwrap().permissions().mode() & 0o777, 0o600);
+
+    let (calls, outcome, state) = run(&plan, state, false).await;
+    assert!(
+        outcome.results.iter().all(|r| r.status == Status::Ok),
+        "{:?}",
+        outcome.results
+    );
+    assert_eq!(calls, 1);
+
+    // A hand edit: --check names it and shows the file's diff.
+    let edited = std::fs::read_to_string(&conf)
+        .unwrap()
+        .replace("port = 8080", "port = 9");
+    std::fs::write(&conf, &edited).unwrap();
+    let (_, check, state) = run(&plan, state, true).await;
+    let r = check.results.iter().find(|r| r.status == Status::WouldChange).unwrap();
+    assert_eq!(r.details, vec!["is `port = 9` (want `port = 8080`)".to_string()]);
+    let diff = r.diff.as_deref().unwrap();
+    assert!(diff.contains("-port = 9") && diff.contains("+port = 8080"), "{diff}");
+    // up repairs just that line: one apply round trip more.
+    let (calls, outcome, state) = run(&plan, state, false).await;
+    assert_eq!(calls, 2);
+    assert_eq!(
+        outcome.results.iter().filter(|r| r.status == Status::Changed).count(),
+        1
+    );
+    assert!(std::fs::read_to_string(&conf).unwrap().contains("\nport = 8080\n"));
+
+    // down: the replaced lines come back, the added ones go, the made file too.
+    let (outcome, left) = runner::down(
+        Arc::clone(&plan),
+        vec![HostConn {
+            host: "h".into(),
+            transport: Ok(Arc::new(LocalTransport::new("h")) as Arc<dyn Transport>),
+        }],
+        state,
+        Options { check: false, forks: 1 },
+        Arc::new(Silent),
+    )
+    .await;
+    assert!(!outcome.failed, "{:?}", outcome.results);
+    assert!(left.hosts.values().all(|h| h.changes.is_empty()));
+    assert_eq!(
+        std::fs::read_to_string(&conf).unwrap(),
+        "# app\nport = 1\nname=old\ntail without newline\n",
+        "as before, but for the final newline a line edit adds"
+    );
+    assert!(!made.exists(), "made by lvslab: removed");
+}
+
+/// The whole language over SSH on a host with no role and no network:
+/// up, a hand edit that drift shows as a diff (exit 2), --fix, down.
+#[test]
+fn the_step_language_over_ssh() {
+    let lab = Lab::new();
+    let sshd = lab.sshd("sshd");
+    let work = lab.work();
+    std::fs::create_dir_all(lab.path("files")).unwrap();
+    std::fs::write(lab.path("files/motd"), "hello {{ literally }}\n").unwrap();
+    std::fs::write(lab.path("app.j2"), "port={{ port }} tier={{ tier }}\n").unwrap();
+    let hosts = format!(
+        "  plain:\n    os: debian\n    vars: {{ port: 81 }}\n    steps:\n\
+         \x20     - file: {{ path: {work}/motd, src: files/motd }}\n        why: t\n\
+         \x20     - file: {{ path: {work}/app.conf, template: app.j2 }}\n        why: t\n\
+         \x20     - line: {{ path: {work}/settings, key: a, value: 1 }}\n        why: t\n\
+         \x20     - line: {{ path: {work}/settings, key: b, value: 2 }}\n        why: t\n"
+    );
+    let topo = lab.topology("plain", sshd.port, &hosts);
+    // No network, no role: drop the lab network the helper writes.
+    let text = std::fs::read_to_string(&topo)
+        .unwrap()
+        .replace("mode: dr\n", "vars: { tier: t1 }\n")
+        .replace("networks:\n  lan: { cidr: 10.99.0.0/24 }\n", "");
+    std::fs::write(&topo, text).unwrap();
+    let t = topo.to_str().unwrap();
+    let up = lab.lvslab(&["up", t, "--accept-new-host-keys"]).run();
+    assert_eq!(up.code, 0, "{}\n{}", up.stdout, up.stderr);
+    assert_eq!(recap(&up, "plain"), (0, 4, 0, 0));
+    assert_eq!(
+        std::fs::read_to_string(format!("{work}/motd")).unwrap(),
+        "hello {{ literally }}\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(format!("{work}/app.conf")).unwrap(),
+        "port=81 tier=t1\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(format!("{work}/settings")).unwrap(),
+        "a = 1\nb = 2\n"
+    );
+
+    std::fs::write(format!("{work}/settings"), "a = 7\nb = 2\n").unwrap();
+    let drift = lab.lvslab(&["drift", t]).run();
+    assert_eq!(drift.code, 2, "{}\n{}", drift.stdout, drift.stderr);
+    let all = format!("{}{}", drift.stdout, drift.stderr);
+    assert!(
+        all.contains("line in") && all.contains("is `a = 7` (want `a = 1`)"),
+        "{all}"
+    );
+    assert!(all.contains("-a = 7") && all.contains("+a = 1"), "the diff: {all}");
+    let fix = lab.lvslab(&["drift", t, "--fix"]).run();
+    assert_eq!(fix.code, 0, "{}\n{}", fix.stdout, fix.stderr);
+    assert_eq!(
+        std::fs::read_to_string(format!("{work}/settings")).unwrap(),
+        "a = 1\nb = 2\n"
+    );
+
+    let down = lab.lvslab(&["down", t]).run();
+    assert_eq!(down.code, 0, "{}\n{}", down.stdout, down.stderr);
+    for f in ["motd", "app.conf", "settings"] {
+        assert!(!Path::new(&format!("{work}/{f}")).exists(), "{f} is gone");
+    }
+}
