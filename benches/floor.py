@@ -303,11 +303,19 @@ class Bench:
             st.terminate()
             st.wait()
             pids = set()
+            programs = {}
             for line in log.read_text().splitlines():
                 pid = line.split(" ", 1)[0]
                 if pid.isdigit() and int(pid) != self.sshd.pid:
                     pids.add(pid)
+                if "execve(\"" in line and "= 0" in line:
+                    prog = line.split("execve(\"", 1)[1].split("\"", 1)[0]
+                    programs[prog] = programs.get(prog, 0) + 1
             counts[what] = len(pids)
+            if os.environ.get("PROCESS_DETAIL"):
+                forks = len(pids) - sum(programs.values())
+                print(f"  {side} {what}: {len(pids)} processes, {forks} without exec (subshells, pipes); "
+                      + ", ".join(f"{k.rsplit('/', 1)[-1]} {v}" for k, v in sorted(programs.items(), key=lambda x: -x[1])))
         if side == "lvslab":
             self.lvslab(topo, "down")
         return counts

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::{HostObservation, IPVS_PROBE, Observations, host_steps};
-use crate::exec::batch::{Look, observe_batch, parse_batch};
+use crate::exec::batch::{Look, observe_batch, parse_looks};
 use crate::exec::connect::{init_refusal, needs_systemd};
 use crate::exec::runner;
 use crate::exec::transport::HostConn;
@@ -68,7 +68,7 @@ async fn read(
         });
     }
     let out = t.run(&observe_batch(&items, MARKER)).await.map_err(|e| e.to_string())?;
-    let mut parsed = parse_batch(&out.stdout, MARKER, items.len());
+    let mut parsed = parse_looks(&out.stdout, MARKER, &items);
     if facts {
         let f = parse_facts(&parsed.pop().flatten().map(|o| o.output).unwrap_or_default());
         if let Some(why) = init_refusal(t.host(), &f) {

@@ -65,14 +65,36 @@ fn push_look(s: &mut String, marker: &str, i: usize, look: &Look) {
     s.push_str(&format!("printf '\\n%s %s\\n' '{marker} rc' \"$?\"\n"));
 }
 
+/// The observations of a batch that run: the first of each kind (several
+/// line steps on one file read it once), by index.
+fn firsts(looks: &[Look]) -> impl Iterator<Item = (usize, &Look)> {
+    looks
+        .iter()
+        .enumerate()
+        .filter(|(i, l)| !looks[..*i].contains(l))
+}
+
 /// A read-only script: each observation framed by markers (parse with
-/// [`parse_batch`]). Only user code gets a subshell.
+/// [`parse_looks`]); one that repeats an earlier one does not run again.
+/// Only user code gets a subshell.
 pub fn observe_batch(looks: &[Look], marker: &str) -> String {
     let mut s = String::from("exec 2>&1\n");
-    for (i, l) in looks.iter().enumerate() {
+    for (i, l) in firsts(looks) {
         push_look(&mut s, marker, i, l);
     }
     s
+}
+
+/// Each observation's output from a script of [`observe_batch`] or
+/// [`apply_batch`] (a repeated one shares the first one's).
+pub fn parse_looks(out: &str, marker: &str, looks: &[Look]) -> Vec<Option<Observed>> {
+    let mut parsed = parse_batch(out, marker, looks.len());
+    for i in 0..looks.len() {
+        if let Some(first) = looks[..i].iter().position(|l| *l == looks[i]) {
+            parsed[i] = parsed[first].clone();
+        }
+    }
+    parsed
 }
 
 /// One round trip that applies and reads back: the `apply` items in order
@@ -103,14 +125,16 @@ pub fn apply_batch(
             ") </dev/null; r=$?; printf '\\n%s %s\\n' '{apply_marker} rc' \"$r\"\n[ \"$r\" -eq 0 ] || f=1\nfi\n"
         ));
     }
-    for (i, l) in confirm.iter().enumerate() {
+    let all: Vec<Look> = confirm.iter().chain(later).cloned().collect();
+    let mut later_open = false;
+    for (i, l) in firsts(&all) {
+        if i >= confirm.len() && !later_open {
+            s.push_str("if [ \"$f\" = 0 ]; then\n");
+            later_open = true;
+        }
         push_look(&mut s, look_marker, i, l);
     }
-    if !later.is_empty() {
-        s.push_str("if [ \"$f\" = 0 ]; then\n");
-        for (i, l) in later.iter().enumerate() {
-            push_look(&mut s, look_marker, confirm.len() + i, l);
-        }
+    if later_open {
         s.push_str("fi\n");
     }
     s

@@ -21,7 +21,7 @@ use std::time::Instant;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
-use super::batch::{Look, apply_batch, nonce, observe_batch};
+use super::batch::{Look, apply_batch, nonce, observe_batch, parse_looks};
 pub use super::batch::{batch, parse_batch};
 use super::connect::{init_refusal, needs_systemd};
 pub use super::transport::HostConn;
@@ -548,7 +548,7 @@ impl PhaseRun<'_> {
             Ok(o) => o,
             Err(e) => return Err(self.fail_all(e.to_string())),
         };
-        let mut parsed = parse_batch(&out.stdout, &marker, looks.len());
+        let mut parsed = parse_looks(&out.stdout, &marker, &looks);
         if facts {
             let f = parse_facts(&parsed.pop().flatten().map(|o| o.output).unwrap_or_default());
             if let Some(why) = init_refusal(self.host, &f) {
@@ -639,19 +639,28 @@ impl PhaseRun<'_> {
         );
         let plan = &self.shared.plan;
         // Steps on the same file apply one after the other: each edits what
-        // the one before it leaves.
-        let mut files: BTreeMap<&str, Observed> = BTreeMap::new();
+        // the one before it leaves, and only the last one writes it (with
+        // every edit in it).
+        let path_of = |r: &'_ Resource| match r {
+            Resource::File { path, .. } | Resource::Line { path, .. } => Some(path.clone()),
+            _ => None,
+        };
+        let last_write: BTreeMap<String, usize> = todo
+            .iter()
+            .filter_map(|&i| path_of(&self.desired[i]).map(|p| (p, i)))
+            .collect();
+        let mut files: BTreeMap<String, Observed> = BTreeMap::new();
         let cmds: Vec<Vec<String>> = todo
             .iter()
             .map(|&i| {
                 let r = &self.desired[i];
-                let path = match r {
-                    Resource::File { path, .. } | Resource::Line { path, .. } => Some(path.as_str()),
-                    _ => None,
-                };
-                let seen = path.and_then(|p| files.get(p)).unwrap_or(&obs[i]).clone();
+                let path = path_of(r);
+                let seen = path.as_ref().and_then(|p| files.get(p)).unwrap_or(&obs[i]).clone();
                 let mut c = invalidations(plan, self.host, r);
-                c.extend(r.apply_for(&seen));
+                let written_later = path.as_ref().is_some_and(|p| last_write.get(p) != Some(&i));
+                if !written_later {
+                    c.extend(r.apply_for(&seen));
+                }
                 if let (Some(p), Some(after)) = (path, r.observed_after(&seen)) {
                     files.insert(p, after);
                 }
@@ -663,11 +672,9 @@ impl PhaseRun<'_> {
         let later_looks = Self::later_looks(&later);
         let (ma, mo) = (nonce(), format!("{}-o", nonce()));
         let script = apply_batch(&cmds, &ma, true, &confirm, &later_looks, &mo);
+        let all: Vec<Look> = confirm.iter().chain(&later_looks).cloned().collect();
         let (applied, mut looks) = match self.t.run(&script).await {
-            Ok(o) => (
-                parse_batch(&o.stdout, &ma, todo.len()),
-                parse_batch(&o.stdout, &mo, confirm.len() + later_looks.len()),
-            ),
+            Ok(o) => (parse_batch(&o.stdout, &ma, todo.len()), parse_looks(&o.stdout, &mo, &all)),
             Err(e) => {
                 for &i in todo {
                     rs[i] = Some(self.result(i, Status::Failed, vec![e.to_string()]));
@@ -991,7 +998,7 @@ async fn revert_host(
     {
         Ok(o) => (
             parse_batch(&o.stdout, &marker, runnable.len()),
-            parse_batch(&o.stdout, &marker2, runnable.len()),
+            parse_looks(&o.stdout, &marker2, &observe),
         ),
         Err(e) => {
             out.extend(runnable.iter().map(|c| res(c, Status::Failed, vec![e.to_string()])));

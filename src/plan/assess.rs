@@ -212,6 +212,11 @@ impl Resource {
                 validate,
                 ..
             } => write_file(path, content.as_bytes(), mode, validate.as_deref()),
+            // Made with its mode, or its mode changed.
+            Resource::Directory { path, mode, .. } if obs.rc != 0 => {
+                vec![format!("mkdir -p -m {} {}", quote(mode), quote(path))]
+            }
+            Resource::Directory { path, mode, .. } => vec![format!("chmod {} {}", quote(mode), quote(path))],
             Resource::Line {
                 path,
                 mode,
@@ -388,11 +393,20 @@ pub fn write_file(path: &str, content: &[u8], mode: &str, validate: Option<&str>
             quote(&tmp)
         ),
     };
-    let mut cmds = vec![
-        format!("[ -d {d} ] || mkdir -p {d}", d = quote(dir)),
-        write,
-        format!("chmod {} {}", quote(mode), quote(&tmp)),
-    ];
+    let t = quote(&tmp);
+    let mut cmds = vec![format!("[ -d {d} ] || mkdir -p {d}", d = quote(dir))];
+    match octal(mode) {
+        // Made with its mode by the shell's umask (a leftover temporary
+        // file is removed first: it would keep its own mode).
+        Some(m) if m & !0o666 == 0 => {
+            cmds.push(format!("umask {:03o}; [ ! -e {t} ] || rm -f {t}", 0o777 & !m));
+            cmds.push(write);
+        }
+        _ => {
+            cmds.push(write);
+            cmds.push(format!("chmod {} {t}", quote(mode)));
+        }
+    }
     if let Some(v) = validate {
         cmds.push(format!(
             "{} || {{ rm -f {t}; exit 1; }}",
@@ -657,8 +671,31 @@ mod tests {
             }
         );
         let cmds = f.revert_for(&orig).unwrap().join("\n");
-        assert!(cmds.contains("chmod 600"), "{cmds}");
+        // Mode 600 is made by the umask (no chmod runs for it).
+        assert!(cmds.contains("umask 177;"), "{cmds}");
         assert_eq!(f.revert_for(&Original::Absent).unwrap(), ["rm -f /etc/x.conf"]);
+    }
+
+    /// The write as sh runs it: content byte for byte, the mode asked for
+    /// (by the umask, or by chmod for modes a umask cannot give), a
+    /// leftover temporary file not in the way.
+    #[test]
+    fn writes_give_content_and_mode_in_sh() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        for (mode, content) in [("0600", "a 'quoted' $HOME `x` \\n\n"), ("0755", "#!/bin/sh\n"), ("0644", "")] {
+            let p = dir.path().join(format!("sub/f{mode}"));
+            let path = p.display().to_string();
+            std::fs::create_dir_all(dir.path().join("sub")).unwrap();
+            std::fs::write(format!("{path}.lvslab-new"), "leftover").unwrap();
+            std::fs::set_permissions(format!("{path}.lvslab-new"), std::fs::Permissions::from_mode(0o777)).unwrap();
+            let script = format!("set -e\n( set -e\n{}\n)", write_file(&path, content.as_bytes(), mode, None).join("\n"));
+            let out = std::process::Command::new("sh").arg("-c").arg(&script).output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert_eq!(std::fs::read_to_string(&p).unwrap(), content);
+            let got = std::fs::metadata(&p).unwrap().permissions().mode() & 0o7777;
+            assert_eq!(format!("{got:04o}"), mode);
+        }
     }
 
     #[test]
