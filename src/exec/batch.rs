@@ -68,10 +68,7 @@ fn push_look(s: &mut String, marker: &str, i: usize, look: &Look) {
 /// The observations of a batch that run: the first of each kind (several
 /// line steps on one file read it once), by index.
 fn firsts(looks: &[Look]) -> impl Iterator<Item = (usize, &Look)> {
-    looks
-        .iter()
-        .enumerate()
-        .filter(|(i, l)| !looks[..*i].contains(l))
+    looks.iter().enumerate().filter(|(i, l)| !looks[..*i].contains(l))
 }
 
 /// A read-only script: each observation framed by markers (parse with
@@ -97,9 +94,101 @@ pub fn parse_looks(out: &str, marker: &str, looks: &[Look]) -> Vec<Option<Observ
     parsed
 }
 
+/// What a read-back can learn of many steps with two programs: a file's
+/// mode and hash, a directory's mode (`stat` and `sha256sum` over all
+/// their paths at once; paths are of lvslab's safe grammar).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bulk {
+    File(String),
+    Dir(String),
+}
+
+impl Bulk {
+    /// The bulk read-back of a step, when it has one.
+    pub fn of(r: &Resource) -> Option<Bulk> {
+        match r {
+            Resource::File { path, .. } => Some(Bulk::File(path.clone())),
+            Resource::Directory { path, .. } => Some(Bulk::Dir(path.clone())),
+            _ => None,
+        }
+    }
+}
+
+/// The script lines that read `bulk` back, framed by `marker` as item 0.
+fn push_bulk(s: &mut String, marker: &str, bulk: &[Bulk]) {
+    let quote = crate::shell::quote;
+    let all: Vec<String> = bulk
+        .iter()
+        .map(|b| match b {
+            Bulk::File(p) | Bulk::Dir(p) => quote(p),
+        })
+        .collect();
+    let files: Vec<String> = bulk
+        .iter()
+        .filter_map(|b| match b {
+            Bulk::File(p) => Some(quote(p)),
+            Bulk::Dir(_) => None,
+        })
+        .collect();
+    s.push_str(&format!(
+        "printf '%s\\n' '{marker} 0'\n{{ stat -c '%a %n' -- {} 2>/dev/null; echo '{BULK_SHA}'",
+        all.join(" ")
+    ));
+    if !files.is_empty() {
+        s.push_str(&format!("; sha256sum -- {} 2>/dev/null", files.join(" ")));
+    }
+    s.push_str(&format!("; }} </dev/null; printf '\\n%s %s\\n' '{marker} rc' \"$?\"\n"));
+}
+
+const BULK_SHA: &str = "@@sha256";
+
+/// Each bulk step's observation, in the form its own observe command gives
+/// (a file: mode and hash, its content not read; a directory: its mode).
+pub fn parse_bulk(out: &str, marker: &str, bulk: &[Bulk]) -> Vec<Observed> {
+    let text = parse_batch(out, marker, 1)
+        .pop()
+        .flatten()
+        .map(|o| o.output)
+        .unwrap_or_default();
+    let (modes, shas) = text.split_once(BULK_SHA).unwrap_or((&text, ""));
+    let mode_of = |p: &str| {
+        modes
+            .lines()
+            .find_map(|l| l.split_once(' ').filter(|(_, n)| *n == p).map(|(m, _)| m.to_string()))
+    };
+    let sha_of = |p: &str| {
+        shas.lines().find_map(|l| {
+            let (h, n) = l.split_once(' ')?;
+            (n.trim_start_matches([' ', '*']) == p).then(|| h.to_string())
+        })
+    };
+    bulk.iter()
+        .map(|b| match b {
+            Bulk::Dir(p) => match mode_of(p) {
+                Some(m) => Observed { output: m, rc: 0 },
+                None => Observed {
+                    output: String::new(),
+                    rc: 1,
+                },
+            },
+            Bulk::File(p) => match (mode_of(p), sha_of(p)) {
+                (Some(m), Some(h)) => Observed {
+                    output: format!("{m}\n{h}\n"),
+                    rc: 0,
+                },
+                _ => Observed {
+                    output: "absent\n".into(),
+                    rc: 0,
+                },
+            },
+        })
+        .collect()
+}
+
 /// One round trip that applies and reads back: the `apply` items in order
 /// under `apply_marker` (each in a `set -e` subshell; with
 /// `stop_on_failure`, after the first that fails the rest do not run), then
+/// the `bulk` read-backs under `{look_marker}b` (see [`parse_bulk`]) and
 /// under `look_marker` the `confirm` observations (always: what ran before a
 /// failure is still judged), then the `later` ones (only when every apply
 /// item succeeded), numbered on from the confirm ones.
@@ -107,6 +196,7 @@ pub fn apply_batch(
     apply: &[Vec<String>],
     apply_marker: &str,
     stop_on_failure: bool,
+    bulk: &[Bulk],
     confirm: &[Look],
     later: &[Look],
     look_marker: &str,
@@ -114,6 +204,13 @@ pub fn apply_batch(
     let mut s = String::from("exec 2>&1\nf=0\n");
     let guard = if stop_on_failure { "[ \"$f\" = 0 ]" } else { ":" };
     for (i, cmds) in apply.iter().enumerate() {
+        if cmds.is_empty() {
+            // Nothing to run (another item does its work): no subshell.
+            s.push_str(&format!(
+                "if {guard}; then printf '%s\\n\\n%s %s\\n' '{apply_marker} {i}' '{apply_marker} rc' 0; fi\n"
+            ));
+            continue;
+        }
         s.push_str(&format!(
             "if {guard}; then\nprintf '%s\\n' '{apply_marker} {i}'\n( set -e\n"
         ));
@@ -124,6 +221,9 @@ pub fn apply_batch(
         s.push_str(&format!(
             ") </dev/null; r=$?; printf '\\n%s %s\\n' '{apply_marker} rc' \"$r\"\n[ \"$r\" -eq 0 ] || f=1\nfi\n"
         ));
+    }
+    if !bulk.is_empty() {
+        push_bulk(&mut s, &format!("{look_marker}b"), bulk);
     }
     let all: Vec<Look> = confirm.iter().chain(later).cloned().collect();
     let mut later_open = false;

@@ -21,7 +21,7 @@ use std::time::Instant;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
-use super::batch::{Look, apply_batch, nonce, observe_batch, parse_looks};
+use super::batch::{Bulk, Look, apply_batch, nonce, observe_batch, parse_bulk, parse_looks};
 pub use super::batch::{batch, parse_batch};
 use super::connect::{init_refusal, needs_systemd};
 pub use super::transport::HostConn;
@@ -667,14 +667,37 @@ impl PhaseRun<'_> {
                 c
             })
             .collect();
-        let confirm: Vec<Look> = todo.iter().map(|&i| Look::of(&self.desired[i])).collect();
+        // Files and directories are read back together (mode and hash);
+        // the rest each by its own observation.
+        let (bulk_steps, look_steps): (Vec<usize>, Vec<usize>) =
+            todo.iter().partition(|&&i| Bulk::of(&self.desired[i]).is_some());
+        let bulk: Vec<Bulk> = bulk_steps.iter().filter_map(|&i| Bulk::of(&self.desired[i])).collect();
+        let confirm: Vec<Look> = look_steps.iter().map(|&i| Look::of(&self.desired[i])).collect();
         let later = self.later();
         let later_looks = Self::later_looks(&later);
         let (ma, mo) = (nonce(), format!("{}-o", nonce()));
-        let script = apply_batch(&cmds, &ma, true, &confirm, &later_looks, &mo);
+        let script = apply_batch(&cmds, &ma, true, &bulk, &confirm, &later_looks, &mo);
         let all: Vec<Look> = confirm.iter().chain(&later_looks).cloned().collect();
         let (applied, mut looks) = match self.t.run(&script).await {
-            Ok(o) => (parse_batch(&o.stdout, &ma, todo.len()), parse_looks(&o.stdout, &mo, &all)),
+            Ok(o) => {
+                let mut read: BTreeMap<usize, Observed> = bulk_steps
+                    .iter()
+                    .copied()
+                    .zip(parse_bulk(&o.stdout, &format!("{mo}b"), &bulk))
+                    .collect();
+                let mut looks = parse_looks(&o.stdout, &mo, &all);
+                let rest = looks.split_off(confirm.len());
+                // Back in `todo` order, then the later phases'.
+                let mut by_step: Vec<Option<Observed>> = todo
+                    .iter()
+                    .map(|i| {
+                        read.remove(i)
+                            .or_else(|| look_steps.iter().position(|j| j == i).and_then(|k| looks[k].take()))
+                    })
+                    .collect();
+                by_step.extend(rest);
+                (parse_batch(&o.stdout, &ma, todo.len()), by_step)
+            }
             Err(e) => {
                 for &i in todo {
                     rs[i] = Some(self.result(i, Status::Failed, vec![e.to_string()]));
@@ -682,7 +705,7 @@ impl PhaseRun<'_> {
                 return None;
             }
         };
-        let rest = looks.split_off(confirm.len());
+        let rest = looks.split_off(todo.len());
         let mut ran_ok = Vec::new();
         // What the apply said worth keeping (a drained real server, say).
         let mut notes: BTreeMap<usize, Vec<String>> = BTreeMap::new();
@@ -993,7 +1016,7 @@ async fn revert_host(
         .map(|c| Look::of(&resolved(plan, &c.resource)))
         .collect();
     let (ran, again) = match t
-        .run(&apply_batch(&cmds, &marker, false, &observe, &[], &marker2))
+        .run(&apply_batch(&cmds, &marker, false, &[], &observe, &[], &marker2))
         .await
     {
         Ok(o) => (
@@ -1088,6 +1111,68 @@ mod tests {
         assert_eq!(obs[0], seen("a\nb\n", 0));
         assert_eq!(obs[1], seen("x", 0));
         assert_eq!(obs[2].as_ref().unwrap().rc, 1);
+    }
+
+    /// Files and directories read back in bulk look as their own observe
+    /// commands would show them (judged the same way); repeated
+    /// observations run once; an item with nothing to run needs no subshell.
+    #[test]
+    fn apply_batches_read_back_in_bulk() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display().to_string();
+        let file = Resource::File {
+            path: format!("{d}/f"),
+            content: "hi\n".into(),
+            mode: "0640".into(),
+            validate: None,
+            sha256: String::new(),
+        };
+        let sub = Resource::Directory {
+            path: format!("{d}/sub"),
+            mode: "0750".into(),
+            purge: false,
+        };
+        let missing = Resource::File {
+            path: format!("{d}/nope"),
+            content: String::new(),
+            mode: "0644".into(),
+            validate: None,
+            sha256: String::new(),
+        };
+        let absent = Observed {
+            output: "absent".into(),
+            rc: 0,
+        };
+        let apply = vec![
+            file.apply_for(&absent),
+            Vec::new(),
+            sub.apply_for(&Observed {
+                output: String::new(),
+                rc: 1,
+            }),
+        ];
+        let bulk: Vec<Bulk> = [&file, &sub, &missing].iter().filter_map(|r| Bulk::of(r)).collect();
+        let look = Look {
+            cmd: "echo once >> count; cat count".into(),
+            own_shell: false,
+        };
+        let script = apply_batch(&apply, "@@a", true, &bulk, &[look.clone(), look.clone()], &[], "@@o");
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&out.stdout);
+        let ran = parse_batch(&out, "@@a", 3);
+        assert!(ran.iter().all(|o| o.as_ref().is_some_and(|o| o.rc == 0)), "{out}");
+        let read = parse_bulk(&out, "@@ob", &bulk);
+        assert!(file.assess(&read[0]).is_ok(), "{:?}", read[0]);
+        assert!(sub.assess(&read[1]).is_ok(), "{:?}", read[1]);
+        assert_eq!(missing.assess(&read[2]), Assessment::Differs(vec!["absent".into()]));
+        let looks = parse_looks(&out, "@@o", &[look.clone(), look]);
+        assert_eq!(looks[0], seen("once\n", 0));
+        assert_eq!(looks[1], looks[0], "run once, shared");
     }
 
     #[test]

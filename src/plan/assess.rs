@@ -683,14 +683,25 @@ mod tests {
     fn writes_give_content_and_mode_in_sh() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
-        for (mode, content) in [("0600", "a 'quoted' $HOME `x` \\n\n"), ("0755", "#!/bin/sh\n"), ("0644", "")] {
+        for (mode, content) in [
+            ("0600", "a 'quoted' $HOME `x` \\n\n"),
+            ("0755", "#!/bin/sh\n"),
+            ("0644", ""),
+        ] {
             let p = dir.path().join(format!("sub/f{mode}"));
             let path = p.display().to_string();
             std::fs::create_dir_all(dir.path().join("sub")).unwrap();
             std::fs::write(format!("{path}.lvslab-new"), "leftover").unwrap();
             std::fs::set_permissions(format!("{path}.lvslab-new"), std::fs::Permissions::from_mode(0o777)).unwrap();
-            let script = format!("set -e\n( set -e\n{}\n)", write_file(&path, content.as_bytes(), mode, None).join("\n"));
-            let out = std::process::Command::new("sh").arg("-c").arg(&script).output().unwrap();
+            let script = format!(
+                "set -e\n( set -e\n{}\n)",
+                write_file(&path, content.as_bytes(), mode, None).join("\n")
+            );
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(&script)
+                .output()
+                .unwrap();
             assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
             assert_eq!(std::fs::read_to_string(&p).unwrap(), content);
             let got = std::fs::metadata(&p).unwrap().permissions().mode() & 0o7777;
