@@ -151,7 +151,7 @@ impl Resource {
                 Err(why) => differs(why),
                 Ok((now, then)) if now == then => Assessment::Ok,
                 Ok((now, _)) => {
-                    let re = regexp.as_deref().and_then(|r| regex::Regex::new(r).ok());
+                    let re = regexp.as_deref().and_then(line::regex);
                     match re.and_then(|re| now.lines().rfind(|l| re.is_match(l)).map(str::to_string)) {
                         Some(old) => differs(format!("is `{old}` (want `{line}`)")),
                         None => differs(format!("missing: `{line}`")),

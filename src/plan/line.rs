@@ -4,9 +4,28 @@
 //! puts back the line it replaced, or removes the one it added, with `awk`
 //! comparing whole lines literally (no pattern reaches the shell).
 
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
 use regex::Regex;
 
 use crate::shell::quote;
+
+/// `pattern` compiled, once per process (a lab's line steps share a few
+/// patterns across all its hosts; compiling is the costly part); `None`
+/// when it does not compile.
+pub fn regex(pattern: &str) -> Option<Regex> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Option<Regex>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    if let Some(r) = cache.lock().ok()?.get(pattern) {
+        return r.clone();
+    }
+    let compiled = Regex::new(pattern).ok();
+    if let Ok(mut c) = cache.lock() {
+        c.insert(pattern.to_string(), compiled.clone());
+    }
+    compiled
+}
 
 /// What a line step found before its first change (kept as the original's value).
 pub const CREATED: &str = "created";
@@ -18,7 +37,7 @@ pub const REPLACED: &str = "replaced: ";
 /// first when missing). A regexp that does not compile changes nothing
 /// (validation refuses it before any run).
 pub fn edit(content: &str, line: &str, regexp: Option<&str>) -> String {
-    let re = regexp.and_then(|r| Regex::new(r).ok());
+    let re = regexp.and_then(regex);
     let lines: Vec<&str> = content.lines().collect();
     if let Some(re) = &re
         && let Some(last) = lines.iter().rposition(|l| re.is_match(l))
@@ -48,7 +67,7 @@ pub fn original(content: Option<&str>, regexp: Option<&str>) -> String {
     let Some(content) = content else {
         return CREATED.into();
     };
-    let re = regexp.and_then(|r| Regex::new(r).ok());
+    let re = regexp.and_then(regex);
     match re.and_then(|re| content.lines().rfind(|l| re.is_match(l)).map(str::to_string)) {
         Some(old) => format!("{REPLACED}{old}"),
         None => APPENDED.into(),

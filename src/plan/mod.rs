@@ -285,7 +285,7 @@ impl Resource {
                 return bad("file", path);
             }
             Resource::Line { path, line, regexp, .. }
-                if line.contains('\n') || regexp.as_deref().is_some_and(|r| regex::Regex::new(r).is_err()) =>
+                if line.contains('\n') || regexp.as_deref().is_some_and(|r| line::regex(r).is_none()) =>
             {
                 return bad("line", path);
             }
