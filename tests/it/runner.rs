@@ -26,21 +26,31 @@ fn plan_with(work: &str, n: usize) -> lvslab::plan::Plan {
 }
 
 async fn run(work: &str, n: usize) -> (usize, runner::RunOutcome) {
+    run_plan(plan_with(work, n), false).await
+}
+
+/// `up` of `plan` on host `h` (this machine), from `state`: the round trips
+/// it made, its outcome and the state it leaves.
+pub async fn run_counted(
+    plan: &Arc<lvslab::plan::Plan>,
+    state: LabState,
+    check: bool,
+) -> (usize, runner::RunOutcome, LabState) {
     let counting = Arc::new(Counting::new(Arc::new(LocalTransport::new("h"))));
     let hosts = vec![HostConn {
         host: "h".into(),
         transport: Ok(Arc::clone(&counting) as Arc<dyn Transport>),
     }];
-    let (outcome, _) = runner::up(
-        Arc::new(plan_with(work, n)),
+    let (outcome, state) = runner::up(
+        Arc::clone(plan),
         hosts,
-        LabState::default(),
+        state,
         Arc::new(|_: &LabState| Ok(())),
-        Options { check: false, forks: 4 },
+        Options { check, forks: 4 },
         Arc::new(Silent),
     )
     .await;
-    (counting.calls(), outcome)
+    (counting.calls(), outcome, state)
 }
 
 #[tokio::test]
@@ -75,21 +85,8 @@ async fn round_trips_per_host_and_phase_do_not_grow_with_steps() {
 }
 
 async fn run_plan(plan: lvslab::plan::Plan, check: bool) -> (usize, runner::RunOutcome) {
-    let counting = Arc::new(Counting::new(Arc::new(LocalTransport::new("h"))));
-    let hosts = vec![HostConn {
-        host: "h".into(),
-        transport: Ok(Arc::clone(&counting) as Arc<dyn Transport>),
-    }];
-    let (outcome, _) = runner::up(
-        Arc::new(plan),
-        hosts,
-        LabState::default(),
-        Arc::new(|_: &LabState| Ok(())),
-        Options { check, forks: 4 },
-        Arc::new(Silent),
-    )
-    .await;
-    (counting.calls(), outcome)
+    let (calls, outcome, _) = run_counted(&Arc::new(plan), LabState::default(), check).await;
+    (calls, outcome)
 }
 
 fn topology(steps: &str, init: &str) -> lvslab::plan::Plan {

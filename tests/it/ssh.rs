@@ -209,7 +209,7 @@ pub fn box_steps(work: &str) -> String {
         why: a command with its own check
       - directory: {{ path: {work}/site, mode: "0750" }}
         why: a directory lvslab creates
-      - file: {{ path: {work}/site/index.html, content: "<h1>{{{{ host.name }}}}</h1>\n" }}
+      - file: {{ path: {work}/site/index.html, content: "<h1>{{{{ host.name }}}}</h1>\n", render: true }}
         why: a file lvslab creates
       - file: {{ path: {work}/existing.conf, content: "managed\n", mode: "0644" }}
         why: a file that existed before, replaced

@@ -1,12 +1,12 @@
 //! The step language a plain host takes: `line`, `file` from `src:` and
-//! from a user's template with variables, `raw` content, hosts without a
+//! from a user's template with variables, content rendered only when asked, hosts without a
 //! role or a network; compiled, run through the runner, and over SSH.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use lvslab::exec::runner::{self, HostConn, Options, Silent, Status};
-use lvslab::exec::transport::{Counting, LocalTransport, Transport};
+use lvslab::exec::transport::{LocalTransport, Transport};
 use lvslab::plan::{Plan, Resource};
 use lvslab::state::LabState;
 
@@ -64,17 +64,20 @@ fn src_files_are_read_next_to_the_topology_and_never_rendered() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("files")).unwrap();
     std::fs::write(dir.path().join("files/motd"), "{{ not a template }}\n").unwrap();
+    std::fs::write(dir.path().join("files/page"), "<h1>{{ host.name }}</h1>\n").unwrap();
     let t = topology(
         dir.path(),
         "",
         "      - file: { path: /etc/motd, src: files/motd }\n        why: t\n\
-         \x20     - file: { path: /etc/raw, content: \"{{ x }}\", raw: true }\n        why: t\n\
-         \x20     - file: { path: /etc/rendered, content: \"{{ host.name }}\" }\n        why: t\n",
+         \x20     - file: { path: /etc/raw, content: \"{{ x }}\" }\n        why: t\n\
+         \x20     - file: { path: /etc/rendered, content: \"{{ host.name }}\", render: true }\n        why: t\n\
+         \x20     - file: { path: /etc/src-rendered, src: files/page, render: true }\n        why: t\n",
     );
     let plan = compile(&t).unwrap();
     assert_eq!(content_of(&plan, "/etc/motd"), "{{ not a template }}\n");
     assert_eq!(content_of(&plan, "/etc/raw"), "{{ x }}");
     assert_eq!(content_of(&plan, "/etc/rendered"), "h");
+    assert_eq!(content_of(&plan, "/etc/src-rendered"), "<h1>h</h1>\n");
     // A missing file: the error points at the step, with a hint.
     let t = topology(
         dir.path(),
@@ -187,23 +190,7 @@ fn line_steps_compile_from_line_or_key_and_value() {
     }
 }
 
-async fn run(plan: &Arc<Plan>, state: LabState, check: bool) -> (usize, runner::RunOutcome, LabState) {
-    let counting = Arc::new(Counting::new(Arc::new(LocalTransport::new("h"))));
-    let hosts = vec![HostConn {
-        host: "h".into(),
-        transport: Ok(Arc::clone(&counting) as Arc<dyn Transport>),
-    }];
-    let (outcome, state) = runner::up(
-        Arc::clone(plan),
-        hosts,
-        state,
-        Arc::new(|_: &LabState| Ok(())),
-        Options { check, forks: 1 },
-        Arc::new(Silent),
-    )
-    .await;
-    (counting.calls(), outcome, state)
-}
+use crate::runner::run_counted as run;
 
 /// Several lines in one file apply in one round trip, each on what the one
 /// before left; `--check` shows a diff; `down` puts back exactly what was

@@ -78,15 +78,32 @@ pub(super) fn host_vars(spec: &TopologySpec, host: &str) -> BTreeMap<String, ser
     out
 }
 
-/// A file step's `src:` (taken as it is: its content is never rendered)
-/// and `template:` naming a file rather than one of lvslab's templates
-/// (rendered at compile time with the host's variables), read now, next to
-/// the topology file. The step's mapping then carries the text: `content`
-/// with `raw: true`, or `template_source` with `template` kept as its name.
+/// A file step's content as the topology gives it: `content:` and a `src:`
+/// file (read now, next to the topology file) are taken as they are unless
+/// the step says `render: true`; `template:` naming a file rather than one
+/// of lvslab's templates is read now and rendered at compile time with the
+/// host's variables. The step's mapping then carries the text: `content`
+/// (with `raw: true` when it is not to be rendered), or `template_source`
+/// with `template` kept as its name.
 pub(super) fn read_step_files(cx: &mut Cx, span: Span, step: &mut serde_yaml::Mapping) {
     let Some(serde_yaml::Value::Mapping(params)) = step.get_mut("file") else {
         return;
     };
+    let render = match params.remove("render") {
+        None => false,
+        Some(serde_yaml::Value::Bool(b)) => b,
+        Some(_) => {
+            cx.error(
+                span,
+                "`render` is true or false",
+                "`render: true` renders the content as a template",
+            );
+            return;
+        }
+    };
+    if params.contains_key("content") && !render {
+        params.insert("raw".into(), true.into());
+    }
     let dir = topology_dir(&cx.file.path);
     if let Some(src) = params.remove("src") {
         let Some(src) = src.as_str() else {
@@ -107,7 +124,7 @@ pub(super) fn read_step_files(cx: &mut Cx, span: Span, step: &mut serde_yaml::Ma
         }
         if let Some(text) = read(cx, span, &dir, src, "src") {
             params.insert("content".into(), text.into());
-            params.insert("raw".into(), true.into());
+            params.insert("raw".into(), (!render).into());
         }
         return;
     }
