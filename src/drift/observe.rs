@@ -54,27 +54,31 @@ async fn read(
     director: bool,
     facts: bool,
 ) -> Result<Observations, String> {
-    let mut items = steps;
-    if director {
-        items.push(Look {
-            cmd: IPVS_PROBE.to_string(),
-            own_shell: false,
-        });
-    }
+    // The facts first: nothing before them can crowd them out of the output.
+    let mut items: Vec<Look> = Vec::new();
     if facts {
         items.push(Look {
             cmd: FACTS_SCRIPT.to_string(),
             own_shell: true,
         });
     }
+    items.extend(steps);
+    if director {
+        items.push(Look {
+            cmd: IPVS_PROBE.to_string(),
+            own_shell: false,
+        });
+    }
     let out = t.run(&observe_batch(&items, MARKER)).await.map_err(|e| e.to_string())?;
     let mut parsed = parse_looks(&out.stdout, MARKER, &items);
     if facts {
-        let f = parse_facts(&parsed.pop().flatten().map(|o| o.output).unwrap_or_default());
-        if let Some(why) = init_refusal(t.host(), &f) {
+        let f = parsed
+            .remove(0)
+            .ok_or_else(|| format!("reading its facts failed (exit {})", out.status))?;
+        if let Some(why) = init_refusal(t.host(), &parse_facts(&f.output)) {
             return Err(why);
         }
-        items.pop();
+        items.remove(0);
     }
     let ipvs = if director { parsed.pop().flatten() } else { None };
     let steps: Vec<_> = parsed.into_iter().map_while(|o| o).collect();

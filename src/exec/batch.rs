@@ -47,9 +47,17 @@ pub struct Look {
 impl Look {
     /// The observation of a step (its secrets resolved).
     pub fn of(r: &Resource) -> Look {
-        Look {
-            cmd: r.observe_command(),
-            own_shell: matches!(r, Resource::Command { .. }),
+        match r {
+            // A user's check: in its own shell, stopping at its first
+            // failing command (`:` keeps a check of comments valid).
+            Resource::Command { .. } => Look {
+                cmd: format!("set -e\n:\n{}", r.observe_command()),
+                own_shell: true,
+            },
+            _ => Look {
+                cmd: r.observe_command(),
+                own_shell: false,
+            },
         }
     }
 }

@@ -464,17 +464,43 @@ impl PhaseRun<'_> {
         if todo.is_empty() {
             return rs.into_iter().flatten().collect();
         }
-        if let Err(msg) = self.record_originals(&todo, &obs) {
+        // Steps on one file edit, in order, what the one before leaves.
+        let (obs, done_before) = self.chained(&todo, obs);
+        if let Err(msg) = self.record_originals(&todo, &obs, &done_before) {
             return self.fail_all(msg);
         }
         // 3. Apply what differs, in order, and read it back (and the later
         //    phases' steps), in one round trip.
-        let Some((ran_ok, mut notes, again)) = self.apply(&todo, &obs, &mut rs).await else {
+        let Some((ran_ok, mut notes, again)) = self.apply(&todo, &obs, &done_before, &mut rs).await else {
             return rs.into_iter().flatten().collect();
         };
         // 4. Nothing is `changed` that was not observed to hold.
         self.confirm(&ran_ok, &assessed, &mut notes, &again, &mut rs);
         rs.into_iter().flatten().collect()
+    }
+
+    /// Each step's observation as its apply will find it: a file or line
+    /// step after another on the same file sees the content that one
+    /// leaves. Also the steps an earlier one on their file already
+    /// satisfies: they record nothing and run nothing (the earlier one's
+    /// revert covers them).
+    fn chained(&self, todo: &[usize], mut obs: Vec<Observed>) -> (Vec<Observed>, BTreeSet<usize>) {
+        let mut files: BTreeMap<String, Observed> = BTreeMap::new();
+        let mut done_before = BTreeSet::new();
+        for &i in todo {
+            let r = &self.desired[i];
+            let Some(path) = file_path(r) else { continue };
+            if let Some(seen) = files.get(&path) {
+                obs[i] = seen.clone();
+                if r.assess(seen).is_ok() {
+                    done_before.insert(i);
+                }
+            }
+            if let Some(after) = r.observed_after(&obs[i]) {
+                files.insert(path, after);
+            }
+        }
+        (obs, done_before)
     }
 
     /// This host's steps in the phases after this one, resolved, by phase index.
@@ -535,14 +561,17 @@ impl PhaseRun<'_> {
             .is_ok_and(|mut s| s.insert(self.host.to_string()));
         let facts = first && needs_systemd(&self.shared.plan, self.host);
         let later = self.later();
-        let mut looks: Vec<Look> = self.desired.iter().map(Look::of).collect();
-        looks.extend(Self::later_looks(&later));
+        // The facts first: nothing before them can crowd them out of the
+        // captured output.
+        let mut looks: Vec<Look> = Vec::new();
         if facts {
             looks.push(Look {
                 cmd: FACTS_SCRIPT.to_string(),
                 own_shell: true,
             });
         }
+        looks.extend(self.desired.iter().map(Look::of));
+        looks.extend(Self::later_looks(&later));
         let marker = nonce();
         let out = match self.t.run(&observe_batch(&looks, &marker)).await {
             Ok(o) => o,
@@ -550,8 +579,10 @@ impl PhaseRun<'_> {
         };
         let mut parsed = parse_looks(&out.stdout, &marker, &looks);
         if facts {
-            let f = parse_facts(&parsed.pop().flatten().map(|o| o.output).unwrap_or_default());
-            if let Some(why) = init_refusal(self.host, &f) {
+            let Some(f) = parsed.remove(0) else {
+                return Err(self.fail_all(format!("reading its facts failed (exit {})", out.status)));
+            };
+            if let Some(why) = init_refusal(self.host, &parse_facts(&f.output)) {
                 return Err(self.fail_all(why));
             }
         }
@@ -607,11 +638,11 @@ impl PhaseRun<'_> {
 
     /// Record what was there before the first change, and save it before
     /// touching anything.
-    fn record_originals(&self, todo: &[usize], obs: &[Observed]) -> Result<(), String> {
+    fn record_originals(&self, todo: &[usize], obs: &[Observed], done_before: &BTreeSet<usize>) -> Result<(), String> {
         let Ok(mut state) = self.shared.state.lock() else {
             return Err("lab state poisoned".into());
         };
-        for &i in todo {
+        for &i in todo.iter().filter(|i| !done_before.contains(i)) {
             state.record(
                 self.host,
                 Change {
@@ -632,37 +663,34 @@ impl PhaseRun<'_> {
     /// the steps that ran, what they noted, and their observations after (by
     /// step), or `None` when the host could not be reached (their results
     /// are in `rs`).
-    async fn apply(&self, todo: &[usize], obs: &[Observed], rs: &mut [Option<StepResult>]) -> Option<Applied> {
+    async fn apply(
+        &self,
+        todo: &[usize],
+        obs: &[Observed],
+        done_before: &BTreeSet<usize>,
+        rs: &mut [Option<StepResult>],
+    ) -> Option<Applied> {
         self.shared.reporter.activity(
             self.host,
             &format!("{}: applying {} of {} steps", self.phase, todo.len(), self.steps.len()),
         );
         let plan = &self.shared.plan;
-        // Steps on the same file apply one after the other: each edits what
-        // the one before it leaves, and only the last one writes it (with
-        // every edit in it).
-        let path_of = |r: &'_ Resource| match r {
-            Resource::File { path, .. } | Resource::Line { path, .. } => Some(path.clone()),
-            _ => None,
-        };
+        // Of the line steps on one file, only the last one writes it (with
+        // every edit in it); a file step writes its own (its validation runs).
         let last_write: BTreeMap<String, usize> = todo
             .iter()
-            .filter_map(|&i| path_of(&self.desired[i]).map(|p| (p, i)))
+            .filter(|i| !done_before.contains(i))
+            .filter_map(|&i| file_path(&self.desired[i]).map(|p| (p, i)))
             .collect();
-        let mut files: BTreeMap<String, Observed> = BTreeMap::new();
         let cmds: Vec<Vec<String>> = todo
             .iter()
             .map(|&i| {
                 let r = &self.desired[i];
-                let path = path_of(r);
-                let seen = path.as_ref().and_then(|p| files.get(p)).unwrap_or(&obs[i]).clone();
                 let mut c = invalidations(plan, self.host, r);
-                let written_later = path.as_ref().is_some_and(|p| last_write.get(p) != Some(&i));
-                if !written_later {
-                    c.extend(r.apply_for(&seen));
-                }
-                if let (Some(p), Some(after)) = (path, r.observed_after(&seen)) {
-                    files.insert(p, after);
+                let written_later =
+                    matches!(r, Resource::Line { .. }) && file_path(r).is_some_and(|p| last_write.get(&p) != Some(&i));
+                if !written_later && !done_before.contains(&i) {
+                    c.extend(r.apply_for(&obs[i]));
                 }
                 c
             })
@@ -776,6 +804,14 @@ impl PhaseRun<'_> {
                 None => self.result(i, Status::Failed, vec!["could not observe it again".into()]),
             });
         }
+    }
+}
+
+/// The file a file or line step writes.
+fn file_path(r: &Resource) -> Option<String> {
+    match r {
+        Resource::File { path, .. } | Resource::Line { path, .. } => Some(path.clone()),
+        _ => None,
     }
 }
 
@@ -1062,10 +1098,19 @@ fn restored(r: &Resource, orig: &Original, seen: &Observed) -> bool {
     match (r, orig) {
         (Resource::IpvsTable { .. }, _) => seen.rc == 0,
         (Resource::Command { .. }, _) => true,
-        // Our line is gone (or the file with it).
-        (Resource::Line { line, .. }, _) => parse_file_state(seen)
-            .and_then(|f| f.content)
-            .is_none_or(|c| !String::from_utf8_lossy(&c).lines().any(|l| l == line)),
+        // The replaced line is back; a line lvslab made a file for is gone
+        // (or the file with it); an appended one was removed by a revert
+        // that succeeded (copies that were there before stay).
+        (Resource::Line { line, .. }, Original::Value { value }) => {
+            let text = parse_file_state(seen)
+                .and_then(|f| f.content)
+                .map(|c| String::from_utf8_lossy(&c).into_owned());
+            match value.strip_prefix(crate::plan::line::REPLACED) {
+                Some(old) => text.is_some_and(|t| t.lines().any(|l| l == old)),
+                None if value == crate::plan::line::CREATED => text.is_none_or(|t| !t.lines().any(|l| l == line)),
+                None => true,
+            }
+        }
         (Resource::KernelModule { .. }, _) => true,
         (Resource::Package { .. }, _) => true,
         (Resource::Route { .. }, Original::Value { value }) => {

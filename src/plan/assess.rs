@@ -75,7 +75,13 @@ pub fn parse_file_state(obs: &Observed) -> Option<FileState> {
         return None;
     }
     let hashed = lines.next()?.split_whitespace().next().unwrap_or("").to_string();
-    let content = lines.next().and_then(|b| decode_base64(b.trim()));
+    // Read content follows `-` (empty for an empty file); after a hash (a
+    // file too large to read) the line is empty and there is none.
+    let content = lines
+        .next()
+        .map(str::trim)
+        .filter(|b| hashed == "-" || !b.is_empty())
+        .and_then(decode_base64);
     // `-`: the content was read, and hashed here.
     let sha256 = match (&content, hashed.as_str()) {
         (Some(c), "-") => sha256_hex(c),
@@ -95,7 +101,7 @@ impl Resource {
             Resource::File { path, .. } | Resource::Line { path, .. } => {
                 let p = quote(path);
                 format!(
-                    "if [ -f {p} ]; then set -- $(stat -c '%a %s' {p}); echo \"$1\"; \
+                    "if [ -f {p} ]; then set -- $(stat -L -c '%a %s' {p}); echo \"$1\"; \
                      if [ \"$2\" -le {FILE_READ_LIMIT} ]; then echo -; base64 -w0 {p}; \
                      else sha256sum < {p}; fi; echo; else echo absent; fi"
                 )
@@ -399,7 +405,10 @@ pub fn write_file(path: &str, content: &[u8], mode: &str, validate: Option<&str>
         // Made with its mode by the shell's umask (a leftover temporary
         // file is removed first: it would keep its own mode).
         Some(m) if m & !0o666 == 0 => {
-            cmds.push(format!("umask {:03o}; [ ! -e {t} ] || rm -f {t}", 0o777 & !m));
+            cmds.push(format!(
+                "umask {:03o}; [ ! -e {t} ] && [ ! -L {t} ] || rm -f {t}",
+                0o777 & !m
+            ));
             cmds.push(write);
         }
         _ => {

@@ -87,19 +87,28 @@ fn through_awk(path: &str, line: &str, old: Option<&str>, program: &str) -> Stri
     )
 }
 
-/// Put back what [`original`] recorded: the replaced line, or no line at
-/// all (and no file, when lvslab made it and nothing else is in it).
+/// Put back what [`original`] recorded in place of the last copy of the
+/// line (where lvslab put it; copies that were there before stay): the
+/// replaced line, or no line at all (and no file, when lvslab made it and
+/// nothing else is in it). Lines compare as strings (`(x "")`: awk would
+/// compare `1` and `01` as numbers).
 pub fn revert(path: &str, line: &str, original: &str) -> Vec<String> {
     let p = quote(path);
     let mut cmds = vec![format!("[ -f {p} ] || exit 0")];
+    let last = "{ a[NR] = $0; if (($0 \"\") == (l \"\")) m = NR }";
     match original.strip_prefix(REPLACED) {
         Some(old) => cmds.push(through_awk(
             path,
             line,
             Some(old),
-            "{ if ($0 == l) print o; else print }",
+            &format!("{last} END {{ for (i = 1; i <= NR; i++) print (i == m ? o : a[i]) }}"),
         )),
-        None => cmds.push(through_awk(path, line, None, "$0 != l")),
+        None => cmds.push(through_awk(
+            path,
+            line,
+            None,
+            &format!("{last} END {{ for (i = 1; i <= NR; i++) if (i != m) print a[i] }}"),
+        )),
     }
     if original == CREATED {
         cmds.push(format!("[ -s {p} ] || rm -f {p}"));
@@ -121,10 +130,10 @@ pub fn script(path: &str, line: &str, regexp: Option<&str>, mode: &str) -> Vec<S
         m = quote(mode)
     )];
     let program = match regexp {
-        Some(_) => "{ a[NR] = $0; if ($0 ~ ENVIRON[\"R\"]) m = NR; if ($0 == l) f = 1 } \
+        Some(_) => "{ a[NR] = $0; if ($0 ~ ENVIRON[\"R\"]) m = NR; if (($0 \"\") == (l \"\")) f = 1 } \
                     END { for (i = 1; i <= NR; i++) print (i == m ? l : a[i]); if (!m && !f) print l }"
             .to_string(),
-        None => "{ print; if ($0 == l) f = 1 } END { if (!f) print l }".to_string(),
+        None => "{ print; if (($0 \"\") == (l \"\")) f = 1 } END { if (!f) print l }".to_string(),
     };
     let cmd = through_awk(path, line, None, &program);
     cmds.push(match regexp {
@@ -190,5 +199,15 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&g).unwrap(), "x = 1\n");
         sh(&revert(&q, "x = 1", CREATED).join("\n"));
         assert!(!g.exists(), "made by lvslab, empty again: removed");
+        // Only lvslab's copy goes; numbers compare as text.
+        std::fs::write(&f, "1\n01\n1.0\n1\n").unwrap();
+        sh(&revert(&p, "1", APPENDED).join("\n"));
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), "1\n01\n1.0\n");
+        std::fs::write(&f, "PermitRootLogin no\n#x\nPermitRootLogin no\n").unwrap();
+        sh(&revert(&p, "PermitRootLogin no", "replaced: #PermitRootLogin yes").join("\n"));
+        assert_eq!(
+            std::fs::read_to_string(&f).unwrap(),
+            "PermitRootLogin no\n#x\n#PermitRootLogin yes\n"
+        );
     }
 }

@@ -87,6 +87,16 @@ fn src_files_are_read_next_to_the_topology_and_never_rendered() {
     let err = compile(&t).unwrap_err();
     assert!(err.contains("files/nope") && err.contains(":5:"), "{err}");
     assert!(err.contains("relative to the topology file"), "{err}");
+    // Nothing outside the topology's directory.
+    for outside in ["/etc/passwd", "../t.yaml", "files/../../x"] {
+        let t = topology(
+            dir.path(),
+            "",
+            &format!("      - file: {{ path: /etc/motd, src: \"{outside}\" }}\n        why: t\n"),
+        );
+        let err = compile(&t).unwrap_err();
+        assert!(err.contains("not inside the topology's directory"), "{outside}: {err}");
+    }
 }
 
 #[test]
@@ -277,6 +287,64 @@ async fn lines_apply_together_show_diffs_and_revert_exactly() {
         "as before, but for the final newline a line edit adds"
     );
     assert!(!made.exists(), "made by lvslab: removed");
+}
+
+/// Two line steps on one file where the second is already satisfied by the
+/// first: it records nothing, so `down` puts back exactly what was there;
+/// a large file is never edited (it could not be read back whole); a check
+/// stops at its first failing command.
+#[tokio::test]
+async fn chained_lines_large_files_and_multi_command_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("x.conf");
+    std::fs::write(&conf, "x=0\n").unwrap();
+    let big = dir.path().join("big.conf");
+    std::fs::write(&big, "y\n".repeat(600_000)).unwrap();
+    let (c, b, w) = (conf.display(), big.display(), dir.path().display());
+    let t = topology(
+        dir.path(),
+        "",
+        &format!(
+            "      - line: {{ path: {c}, key: x, value: 1, separator: \"=\" }}\n        why: t\n\
+             \x20     - line: {{ path: {c}, line: \"x=1\" }}\n        why: t\n\
+             \x20     - command: {{ name: two, check: \"test -f {w}/a\\ntrue\", run: \"touch {w}/a\", revert: \"rm -f {w}/a\" }}\n        why: t\n"
+        ),
+    );
+    let plan = Arc::new(compile(&t).unwrap());
+    let (_, outcome, state) = run(&plan, LabState::default(), false).await;
+    assert!(!outcome.failed, "{:?}", outcome.results);
+    assert_eq!(std::fs::read_to_string(&conf).unwrap(), "x=1\n");
+    assert!(
+        dir.path().join("a").exists(),
+        "the check failed on its first command, so run ran"
+    );
+    let (outcome, _) = runner::down(
+        Arc::clone(&plan),
+        vec![HostConn {
+            host: "h".into(),
+            transport: Ok(Arc::new(LocalTransport::new("h")) as Arc<dyn Transport>),
+        }],
+        state,
+        Options { check: false, forks: 1 },
+        Arc::new(Silent),
+    )
+    .await;
+    assert!(!outcome.failed, "{:?}", outcome.results);
+    assert_eq!(std::fs::read_to_string(&conf).unwrap(), "x=0\n");
+
+    let t = topology(
+        dir.path(),
+        "",
+        &format!("      - line: {{ path: {b}, line: z }}\n        why: t\n"),
+    );
+    let (_, outcome, _) = run(&Arc::new(compile(&t).unwrap()), LabState::default(), false).await;
+    assert!(outcome.failed);
+    assert!(
+        outcome.results[0].details.iter().any(|d| d.contains("larger than")),
+        "{:?}",
+        outcome.results
+    );
+    assert_eq!(std::fs::metadata(&big).unwrap().len(), 1_200_000, "untouched");
 }
 
 /// The whole language over SSH on a host with no role and no network:

@@ -147,11 +147,20 @@ fn topology_dir(path: &str) -> PathBuf {
 }
 
 fn read(cx: &mut Cx, span: Span, dir: &Path, rel: &str, what: &str) -> Option<String> {
-    let path = if Path::new(rel).is_absolute() {
-        PathBuf::from(rel)
-    } else {
-        dir.join(rel)
-    };
+    // Only what lies next to the topology: a topology from someone else
+    // cannot send this machine's other files (keys, say) to its hosts.
+    let inside = Path::new(rel)
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir));
+    if !inside {
+        cx.error(
+            span,
+            format!("{what} `{rel}` is not inside the topology's directory"),
+            "name a file below the topology file's directory, without `..` or a leading `/`",
+        );
+        return None;
+    }
+    let path = dir.join(rel);
     let shown = path.display().to_string();
     let meta = std::fs::metadata(&path);
     let text = match meta {
