@@ -202,6 +202,16 @@ fn line_steps_compile_from_line_or_key_and_value() {
 
 use crate::runner::run_counted as run;
 
+/// `down` of what `state` records, on host `h` (this machine).
+async fn down(plan: &Arc<Plan>, state: LabState) -> (runner::RunOutcome, LabState) {
+    let host = HostConn {
+        host: "h".into(),
+        transport: Ok(Arc::new(LocalTransport::new("h")) as Arc<dyn Transport>),
+    };
+    let opts = Options { check: false, forks: 1 };
+    runner::down(Arc::clone(plan), vec![host], state, opts, Arc::new(Silent)).await
+}
+
 /// Several lines in one file apply in one round trip, each on what the one
 /// before left; `--check` shows a diff; `down` puts back exactly what was
 /// there, and removes a file lvslab made.
@@ -268,17 +278,7 @@ async fn lines_apply_together_show_diffs_and_revert_exactly() {
     assert!(std::fs::read_to_string(&conf).unwrap().contains("\nport = 8080\n"));
 
     // down: the replaced lines come back, the added ones go, the made file too.
-    let (outcome, left) = runner::down(
-        Arc::clone(&plan),
-        vec![HostConn {
-            host: "h".into(),
-            transport: Ok(Arc::new(LocalTransport::new("h")) as Arc<dyn Transport>),
-        }],
-        state,
-        Options { check: false, forks: 1 },
-        Arc::new(Silent),
-    )
-    .await;
+    let (outcome, left) = down(&plan, state).await;
     assert!(!outcome.failed, "{:?}", outcome.results);
     assert!(left.hosts.values().all(|h| h.changes.is_empty()));
     assert_eq!(
@@ -318,17 +318,7 @@ async fn chained_lines_large_files_and_multi_command_checks() {
         dir.path().join("a").exists(),
         "the check failed on its first command, so run ran"
     );
-    let (outcome, _) = runner::down(
-        Arc::clone(&plan),
-        vec![HostConn {
-            host: "h".into(),
-            transport: Ok(Arc::new(LocalTransport::new("h")) as Arc<dyn Transport>),
-        }],
-        state,
-        Options { check: false, forks: 1 },
-        Arc::new(Silent),
-    )
-    .await;
+    let (outcome, _) = down(&plan, state).await;
     assert!(!outcome.failed, "{:?}", outcome.results);
     assert_eq!(std::fs::read_to_string(&conf).unwrap(), "x=0\n");
 
