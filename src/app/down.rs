@@ -61,7 +61,7 @@ pub async fn down(lab: &str, run: &DownArgs) -> anyhow::Result<ExitCode> {
     let plan = plan.unwrap_or_else(|| plan::Plan {
         schema: plan::SCHEMA,
         lab: name.clone(),
-        mode: crate::model::Mode::Nat,
+        mode: None,
         notes: Vec::new(),
         removals: Vec::new(),
         phases: Vec::new(),

@@ -31,10 +31,10 @@ pub fn validate(files: &[PathBuf]) -> ExitCode {
                     n => format!(", {}", count(n, "warning")),
                 };
                 println!(
-                    "{}: ok: lab {}, mode {}, {}, {}, {}{warnings}",
+                    "{}: ok: lab {}, {}, {}, {}, {}{warnings}",
                     file.display(),
                     t.lab,
-                    t.mode.as_str(),
+                    t.mode.map_or("no LVS mode".into(), |m| format!("mode {}", m.as_str())),
                     count(t.hosts.len(), "host"),
                     count(t.networks.len(), "network"),
                     count(t.services.len(), "service"),

@@ -203,7 +203,7 @@ pub fn build(topo: &Topology, host: &Host) -> Context {
     let served = Served::of(topo, host);
     Context {
         lab: topo.lab.clone(),
-        mode: topo.mode,
+        mode: topo.lvs_mode(),
         web: WebCtx {
             server: topo.web.server,
             docroot: topo.web.docroot_for(host.os_family()),

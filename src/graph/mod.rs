@@ -253,7 +253,10 @@ pub fn picture(t: &Topology) -> Picture {
             None => vrrp.push((format!("VRRP {name}"), members)),
         }
     }
-    let mut title = format!("lab {} ({})", t.lab, t.mode.as_str().to_uppercase());
+    let mut title = match t.mode {
+        Some(m) => format!("lab {} ({})", t.lab, m.as_str().to_uppercase()),
+        None => format!("lab {}", t.lab),
+    };
     if let Some(d) = &t.description {
         title.push_str(": ");
         title.push_str(d);

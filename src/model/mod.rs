@@ -38,7 +38,9 @@ pub struct NetId(pub usize);
 pub struct Topology {
     pub lab: String,
     pub description: Option<String>,
-    pub mode: Mode,
+    /// The lab's LVS mode; `None` for a lab with no services (plain hosts
+    /// taking steps), whose playbooks see DR (see [`Topology::lvs_mode`]).
+    pub mode: Option<Mode>,
     pub provider: Option<Provider>,
     pub networks: Vec<Network>,
     pub hosts: Vec<Host>,
@@ -309,6 +311,12 @@ pub struct Verify {
 }
 
 impl Topology {
+    /// The mode the playbooks see: the declared one, DR for a lab without
+    /// services (no playbook step of a plain lab depends on it).
+    pub fn lvs_mode(&self) -> Mode {
+        self.mode.unwrap_or(Mode::Dr)
+    }
+
     pub fn host(&self, id: HostId) -> &Host {
         &self.hosts[id.0]
     }

@@ -28,7 +28,9 @@ pub use crate::model::PHASES;
 pub struct Plan {
     pub schema: &'static str,
     pub lab: String,
-    pub mode: Mode,
+    /// `None` for a lab with no LVS services.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
     pub phases: Vec<Phase>,
     /// What the reader should know about how the plan was made (e.g. an OS
     /// family assumed for a host that declares none).

@@ -44,9 +44,12 @@ pub fn plan_text(plan: &Plan) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "Plan for lab {} (mode {}): {}, {}, {}",
+        "Plan for lab {} ({}): {}, {}, {}",
         plan.lab,
-        plan.mode.as_str().to_uppercase(),
+        plan.mode.map_or("no LVS services".into(), |m| format!(
+            "mode {}",
+            m.as_str().to_uppercase()
+        )),
         count(plan.host_names().len(), "host"),
         count(plan.phases.len(), "phase"),
         count(plan.step_count(), "step")
@@ -117,10 +120,11 @@ fn host_script(plan: &Plan, host: &str) -> String {
     let _ = writeln!(out, "#!/bin/sh");
     let _ = writeln!(
         out,
-        "# lvslab plan: lab {}, host {}, mode {}",
+        "# lvslab plan: lab {}, host {}, {}",
         plan.lab,
         host,
-        plan.mode.as_str()
+        plan.mode
+            .map_or("no LVS services".into(), |m| format!("mode {}", m.as_str()))
     );
     let _ = writeln!(
         out,

@@ -125,7 +125,7 @@ async fn a_config_keepalived_refuses_is_never_installed() {
     let plan = Arc::new(Plan {
         schema: SCHEMA,
         lab: "k".into(),
-        mode: lvslab::model::Mode::Dr,
+        mode: Some(lvslab::model::Mode::Dr),
         notes: Vec::new(),
         removals: Vec::new(),
         phases: vec![Phase {

@@ -169,7 +169,7 @@ async fn secrets_reach_files_but_never_results_or_diffs() {
     let mut plan = Plan {
         schema: SCHEMA,
         lab: "s".into(),
-        mode: lvslab::model::Mode::Dr,
+        mode: Some(lvslab::model::Mode::Dr),
         notes: Vec::new(),
         removals: Vec::new(),
         phases: vec![Phase {

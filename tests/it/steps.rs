@@ -49,6 +49,15 @@ fn a_plain_host_needs_no_role_network_or_mode() {
     let t = topology(dir.path(), "", "      - directory: { path: /tmp/x }\n        why: t\n");
     let plan = compile(&t).unwrap();
     assert_eq!(resources(&plan).len(), 1, "only its own step: {:?}", resources(&plan));
+    // Its plan claims no LVS mode it does not have (it once said "mode DR").
+    let text = lvslab::report::plan_text(&plan);
+    assert!(
+        text.starts_with("Plan for lab steps (no LVS services): 1 host"),
+        "{text}"
+    );
+    assert!(!text.contains("DR"), "{text}");
+    let json = serde_json::to_value(&plan).unwrap();
+    assert!(json.get("mode").is_none(), "{json}");
     // Services still need a mode (and a director).
     let t = topology(
         dir.path(),

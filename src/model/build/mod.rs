@@ -204,7 +204,7 @@ fn build_inner(spec: &TopologySpec, cx: &mut Cx) -> Topology {
     Topology {
         lab: spec.lab.value.clone(),
         description: spec.description.clone(),
-        mode: spec.mode.as_ref().map_or(Mode::Dr, |m| m.value),
+        mode: spec.mode.as_ref().map(|m| m.value),
         provider: spec.provider.as_ref().map(|p| p.value),
         networks: nets.list,
         hosts,
