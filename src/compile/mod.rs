@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 use crate::assets;
 use crate::model::{Host, Init, Role, Topology, is_interface_name, is_safe_path};
-use crate::plan::{HostPlan, PHASES, Phase, Plan, Resource, SCHEMA, ServiceManager, Step};
+use crate::plan::{HostPlan, PHASES, Phase, Plan, Resource, SCHEMA, ServiceManager, Step, line};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CompileError {
@@ -706,7 +706,32 @@ fn user_template(name: &str, source: &str, lstrip_blocks: bool, ctx: &Value) -> 
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
     env.add_filter("q", |s: String| crate::shell::quote(&s));
     env.render_named_str(name, source, ctx)
-        .map_err(|e| format!("template {name}: {e:#}"))
+        .map_err(|e| format!("template {name}: {}", template_error(&e)))
+}
+
+/// A render error with minijinja's excerpt of the template, but without its
+/// "Referenced variables" block: variables hold passwords as often as ports,
+/// and secrets are never printed.
+fn template_error(e: &minijinja::Error) -> String {
+    let full = format!("{e:#}");
+    let mut out = Vec::new();
+    let mut skipping = false;
+    for line in full.lines() {
+        if line.starts_with("Referenced variables:") {
+            skipping = true;
+            // The `~~~` rule before the block goes with it.
+            if out.last().is_some_and(|l: &&str| l.starts_with('~')) {
+                out.pop();
+            }
+            continue;
+        }
+        if skipping {
+            skipping = line != "}";
+            continue;
+        }
+        out.push(line);
+    }
+    out.join("\n")
 }
 
 fn render_value(env: &Environment, v: &serde_yaml::Value, ctx: &Value) -> Result<serde_yaml::Value, String> {
@@ -863,9 +888,13 @@ fn line_resource(
         (None, Some((k, v))) if regexp.is_none() => {
             let sep = separator.trim();
             let re = if sep.is_empty() {
-                format!(r"^\s*{}(\s|$)", regex::escape(&k))
+                format!("^[[:space:]]*{}([[:space:]]|$)", line::ere_escape(&k))
             } else {
-                format!(r"^\s*{}\s*{}", regex::escape(&k), regex::escape(sep))
+                format!(
+                    "^[[:space:]]*{}[[:space:]]*{}",
+                    line::ere_escape(&k),
+                    line::ere_escape(sep)
+                )
             };
             (format!("{k}{separator}{v}"), Some(re))
         }
@@ -914,7 +943,7 @@ fn file_content(
         (None, Some(t)) => env
             .get_template(&t)
             .and_then(|tpl| tpl.render(ctx))
-            .map_err(|e| format!("template {t}: {e:#}")),
+            .map_err(|e| format!("template {t}: {}", template_error(&e))),
         _ => Err("a file step has exactly one of `content` or `template`".into()),
     }
 }

@@ -38,7 +38,7 @@ pub const REPLACED: &str = "replaced: ";
 /// (validation refuses it before any run).
 pub fn edit(content: &str, line: &str, regexp: Option<&str>) -> String {
     let re = regexp.and_then(regex);
-    let lines: Vec<&str> = content.lines().collect();
+    let lines = lines_of(content);
     if let Some(re) = &re
         && let Some(last) = lines.iter().rposition(|l| re.is_match(l))
     {
@@ -61,6 +61,31 @@ pub fn edit(content: &str, line: &str, regexp: Option<&str>) -> String {
     s
 }
 
+/// The lines of `content` as awk sees them: split at `\n` only, so a CRLF
+/// file's lines keep their `\r` (`str::lines` would drop it, and every
+/// line of the file would lose it when written back).
+fn lines_of(content: &str) -> Vec<&str> {
+    if content.is_empty() {
+        return Vec::new();
+    }
+    content.strip_suffix('\n').unwrap_or(content).split('\n').collect()
+}
+
+/// `s` as a literal in a pattern that both Rust's regex and a POSIX ERE
+/// (mawk, Debian's default awk, in `plan --format sh`) read the same:
+/// only the ERE metacharacters are escaped (`regex::escape` also escapes
+/// `#`, `&`, `-` and `~`, which are undefined escapes in an ERE).
+pub fn ere_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if ".[]()*+?{}|^$\\".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// What the step is about to change, from the content before it (`None`:
 /// the file does not exist).
 pub fn original(content: Option<&str>, regexp: Option<&str>) -> String {
@@ -68,7 +93,12 @@ pub fn original(content: Option<&str>, regexp: Option<&str>) -> String {
         return CREATED.into();
     };
     let re = regexp.and_then(regex);
-    match re.and_then(|re| content.lines().rfind(|l| re.is_match(l)).map(str::to_string)) {
+    match re.and_then(|re| {
+        lines_of(content)
+            .into_iter()
+            .rfind(|l| re.is_match(l))
+            .map(str::to_string)
+    }) {
         Some(old) => format!("{REPLACED}{old}"),
         None => APPENDED.into(),
     }
@@ -160,6 +190,28 @@ mod tests {
         assert_eq!(edit("b = 1\nx\n b=3\n", "b = 2", re), "b = 1\nx\nb = 2\n");
         assert_eq!(edit("x\n", "b = 2", re), "x\nb = 2\n");
         assert_eq!(edit("b = 2\n", "b = 2", re), "b = 2\n");
+        // A CRLF file keeps its `\r` on the lines the step does not touch.
+        let re = Some(r"^[[:space:]]*b[[:space:]]*=");
+        assert_eq!(edit("a\r\nb = 1\r\nc\r\n", "b = 2", re), "a\r\nb = 2\nc\r\n");
+        assert_eq!(original(Some("a\r\nb = 1\r\n"), re), "replaced: b = 1\r");
+        assert_eq!(edit("a\r\n", "b = 2", None), "a\r\nb = 2\n");
+    }
+
+    #[test]
+    fn escaped_keys_mean_the_same_in_rust_and_in_mawk() {
+        let key = r"a.b[1]#&-~+x\y";
+        let re = format!("^{}$", ere_escape(key));
+        assert!(regex(&re).unwrap().is_match(key));
+        assert!(!regex(&re).unwrap().is_match("aXb[1]#&-~+x\\y"));
+        for awk in ["mawk", "awk"] {
+            let out = std::process::Command::new(awk)
+                .arg("BEGIN { exit !(ENVIRON[\"K\"] ~ ENVIRON[\"R\"]) }")
+                .env("K", key)
+                .env("R", &re)
+                .status()
+                .unwrap_or_else(|e| panic!("{awk}: {e} (Debian's awk is mawk)"));
+            assert!(out.success(), "{awk} does not match {key} with {re}");
+        }
     }
 
     #[test]

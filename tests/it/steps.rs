@@ -106,6 +106,33 @@ fn src_files_are_read_next_to_the_topology_and_never_rendered() {
         let err = compile(&t).unwrap_err();
         assert!(err.contains("not inside the topology's directory"), "{outside}: {err}");
     }
+    // Nor through a symbolic link, to a file or to a directory (a cloned
+    // repository with `files/x -> /etc/shadow`); a link inside stays fine.
+    let secret = tempfile::tempdir().unwrap();
+    std::fs::write(secret.path().join("key"), "SECRET\n").unwrap();
+    std::os::unix::fs::symlink(secret.path().join("key"), dir.path().join("files/link")).unwrap();
+    std::os::unix::fs::symlink(secret.path(), dir.path().join("files/updir")).unwrap();
+    std::os::unix::fs::symlink("motd", dir.path().join("files/inside")).unwrap();
+    for (step, escapes) in [
+        ("src: files/link", true),
+        ("src: files/updir/key", true),
+        ("template: files/link", true),
+        ("src: files/inside", false),
+    ] {
+        let t = topology(
+            dir.path(),
+            "",
+            &format!("      - file: {{ path: /etc/motd, {step} }}\n        why: t\n"),
+        );
+        match compile(&t) {
+            Err(err) if escapes => {
+                assert!(err.contains("leads out of the topology's directory"), "{step}: {err}");
+                assert!(!err.contains("SECRET"), "{step}: {err}");
+            }
+            Ok(plan) if !escapes => assert!(!content_of(&plan, "/etc/motd").contains("SECRET")),
+            other => panic!("{step}: {other:?}"),
+        }
+    }
 }
 
 #[test]
@@ -146,16 +173,29 @@ fn user_templates_see_lab_group_and_host_variables_like_ansible() {
         content_of(&plan, "/etc/app.conf"),
         "name=shop tier=front port=3 host=h\nbackend a\nbackend b\ncache\n"
     );
-    // An undefined variable names the template.
-    std::fs::write(dir.path().join("bad.j2"), "{{ nope }}\n").unwrap();
+    // An undefined variable names the template and shows the line, but not
+    // the values of the variables the template used (a password, say).
+    std::fs::write(dir.path().join("bad.j2"), "pass={{ db_password }}\n{{ nope }}\n").unwrap();
     let path = dir.path().join("t.yaml");
     std::fs::write(
         &path,
-        "lab: steps\nhosts:\n  h:\n    steps:\n      - file: { path: /etc/x, template: bad.j2 }\n        why: t\n",
+        "lab: steps\nvars: { db_password: S3cr3t-hunter2 }\nhosts:\n  h:\n    steps:\n      - file: { path: /etc/x, template: bad.j2 }\n        why: t\n",
     )
     .unwrap();
     let err = compile(&path).unwrap_err();
     assert!(err.contains("bad.j2") && err.contains("undefined"), "{err}");
+    assert!(err.contains("2 > {{ nope }}"), "the excerpt: {err}");
+    assert!(!err.contains("hunter2") && !err.contains("Referenced"), "{err}");
+    // lvslab's own parameters of a file step are not the user's to set.
+    for internal in ["raw: true", "template_source: x"] {
+        std::fs::write(
+            &path,
+            format!("lab: steps\nhosts:\n  h:\n    steps:\n      - file: {{ path: /etc/x, content: a, {internal} }}\n        why: t\n"),
+        )
+        .unwrap();
+        let err = compile(&path).unwrap_err();
+        assert!(err.contains("unknown parameter"), "{internal}: {err}");
+    }
     // A variable may not hide lvslab's context, and a group names real hosts.
     std::fs::write(
         &path,
@@ -193,8 +233,16 @@ fn line_steps_compile_from_line_or_key_and_value() {
     assert_eq!(
         lines,
         vec![
-            ("net.core.x = 1".into(), Some(r"^\s*net\.core\.x\s*=".into())),
-            ("PermitRootLogin no".into(), Some(r"^\s*PermitRootLogin(\s|$)".into())),
+            // POSIX classes, not `\s`: the same pattern in Rust and in mawk
+            // (`plan --format sh`).
+            (
+                "net.core.x = 1".into(),
+                Some(r"^[[:space:]]*net\.core\.x[[:space:]]*=".into())
+            ),
+            (
+                "PermitRootLogin no".into(),
+                Some(r"^[[:space:]]*PermitRootLogin([[:space:]]|$)".into())
+            ),
             ("10.0.0.1 db".into(), Some(r"\sdb$".into())),
         ]
     );

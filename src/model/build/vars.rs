@@ -89,6 +89,17 @@ pub(super) fn read_step_files(cx: &mut Cx, span: Span, step: &mut serde_yaml::Ma
     let Some(serde_yaml::Value::Mapping(params)) = step.get_mut("file") else {
         return;
     };
+    // What lvslab itself puts in a file step's parameters below.
+    for internal in ["raw", "template_source"] {
+        if params.contains_key(internal) {
+            cx.error(
+                span,
+                format!("unknown parameter `{internal}` in a file step"),
+                "a file step takes `path`, one of `content`, `src` or `template`, and `mode`, `validate`, `render`, `lstrip_blocks`",
+            );
+            return;
+        }
+    }
     let render = match params.remove("render") {
         None => false,
         Some(serde_yaml::Value::Bool(b)) => b,
@@ -162,6 +173,21 @@ fn read(cx: &mut Cx, span: Span, dir: &Path, rel: &str, what: &str) -> Option<St
     }
     let path = dir.join(rel);
     let shown = path.display().to_string();
+    // A symbolic link on the way (the file or a directory) may point out of
+    // the directory: where the path really leads must be inside too.
+    if let (Ok(real), Ok(top)) = (path.canonicalize(), dir.canonicalize())
+        && !real.starts_with(&top)
+    {
+        cx.error(
+            span,
+            format!(
+                "{what} `{rel}` leads out of the topology's directory (to {})",
+                real.display()
+            ),
+            "a symbolic link below the topology's directory must point inside it: copy the file there instead",
+        );
+        return None;
+    }
     let meta = std::fs::metadata(&path);
     let text = match meta {
         Ok(m) if !m.is_file() => Err("not a regular file".to_string()),
