@@ -762,6 +762,17 @@ fn check(ok: bool, what: &str, value: &str) -> Result<(), String> {
     }
 }
 
+/// A file's path names a file: `/srv/d/` would write `/srv/d/.lvslab-new`
+/// and then move it onto the directory.
+fn is_file_path(path: &str) -> Result<(), String> {
+    if path.ends_with('/') {
+        return Err(format!(
+            "path `{path}` ends with `/`: a file step's path names a file, not a directory"
+        ));
+    }
+    Ok(())
+}
+
 fn is_word(s: &str, extra: &[char]) -> bool {
     !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || extra.contains(&c))
 }
@@ -813,6 +824,7 @@ fn resource(env: &Environment, topo: &Topology, host: &Host, p: Params, ctx: &Va
             lstrip_blocks,
         } => {
             check(is_safe_path(&path), "path", &path)?;
+            is_file_path(&path)?;
             check(is_mode(&mode), "mode", &mode)?;
             let content = match template_source {
                 Some(src) => user_template(&template.unwrap_or_default(), &src, lstrip_blocks, ctx)?,
@@ -882,6 +894,7 @@ fn line_resource(
     mode: String,
 ) -> Result<Resource, String> {
     check(is_safe_path(&path), "path", &path)?;
+    is_file_path(&path)?;
     check(is_mode(&mode), "mode", &mode)?;
     let (line, regexp) = match (line, key_value) {
         (Some(l), None) => (l, regexp),

@@ -139,7 +139,7 @@ fn push_bulk(s: &mut String, marker: &str, bulk: &[Bulk]) {
         })
         .collect();
     s.push_str(&format!(
-        "printf '%s\\n' '{marker} 0'\n{{ stat -c '%a %n' -- {} 2>/dev/null; echo '{BULK_SHA}'",
+        "printf '%s\\n' '{marker} 0'\n{{ stat -L -c '%a %n' -- {} 2>/dev/null; echo '{BULK_SHA}'",
         all.join(" ")
     ));
     if !files.is_empty() {

@@ -1106,8 +1106,10 @@ fn restored(r: &Resource, orig: &Original, seen: &Observed) -> bool {
                 .and_then(|f| f.content)
                 .map(|c| String::from_utf8_lossy(&c).into_owned());
             match value.strip_prefix(crate::plan::line::REPLACED) {
-                Some(old) => text.is_some_and(|t| t.lines().any(|l| l == old)),
-                None if value == crate::plan::line::CREATED => text.is_none_or(|t| !t.lines().any(|l| l == line)),
+                Some(old) => text.is_some_and(|t| crate::plan::line::lines_of(&t).contains(&old)),
+                None if value == crate::plan::line::CREATED => {
+                    text.is_none_or(|t| !crate::plan::line::lines_of(&t).contains(&line.as_str()))
+                }
                 None => true,
             }
         }

@@ -158,7 +158,12 @@ impl Resource {
                 Ok((now, then)) if now == then => Assessment::Ok,
                 Ok((now, _)) => {
                     let re = regexp.as_deref().and_then(line::regex);
-                    match re.and_then(|re| now.lines().rfind(|l| re.is_match(l)).map(str::to_string)) {
+                    match re.and_then(|re| {
+                        line::lines_of(&now)
+                            .into_iter()
+                            .rfind(|l| re.is_match(l))
+                            .map(str::to_string)
+                    }) {
                         Some(old) => differs(format!("is `{old}` (want `{line}`)")),
                         None => differs(format!("missing: `{line}`")),
                     }
@@ -211,6 +216,17 @@ impl Resource {
                     quote(&format!("cannot read the IPVS table: {e}"))
                 )],
             },
+            // A file too large to keep cannot be put back by down: refused,
+            // never overwritten silently.
+            Resource::File { path, .. } if matches!(parse_file_state(obs), Some(FileState { content: None, .. })) => {
+                vec![format!(
+                    "echo {} >&2; exit 1",
+                    quote(&format!(
+                        "{path}: the file there is larger than {FILE_READ_LIMIT} bytes, too large for lvslab \
+                         to keep and put back at down: move it away first"
+                    ))
+                )]
+            }
             Resource::File {
                 path,
                 content,
@@ -219,9 +235,14 @@ impl Resource {
                 ..
             } => write_file(path, content.as_bytes(), mode, validate.as_deref()),
             // Made with its mode, or its mode changed.
-            Resource::Directory { path, mode, .. } if obs.rc != 0 => {
-                vec![format!("mkdir -p -m {} {}", quote(mode), quote(path))]
-            }
+            Resource::Directory { path, mode, .. } if obs.rc != 0 => vec![
+                format!(
+                    "[ ! -e {p} ] || {{ echo {} >&2; exit 1; }}",
+                    quote(&format!("{path} exists and is not a directory")),
+                    p = quote(path)
+                ),
+                format!("mkdir -p -m {} {}", quote(mode), quote(path)),
+            ],
             Resource::Directory { path, mode, .. } => vec![format!("chmod {} {}", quote(mode), quote(path))],
             Resource::Line {
                 path,
@@ -387,43 +408,43 @@ impl Resource {
 /// own `printf` (no program runs for it); content with NUL bytes or that is
 /// not UTF-8 goes through `base64 -d`.
 pub fn write_file(path: &str, content: &[u8], mode: &str, validate: Option<&str>) -> Vec<String> {
-    let tmp = format!("{path}.lvslab-new");
     let dir = path
         .rsplit_once('/')
         .map_or("/", |(d, _)| if d.is_empty() { "/" } else { d });
     let write = match std::str::from_utf8(content) {
-        Ok(text) if !text.contains('\0') => format!("printf '%s' {} > {}", quote(text), quote(&tmp)),
-        _ => format!(
-            "printf '%s' {} | base64 -d > {}",
-            quote(&encode_base64(content)),
-            quote(&tmp)
-        ),
+        Ok(text) if !text.contains('\0') => format!("printf '%s' {} > \"$t\"", quote(text)),
+        _ => format!("printf '%s' {} | base64 -d > \"$t\"", quote(&encode_base64(content))),
     };
-    let t = quote(&tmp);
-    let mut cmds = vec![format!("[ -d {d} ] || mkdir -p {d}", d = quote(dir))];
+    let mut cmds = vec![
+        // Through a symbolic link to the file it names (the link stays,
+        // as `/etc/resolv.conf`'s does), never into a directory.
+        format!("f={}; [ ! -L \"$f\" ] || f=$(readlink -f -- \"$f\")", quote(path)),
+        "[ ! -d \"$f\" ] || { echo \"$f is a directory\" >&2; exit 1; }".to_string(),
+        format!("[ -d {d} ] || mkdir -p {d}", d = quote(dir)),
+        "t=\"$f.lvslab-new\"".to_string(),
+    ];
     match octal(mode) {
         // Made with its mode by the shell's umask (a leftover temporary
         // file is removed first: it would keep its own mode).
         Some(m) if m & !0o666 == 0 => {
             cmds.push(format!(
-                "umask {:03o}; [ ! -e {t} ] && [ ! -L {t} ] || rm -f {t}",
+                "umask {:03o}; [ ! -e \"$t\" ] && [ ! -L \"$t\" ] || rm -f \"$t\"",
                 0o777 & !m
             ));
             cmds.push(write);
         }
         _ => {
             cmds.push(write);
-            cmds.push(format!("chmod {} {t}", quote(mode)));
+            cmds.push(format!("chmod {} \"$t\"", quote(mode)));
         }
     }
+    // The file keeps its owner (a service's own file stays readable by it).
+    // (As far as the login may: a user not root keeps the file as theirs.)
+    cmds.push("[ ! -e \"$f\" ] || chown \"$(stat -c %u:%g -- \"$f\")\" \"$t\" 2>/dev/null || :".to_string());
     if let Some(v) = validate {
-        cmds.push(format!(
-            "{} || {{ rm -f {t}; exit 1; }}",
-            v.replace("%s", &quote(&tmp)),
-            t = quote(&tmp)
-        ));
+        cmds.push(format!("{} || {{ rm -f \"$t\"; exit 1; }}", v.replace("%s", "\"$t\"")));
     }
-    cmds.push(format!("mv {} {}", quote(&tmp), quote(path)));
+    cmds.push("mv -- \"$t\" \"$f\"".to_string());
     cmds
 }
 

@@ -64,7 +64,7 @@ pub fn edit(content: &str, line: &str, regexp: Option<&str>) -> String {
 /// The lines of `content` as awk sees them: split at `\n` only, so a CRLF
 /// file's lines keep their `\r` (`str::lines` would drop it, and every
 /// line of the file would lose it when written back).
-fn lines_of(content: &str) -> Vec<&str> {
+pub fn lines_of(content: &str) -> Vec<&str> {
     if content.is_empty() {
         return Vec::new();
     }

@@ -461,7 +461,8 @@ impl Resource {
             Resource::Address { dev, .. } => format!("ip -o -4 addr show dev {}", quote(dev)),
             Resource::Route { to, .. } => format!("ip -4 route show {}", quote(to)),
             Resource::Link { name, .. } => format!("ip -o link show dev {}", quote(name)),
-            Resource::Directory { path, .. } => format!("stat -c %a {}", quote(path)),
+            // Absent unless a directory (a file there is not one; a link to one is).
+            Resource::Directory { path, .. } => format!("[ -d {p} ] && stat -L -c %a {p}", p = quote(path)),
             Resource::File { path, .. } => format!("sha256sum {}", quote(path)),
             Resource::Line { path, line, .. } => format!("grep -xF -- {} {}", quote(line), quote(path)),
             Resource::Service {

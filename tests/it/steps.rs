@@ -457,3 +457,112 @@ fn the_step_language_over_ssh() {
         assert!(!Path::new(&format!("{work}/{f}")).exists(), "{f} is gone");
     }
 }
+
+/// Steps on what a real machine has: a symbolic link stays a link (the
+/// file it names is edited), a file keeps its owner, and both are as before
+/// after `down`. What `down` could not undo, or what is not the kind of
+/// thing the step makes, fails with the reason and is left alone.
+#[tokio::test]
+async fn links_owners_and_what_a_step_refuses() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real.conf");
+    let link = dir.path().join("link.conf");
+    let owned = dir.path().join("owned.conf");
+    std::fs::write(&real, "a = 1\r\nb = 1\r\n").unwrap();
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::os::unix::fs::chown(&real, Some(65534), Some(65534)).unwrap();
+    std::os::unix::fs::symlink("real.conf", &link).unwrap();
+    std::fs::write(&owned, "old\n").unwrap();
+    std::os::unix::fs::chown(&owned, Some(65534), Some(65534)).unwrap();
+    let (l, o) = (link.display(), owned.display());
+    let t = topology(
+        dir.path(),
+        "",
+        &format!(
+            "      - line: {{ path: {l}, key: a, value: 2 }}\n        why: t\n\
+             \x20     - file: {{ path: {o}, content: \"new\\n\", mode: \"0600\" }}\n        why: t\n"
+        ),
+    );
+    let plan = Arc::new(compile(&t).unwrap());
+    let (_, outcome, state) = run(&plan, LabState::default(), false).await;
+    assert!(!outcome.failed, "{:?}", outcome.results);
+    assert!(
+        std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(),
+        "still a link"
+    );
+    // The edited line ends in `\n`; the others keep their `\r`.
+    assert_eq!(std::fs::read_to_string(&real).unwrap(), "a = 2\nb = 1\r\n");
+    for (f, mode) in [(&real, 0o640), (&owned, 0o600)] {
+        let m = std::fs::metadata(f).unwrap();
+        assert_eq!(
+            (m.uid(), m.gid(), m.mode() & 0o777),
+            (65534, 65534, mode),
+            "{}",
+            f.display()
+        );
+    }
+    // Read back through the link: the second run changes nothing.
+    let (calls, outcome, state) = run(&plan, state, false).await;
+    assert!(
+        outcome.results.iter().all(|r| r.status == Status::Ok),
+        "{:?}",
+        outcome.results
+    );
+    assert_eq!(calls, 1);
+    let (outcome, _) = down(&plan, state).await;
+    assert!(!outcome.failed, "{:?}", outcome.results);
+    assert!(
+        std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(),
+        "still a link"
+    );
+    assert_eq!(std::fs::read_to_string(&real).unwrap(), "a = 1\r\nb = 1\r\n");
+    assert_eq!(std::fs::read_to_string(&owned).unwrap(), "old\n");
+    for f in [&real, &owned] {
+        let m = std::fs::metadata(f).unwrap();
+        assert_eq!((m.uid(), m.gid()), (65534, 65534), "{}", f.display());
+    }
+
+    // Refused, with the reason, and nothing touched.
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "x\n").unwrap();
+    let sub = dir.path().join("a-dir");
+    std::fs::create_dir(&sub).unwrap();
+    let big = dir.path().join("big.bin");
+    std::fs::write(&big, vec![b'x'; (1 << 20) + 1]).unwrap();
+    for (step, why) in [
+        (
+            format!("directory: {{ path: {} }}", file.display()),
+            "exists and is not a directory",
+        ),
+        (
+            format!("file: {{ path: {}, content: x }}", sub.display()),
+            "is a directory",
+        ),
+        (
+            format!("file: {{ path: {}, content: x }}", big.display()),
+            "too large for lvslab to keep",
+        ),
+    ] {
+        let t = topology(dir.path(), "", &format!("      - {step}\n        why: t\n"));
+        let plan = Arc::new(compile(&t).unwrap());
+        let (_, outcome, _) = run(&plan, LabState::default(), false).await;
+        let r = &outcome.results[0];
+        assert_eq!(r.status, Status::Failed, "{step}: {:?}", outcome.results);
+        assert!(r.details.join("\n").contains(why), "{step}: {:?}", r.details);
+    }
+    assert_eq!(std::fs::metadata(&file).unwrap().mode() & 0o777, 0o644, "not chmodded");
+    assert_eq!(
+        std::fs::read_dir(&sub).unwrap().count(),
+        0,
+        "nothing left in the directory"
+    );
+    assert_eq!(std::fs::metadata(&big).unwrap().len(), (1 << 20) + 1);
+    // A file's path with a trailing `/` is refused before any run.
+    let t = topology(
+        dir.path(),
+        "",
+        "      - file: { path: /srv/d/, content: x }\n        why: t\n",
+    );
+    assert!(compile(&t).unwrap_err().contains("ends with `/`"));
+}
