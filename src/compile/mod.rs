@@ -436,6 +436,7 @@ fn add_extra_steps(
             ));
         }
         let ctx = &minijinja::context! { ..base.clone(), ..Value::from(minijinja::value::Serde(&host.vars)) };
+        let mut on_files: Vec<(crate::diag::Span, Resource)> = Vec::new();
         for extra in &host.extra_steps {
             let steps = expand_step(env, topo, host, &extra.step, ctx).map_err(|m| {
                 CompileError::User(
@@ -444,10 +445,65 @@ fn add_extra_steps(
                         .hint("steps use the playbook step format: one resource kind, its parameters and a `why`"),
                 )
             })?;
+            for step in &steps {
+                if !matches!(step.resource, Resource::File { .. } | Resource::Line { .. }) {
+                    continue;
+                }
+                if let Some((first, why)) = on_files
+                    .iter()
+                    .find_map(|(span, r)| undo_each_other(r, &step.resource).map(|why| (span.line, why)))
+                {
+                    return Err(CompileError::User(
+                        crate::diag::Diagnostic::error(format!(
+                            "host `{}`: this step and the one at line {first} undo each other: {why}",
+                            host.name
+                        ))
+                        .at(&topo.source, extra.span)
+                        .hint("keep one of them: every run would rewrite the file, and drift would never be clean"),
+                    ));
+                }
+                on_files.push((extra.span, step.resource.clone()));
+            }
             per_host[host.id.0].entry(extra.phase).or_default().extend(steps);
         }
     }
     Ok(())
+}
+
+/// Why two steps on one file would undo each other, run after run: a whole
+/// file and a line in it, or two lines where one's pattern matches the
+/// other's line (each replaces what the other wrote).
+fn undo_each_other(a: &Resource, b: &Resource) -> Option<String> {
+    let matches = |re: &Option<String>, line: &str| {
+        re.as_deref()
+            .and_then(crate::plan::line::regex)
+            .is_some_and(|re| re.is_match(line))
+    };
+    match (a, b) {
+        (Resource::File { path: p, .. }, Resource::Line { path: q, .. })
+        | (Resource::Line { path: p, .. }, Resource::File { path: q, .. })
+            if p == q =>
+        {
+            Some(format!("a file step writes all of {p}, and a line step edits it"))
+        }
+        (
+            Resource::Line {
+                path: p,
+                line: la,
+                regexp: ra,
+                ..
+            },
+            Resource::Line {
+                path: q,
+                line: lb,
+                regexp: rb,
+                ..
+            },
+        ) if p == q && la != lb && (matches(ra, lb) || matches(rb, la)) => {
+            Some(format!("in {p}, `{la}` and `{lb}` each replace the other"))
+        }
+        _ => None,
+    }
 }
 
 /// The plan's phases in `PHASES` order, each with the hosts (in topology
@@ -580,7 +636,20 @@ fn eval(env: &Environment, expr: &str, ctx: &Value) -> Result<Value, String> {
 }
 
 fn eval_bool(env: &Environment, expr: &str, ctx: &Value) -> Result<bool, String> {
-    eval(env, expr, ctx).map(|v| v.is_true())
+    defined(eval(env, expr, ctx)?, "when", expr).map(|v| v.is_true())
+}
+
+/// A `when` or `loop` naming nothing is a typo (`when: enabeld`), not a
+/// false or an empty list: it would drop steps without a word, and on a
+/// running lab revert them. `x is defined` asks on purpose.
+fn defined(v: Value, what: &str, expr: &str) -> Result<Value, String> {
+    if v.is_undefined() {
+        Err(format!(
+            "{what} `{expr}` is undefined (a variable's name mistyped?); write `{expr} is defined` to ask whether it is"
+        ))
+    } else {
+        Ok(v)
+    }
 }
 
 fn expand_step(
@@ -601,7 +670,10 @@ fn expand_step(
     }
     let items: Vec<Value> = match get("loop") {
         Some(expr) => {
-            let v = eval(env, expr, ctx).map_err(|e| format!("loop {e}"))?;
+            let v = defined(eval(env, expr, ctx).map_err(|e| format!("loop {e}"))?, "loop", expr)?;
+            if v.kind() == minijinja::value::ValueKind::String {
+                return Err(format!("loop `{expr}` is a string: a loop goes over a list"));
+            }
             v.try_iter().map_err(|e| format!("loop `{expr}`: {e}"))?.collect()
         }
         None => vec![Value::UNDEFINED],

@@ -246,6 +246,62 @@ fn line_steps_compile_from_line_or_key_and_value() {
             ("10.0.0.1 db".into(), Some(r"\sdb$".into())),
         ]
     );
+    // Steps that would undo each other on every run are refused, at the
+    // second one, naming the first.
+    for (a, b) in [
+        (
+            "file: { path: /etc/m.conf, content: \"a = 1\\n\" }",
+            "line: { path: /etc/m.conf, key: b, value: 2 }",
+        ),
+        (
+            "line: { path: /etc/m.conf, line: \"x = 1\" }",
+            "line: { path: /etc/m.conf, key: x, value: 2 }",
+        ),
+        (
+            "line: { path: /etc/m.conf, line: port=1, regexp: '^port=' }",
+            "line: { path: /etc/m.conf, line: port=2, regexp: '^port' }",
+        ),
+    ] {
+        let t = topology(
+            dir.path(),
+            "",
+            &format!("      - {a}\n        why: t\n      - {b}\n        why: t\n"),
+        );
+        let err = compile(&t).unwrap_err();
+        assert!(
+            err.contains("t.yaml:7:") && err.contains("line 5 undo each other"),
+            "{a} / {b}: {err}"
+        );
+    }
+    // Different keys, or one line wanted twice, are fine.
+    let t = topology(
+        dir.path(),
+        "",
+        "      - line: { path: /etc/m.conf, key: a, value: 1 }\n        why: t\n\
+         \x20     - line: { path: /etc/m.conf, key: ab, value: 1 }\n        why: t\n\
+         \x20     - line: { path: /etc/m.conf, line: \"a = 1\" }\n        why: t\n",
+    );
+    compile(&t).unwrap();
+    // A `when` or a `loop` naming nothing is a typo, not a false or an empty list.
+    for (meta, why) in [
+        ("when: enabeld", "when `enabeld` is undefined"),
+        ("loop: itmes", "loop `itmes` is undefined"),
+        ("loop: \"'abc'\"", "is a string"),
+    ] {
+        let t = topology(
+            dir.path(),
+            "",
+            &format!("      - directory: {{ path: /tmp/x }}\n        why: t\n        {meta}\n"),
+        );
+        let err = compile(&t).unwrap_err();
+        assert!(err.contains(why) && err.contains("t.yaml:5:"), "{meta}: {err}");
+    }
+    let t = topology(
+        dir.path(),
+        "vars: { enabled: false }\n",
+        "      - directory: { path: /tmp/x }\n        why: t\n        when: enabled or (other is defined)\n",
+    );
+    assert!(resources(&compile(&t).unwrap()).is_empty());
     for bad in [
         "{ path: /etc/a, line: x, key: k, value: v }",
         "{ path: /etc/a, line: x, regexp: '(' }",
