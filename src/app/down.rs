@@ -58,15 +58,7 @@ pub async fn down(lab: &str, run: &DownArgs) -> anyhow::Result<ExitCode> {
         ..crate::provider::Options::default()
     };
     let conns = teardown::connections(&lab_state, &hosts, reach, &opts).await;
-    let plan = plan.unwrap_or_else(|| plan::Plan {
-        schema: plan::SCHEMA,
-        lab: name.clone(),
-        mode: None,
-        notes: Vec::new(),
-        removals: Vec::new(),
-        phases: Vec::new(),
-        secrets: Default::default(),
-    });
+    let plan = plan.unwrap_or_else(|| plan::Plan::empty(&name));
     let opts = runner::Options {
         check: false,
         forks: run.forks,

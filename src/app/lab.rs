@@ -51,12 +51,101 @@ pub(crate) async fn make_hosts(
     gone: &[String],
     reporter: &Arc<dyn runner::Reporter>,
 ) -> anyhow::Result<runner::RunOutcome> {
+    let before = revert_outliving(lab, lab_state, gone, reporter).await?;
     let spinner = report::Spinner::new();
     let removed = lab.ensure(lab_state, gone, &spinner).await;
     spinner.finish();
     let removed = removed?;
     let outcome = hosts_removed(lab_state, &removed, lab.kind.as_str(), reporter);
     lab.dir.save(lab_state)?;
+    Ok(before.merge(outcome))
+}
+
+/// Whether a recorded change outlives a netns host's namespace: the hosts
+/// share this machine's file system outside their private directories, so
+/// a file, line or directory step there (and a command with a revert, which
+/// may act anywhere) is this machine's, not the namespace's.
+fn outlives_namespace(r: &plan::Resource) -> bool {
+    let private = |p: &str| {
+        state::PRIVATE_DIRS
+            .iter()
+            .any(|d| p == *d || p.strip_prefix(d).is_some_and(|rest| rest.starts_with('/')))
+    };
+    match r {
+        plan::Resource::File { path, .. }
+        | plan::Resource::Line { path, .. }
+        | plan::Resource::Directory { path, .. } => !private(path),
+        plan::Resource::Command { revert, .. } => revert.is_some(),
+        _ => false,
+    }
+}
+
+/// Before the netns provider removes the namespace of a host the file no
+/// longer has, what lvslab did on this machine's file system through it is
+/// put back (as `down` would). If any of it cannot be, nothing is removed:
+/// the host and its record stay for the next run, and `up` stops saying why.
+async fn revert_outliving(
+    lab: &Lab<'_>,
+    lab_state: &mut state::LabState,
+    gone: &[String],
+    reporter: &Arc<dyn runner::Reporter>,
+) -> anyhow::Result<runner::RunOutcome> {
+    if lab.kind != crate::model::Provider::Netns {
+        return Ok(runner::RunOutcome::default());
+    }
+    let mut sub = state::LabState::default();
+    for h in gone {
+        let Some(hs) = lab_state.hosts.get(h) else { continue };
+        let changes: Vec<state::Change> = hs
+            .changes
+            .iter()
+            .filter(|c| outlives_namespace(&c.resource))
+            .cloned()
+            .collect();
+        if !changes.is_empty() {
+            sub.hosts.insert(h.clone(), state::HostState { changes });
+        }
+    }
+    if sub.hosts.is_empty() {
+        return Ok(runner::RunOutcome::default());
+    }
+    let names: Vec<String> = sub.hosts.keys().cloned().collect();
+    let nsp = netns::Netns {
+        topo: &lab.topo,
+        ssh_dir: lab.dir.path.join("ssh"),
+    };
+    let conns = nsp.connections(lab_state, &names);
+    let opts = runner::Options {
+        check: false,
+        forks: lab.opts.forks,
+    };
+    let (outcome, left) = runner::remove(
+        Arc::new(plan::Plan::empty(&lab.topo.lab)),
+        conns,
+        sub,
+        opts,
+        Arc::clone(reporter),
+    )
+    .await;
+    for h in &names {
+        let kept = left.hosts.get(h).map(|hs| &hs.changes);
+        if let Some(hs) = lab_state.hosts.get_mut(h) {
+            hs.changes
+                .retain(|c| !outlives_namespace(&c.resource) || kept.is_some_and(|k| k.iter().any(|x| x.id == c.id)));
+        }
+    }
+    lab.dir.save(lab_state)?;
+    let stuck: Vec<&String> = names
+        .iter()
+        .filter(|h| left.hosts.get(*h).is_some_and(|hs| !hs.changes.is_empty()))
+        .collect();
+    if !stuck.is_empty() {
+        anyhow::bail!(
+            "could not put back on this machine what lvslab did through removed host(s) {} (above); \
+             their namespaces stay until it is: run `lvslab up` again",
+            stuck.iter().map(|h| h.as_str()).collect::<Vec<_>>().join(", ")
+        );
+    }
     Ok(outcome)
 }
 

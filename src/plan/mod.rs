@@ -84,6 +84,22 @@ impl Step {
     }
 }
 
+impl Plan {
+    /// A plan of no steps, for reverts that need none (they carry their
+    /// resources): `down` without the topology, a removed host.
+    pub fn empty(lab: &str) -> Plan {
+        Plan {
+            schema: SCHEMA,
+            lab: lab.to_string(),
+            mode: None,
+            notes: Vec::new(),
+            removals: Vec::new(),
+            phases: Vec::new(),
+            secrets: Default::default(),
+        }
+    }
+}
+
 pub fn secret_placeholder(name: &str) -> String {
     format!("{SECRET_PLACEHOLDER_PREFIX}{name}@@")
 }

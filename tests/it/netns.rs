@@ -208,3 +208,79 @@ fn netns_hosts_converge_after_a_kill_damage_and_edits() {
     assert!(again.stderr.contains("is not up here"), "{}", again.stderr);
     assert!(!state.path().join("cvg").exists(), "asking created nothing");
 }
+
+/// Netns hosts share this machine's file system outside their private
+/// directories: a host removed from a running lab has what its steps did
+/// there put back before its namespace goes (a file it replaced, a line it
+/// edited, a file it made), and a file in a private directory goes with the
+/// namespace. Two plain hosts, no network.
+#[test]
+#[cfg_attr(
+    not(feature = "lab"),
+    ignore = "lab tier (root, VMs): .ci/run, or cargo test --features lab as root"
+)]
+fn a_removed_netns_host_puts_back_what_it_did_on_this_machine() {
+    let state = tempfile::tempdir().unwrap();
+    // Not under /tmp: that is one of the private directories.
+    let fs = tempfile::tempdir_in("/var/tmp").unwrap();
+    let (pre, kv, made) = (
+        fs.path().join("pre.conf"),
+        fs.path().join("kv.conf"),
+        fs.path().join("made"),
+    );
+    std::fs::write(&pre, "precious original\n").unwrap();
+    std::fs::write(&kv, "k = orig\nother\n").unwrap();
+    let h2 = format!(
+        "  h2:\n    steps:\n\
+         \x20     - file: {{ path: {p}, content: \"h2 was here\\n\" }}\n        why: t\n\
+         \x20     - line: {{ path: {k}, key: k, value: h2 }}\n        why: t\n\
+         \x20     - file: {{ path: {m}, content: \"x\\n\" }}\n        why: t\n\
+         \x20     - file: {{ path: /srv/private-to-h2, content: \"x\\n\" }}\n        why: t\n",
+        p = pre.display(),
+        k = kv.display(),
+        m = made.display()
+    );
+    let h1 = "  h1:\n    steps:\n      - directory: { path: /srv/h1 }\n        why: t\n";
+    let (_d1, f1) = world_readable_topology(&format!("lab: rmh\nhosts:\n{h1}{h2}"));
+    let (_d2, f2) = world_readable_topology(&format!("lab: rmh\nhosts:\n{h1}"));
+    let lvslab = |args: &[&std::ffi::OsStr]| {
+        Lvslab::new()
+            .args(args)
+            .env("LVSLAB_STATE_DIR", state.path())
+            .env("CI", "true")
+            .run()
+    };
+    let up = |f: &std::path::Path| lvslab(&["up".as_ref(), f.as_os_str(), "--provider".as_ref(), "netns".as_ref()]);
+    let out = up(&f1);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(std::fs::read_to_string(&pre).unwrap(), "h2 was here\n");
+    assert_eq!(std::fs::read_to_string(&kv).unwrap(), "k = h2\nother\n");
+    assert!(made.exists());
+    let out = up(&f2);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("host h2 (no longer in the topology)"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(&pre).unwrap(),
+        "precious original\n",
+        "{}",
+        out.stderr
+    );
+    assert_eq!(std::fs::read_to_string(&kv).unwrap(), "k = orig\nother\n");
+    assert!(!made.exists(), "made by lvslab through h2: removed");
+    assert!(!netns_list().contains("lvslab-rmh-h2"), "h2's namespace is gone");
+    // Nothing of h2 is left in the record: down has nothing of it to do.
+    let out = lvslab(&["down".as_ref(), f2.as_os_str()]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        !out.stderr.contains("h2") && !out.stdout.contains("h2"),
+        "{}\n{}",
+        out.stdout,
+        out.stderr
+    );
+    assert!(!netns_list().contains("lvslab-rmh-"), "{}", netns_list());
+    assert_eq!(std::fs::read_to_string(&pre).unwrap(), "precious original\n");
+}
