@@ -1034,6 +1034,16 @@ async fn revert_host(
     let mut runnable = Vec::new();
     let mut cmds = Vec::new();
     for c in changes {
+        // A command without a revert cannot be undone: what it did stays,
+        // as the step said (not a failure of down).
+        if let Resource::Command { revert: None, name, .. } = &c.resource {
+            out.push(res(
+                c,
+                Status::Kept,
+                vec![format!("command {name} has no `revert`: what it did stays")],
+            ));
+            continue;
+        }
         match c.resource.revert_for(&c.original) {
             Ok(v) => {
                 runnable.push(c);
@@ -1081,16 +1091,46 @@ async fn revert_host(
                 )
             }
             (Some(_), Some(seen)) if restored(&c.resource, &c.original, seen) => res(c, done, Vec::new()),
+            (Some(_), Some(seen)) if line_taken_by_hand(&c.resource, seen) => res(
+                c,
+                Status::Kept,
+                vec!["changed by hand after lvslab set it: the line is theirs, left as it is".into()],
+            ),
             (Some(_), Some(seen)) => res(
                 c,
                 Status::Failed,
-                vec![format!("reverted, but observed: {}", mask(seen.output.trim(), plan))],
+                vec![format!("reverted, but observed: {}", observed_text(seen, plan))],
             ),
             _ => res(c, Status::Failed, vec!["did not run".into()]),
         };
         out.push(r);
     }
     out
+}
+
+/// A line step's line is no longer in its file: someone changed it by hand
+/// after lvslab set it, and its revert (which touches only lvslab's own
+/// copy) rightly left the file alone.
+fn line_taken_by_hand(r: &Resource, seen: &Observed) -> bool {
+    let Resource::Line { line, .. } = r else {
+        return false;
+    };
+    parse_file_state(seen)
+        .and_then(|f| f.content)
+        .is_some_and(|c| !crate::plan::line::lines_of(&String::from_utf8_lossy(&c)).contains(&line.as_str()))
+}
+
+/// An observation as a person reads it: a file's mode and size rather than
+/// its content in base64.
+fn observed_text(seen: &Observed, plan: &Plan) -> String {
+    match parse_file_state(seen) {
+        Some(f) => match &f.content {
+            Some(c) => format!("mode {}, {} bytes (sha256 {:.12}…)", f.mode, c.len(), f.sha256),
+            None => format!("mode {} (sha256 {:.12}…)", f.mode, f.sha256),
+        },
+        None if seen.output.trim() == "absent" => "absent".into(),
+        None => mask(seen.output.trim(), plan),
+    }
 }
 
 /// Does the observed state match the recorded original?

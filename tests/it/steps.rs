@@ -622,3 +622,43 @@ async fn links_owners_and_what_a_step_refuses() {
     );
     assert!(compile(&t).unwrap_err().contains("ends with `/`"));
 }
+
+/// What `down` cannot or must not undo is kept, not failed: a command
+/// without a `revert`, and a line someone changed by hand after lvslab set
+/// it (it is theirs). Both leave the record; the rest is reverted.
+#[tokio::test]
+async fn down_keeps_a_command_without_revert_and_a_line_changed_by_hand() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("app.conf");
+    let seeded = dir.path().join("seeded");
+    std::fs::write(&conf, "# header\nfoo = old\nbar = old\n").unwrap();
+    let (c, s) = (conf.display(), seeded.display());
+    let t = topology(
+        dir.path(),
+        "",
+        &format!(
+            "      - line: {{ path: {c}, key: foo, value: new }}\n        why: t\n\
+             \x20     - line: {{ path: {c}, key: bar, value: new }}\n        why: t\n\
+             \x20     - command: {{ name: seed, check: \"test -f {s}\", run: \"touch {s}\" }}\n        why: t\n"
+        ),
+    );
+    let plan = Arc::new(compile(&t).unwrap());
+    let (_, outcome, state) = run(&plan, LabState::default(), false).await;
+    assert!(!outcome.failed, "{:?}", outcome.results);
+    let edited = std::fs::read_to_string(&conf)
+        .unwrap()
+        .replace("foo = new", "foo = hand");
+    std::fs::write(&conf, edited).unwrap();
+    let (outcome, left) = down(&plan, state).await;
+    assert!(!outcome.failed, "{:?}", outcome.results);
+    let status = |id: &str| outcome.results.iter().find(|r| r.id.contains(id)).map(|r| r.status);
+    assert_eq!(status("command"), Some(Status::Kept), "{:?}", outcome.results);
+    assert_eq!(status("foo"), Some(Status::Kept), "{:?}", outcome.results);
+    assert_eq!(status("bar"), Some(Status::Reverted), "{:?}", outcome.results);
+    assert!(left.hosts.values().all(|h| h.changes.is_empty()), "{left:?}");
+    assert_eq!(
+        std::fs::read_to_string(&conf).unwrap(),
+        "# header\nfoo = hand\nbar = old\n"
+    );
+    assert!(seeded.exists(), "no revert: what the command did stays");
+}
