@@ -66,15 +66,10 @@ pub(crate) async fn make_hosts(
 /// a file, line or directory step there (and a command with a revert, which
 /// may act anywhere) is this machine's, not the namespace's.
 fn outlives_namespace(r: &plan::Resource) -> bool {
-    let private = |p: &str| {
-        state::PRIVATE_DIRS
-            .iter()
-            .any(|d| p == *d || p.strip_prefix(d).is_some_and(|rest| rest.starts_with('/')))
-    };
     match r {
         plan::Resource::File { path, .. }
         | plan::Resource::Line { path, .. }
-        | plan::Resource::Directory { path, .. } => !private(path),
+        | plan::Resource::Directory { path, .. } => !state::is_private(path),
         plan::Resource::Command { revert, .. } => revert.is_some(),
         _ => false,
     }
@@ -321,4 +316,41 @@ pub fn vm_guest(file: &Path, ssh_dir: &Path) -> anyhow::Result<ExitCode> {
     nsp.ensure(&mut lab_state, &|s: &state::LabState| dir2.save(s))?;
     dir.save(&lab_state)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Hosts made by a provider (netns, and the vm provider's namespaces) share
+/// one file system outside their private directories: two of them writing
+/// one file there would race (each reads, edits and renames it) and undo
+/// each other. Refused before anything runs, naming both.
+pub(crate) fn refuse_shared_writes(lab: &Lab<'_>, plan: &plan::Plan) -> anyhow::Result<()> {
+    if !lab.removes_hosts() {
+        return Ok(());
+    }
+    let mut writers: std::collections::BTreeMap<&str, &str> = std::collections::BTreeMap::new();
+    for phase in &plan.phases {
+        for h in &phase.hosts {
+            for step in &h.steps {
+                let (plan::Resource::File { path, .. } | plan::Resource::Line { path, .. }) = &step.resource else {
+                    continue;
+                };
+                if state::is_private(path) {
+                    continue;
+                }
+                match writers.get(path.as_str()) {
+                    Some(other) if *other != h.host => anyhow::bail!(
+                        "hosts {other} and {} both write {path}: on the {} provider the hosts share this machine's \
+                         file system outside {}, and would undo each other's edits\n  \
+                         hint: give each host its own path (`{{{{ host.name }}}}` in it), or let one host write it",
+                        h.host,
+                        lab.kind.as_str(),
+                        state::PRIVATE_DIRS.join(", ")
+                    ),
+                    _ => {
+                        writers.insert(path, &h.host);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }

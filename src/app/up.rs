@@ -25,6 +25,7 @@ pub async fn up(file: &Path, check: bool, no_verify: bool, run: &RunArgs) -> any
     let topo = lab.topo.as_ref();
     lab.preflight(check)?;
     let mut plan = compile::compile(topo)?;
+    super::lab::refuse_shared_writes(&lab, &plan)?;
     for h in &run.limit {
         if topo.host_by_name(h).is_none() {
             anyhow::bail!("--limit: no host `{h}` in {}", file.display());

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 mod records;
 
-pub use records::{Infra, PRIVATE_DIRS, Reach, VmRecord};
+pub use records::{Infra, PRIVATE_DIRS, Reach, VmRecord, is_private};
 
 use crate::plan::Resource;
 use crate::plan::assess::Original;

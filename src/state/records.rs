@@ -65,6 +65,14 @@ pub const PRIVATE_DIRS: [&str; 8] = [
     "/var/log",
 ];
 
+/// Whether `path` is in one of a host's private directories (its own
+/// copy); anything else on a netns host is this machine's file system.
+pub fn is_private(path: &str) -> bool {
+    PRIVATE_DIRS
+        .iter()
+        .any(|d| path == *d || path.strip_prefix(d).is_some_and(|rest| rest.starts_with('/')))
+}
+
 /// The running VM, recorded in the lab state (before qemu starts, so an
 /// interrupted `up` is still cleaned up by `down`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -241,6 +241,20 @@ fn a_removed_netns_host_puts_back_what_it_did_on_this_machine() {
         m = made.display()
     );
     let h1 = "  h1:\n    steps:\n      - directory: { path: /srv/h1 }\n        why: t\n";
+    // Two hosts writing one file of this machine would race: refused before
+    // anything is made.
+    let (_d0, f0) = world_readable_topology(&format!(
+        "lab: rmh\nhosts:\n{h2}  h3:\n    steps:\n      - line: {{ path: {}, key: k, value: h3 }}\n        why: t\n",
+        kv.display()
+    ));
+    let out = Lvslab::new()
+        .args(["up".as_ref(), f0.as_os_str(), "--provider".as_ref(), "netns".as_ref()])
+        .env("LVSLAB_STATE_DIR", state.path())
+        .run();
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("hosts h2 and h3 both write"), "{}", out.stderr);
+    assert!(!netns_list().contains("lvslab-rmh-"), "nothing made");
+    assert_eq!(std::fs::read_to_string(&kv).unwrap(), "k = orig\nother\n");
     let (_d1, f1) = world_readable_topology(&format!("lab: rmh\nhosts:\n{h1}{h2}"));
     let (_d2, f2) = world_readable_topology(&format!("lab: rmh\nhosts:\n{h1}"));
     let lvslab = |args: &[&std::ffi::OsStr]| {
