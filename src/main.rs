@@ -9,9 +9,18 @@ use lvslab::app::cli::{Cli, Command};
 use lvslab::app::{self, verify::VerifyArgs};
 
 fn main() -> ExitCode {
+    quiet_broken_pipe();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
+        // Output written to a reader that went away (a bare I/O error: a
+        // transport's broken pipe comes wrapped in what was being done).
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::from(141)
+        }
         Err(e) => {
             let text = format!("{e:#}");
             // A diagnostic says `error:` itself.
@@ -23,6 +32,26 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// A reader that went away (`lvslab plan x | head -1`, stderr too) ends
+/// the program as a broken pipe ends other tools: quietly, status 141
+/// (128 + SIGPIPE), not with a panic's message and 101. Rust ignores
+/// SIGPIPE, so `println!` panics instead; every other panic is reported.
+fn quiet_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to std") && msg.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {

@@ -135,3 +135,32 @@ fn completions_and_man_page() {
     );
     assert!(man.stdout.contains("graph") && man.stdout.contains("drift"));
 }
+
+/// A reader that goes away (`lvslab validate bad.yaml 2>&1 | head -1`) ends
+/// lvslab quietly with 141, as a broken pipe ends other tools, not with a
+/// panic (101).
+#[test]
+fn a_closed_pipe_is_not_a_panic() {
+    for (args, on_stderr) in [
+        (vec!["validate", "tests/invalid/missing-mode.yaml"], true),
+        (vec!["plan", "topologies/ha.yaml", "--format", "json"], false),
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_lvslab"));
+        cmd.args(&args).current_dir(env!("CARGO_MANIFEST_DIR"));
+        if on_stderr {
+            cmd.stderr(writer).stdout(std::process::Stdio::null());
+        } else {
+            cmd.stdout(writer).stderr(std::process::Stdio::piped());
+        }
+        let out = cmd.output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(141),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"), "{args:?}");
+    }
+}
