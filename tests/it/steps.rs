@@ -196,6 +196,14 @@ fn user_templates_see_lab_group_and_host_variables_like_ansible() {
         let err = compile(&path).unwrap_err();
         assert!(err.contains("unknown parameter"), "{internal}: {err}");
     }
+    // A template of the user's own with the name of one of lvslab's is theirs.
+    std::fs::write(dir.path().join("exports.j2"), "mine {{ host.name }}\n").unwrap();
+    std::fs::write(
+        &path,
+        "lab: steps\nhosts:\n  h:\n    steps:\n      - file: { path: /etc/x, template: exports.j2 }\n        why: t\n",
+    )
+    .unwrap();
+    assert_eq!(content_of(&compile(&path).unwrap(), "/etc/x"), "mine h\n");
     // A variable may not hide lvslab's context, and a group names real hosts.
     std::fs::write(
         &path,

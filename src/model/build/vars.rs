@@ -142,7 +142,9 @@ pub(super) fn read_step_files(cx: &mut Cx, span: Span, step: &mut serde_yaml::Ma
     let Some(name) = params.get("template").and_then(|t| t.as_str()).map(str::to_string) else {
         return;
     };
-    if crate::assets::TEMPLATES.iter().any(|(n, _)| *n == name) {
+    // One of lvslab's own, unless the topology's directory has a file of
+    // that name: the user's own file is what they mean.
+    if crate::assets::TEMPLATES.iter().any(|(n, _)| *n == name) && !dir.join(&name).exists() {
         return;
     }
     if let Some(text) = read(cx, span, &dir, &name, "template") {
