@@ -666,7 +666,18 @@ fn expand_step(
         .filter(|k| !k.as_str().is_some_and(|k| META_KEYS.contains(&k)))
         .collect();
     if kinds.len() != 1 {
-        return Err(format!("a step names exactly one resource kind, found {}", kinds.len()));
+        let names: Vec<&str> = kinds.iter().filter_map(|k| k.as_str()).collect();
+        // `phse:` is a mistyped key, not a second kind.
+        let typo = names.iter().find_map(|n| {
+            crate::diag::did_you_mean(n, ["phase", "why", "when", "loop"])
+                .map(|m| format!("; `{n}`: did you mean `{m}`?"))
+        });
+        return Err(format!(
+            "a step names exactly one resource kind, found {}: {}{}",
+            kinds.len(),
+            names.join(", "),
+            typo.unwrap_or_default()
+        ));
     }
     let items: Vec<Value> = match get("loop") {
         Some(expr) => {

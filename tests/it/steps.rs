@@ -295,6 +295,7 @@ fn line_steps_compile_from_line_or_key_and_value() {
         ("when: enabeld", "when `enabeld` is undefined"),
         ("loop: itmes", "loop `itmes` is undefined"),
         ("loop: \"'abc'\"", "is a string"),
+        ("phse: network", "`phse`: did you mean `phase`?"),
     ] {
         let t = topology(
             dir.path(),
