@@ -18,11 +18,21 @@ pub fn validate(files: &[PathBuf]) -> ExitCode {
                 // own steps and templates are compiled too.
                 if let Err(e) = compile::compile(&loaded.topology) {
                     bad += 1;
-                    match e {
-                        compile::CompileError::User(d) => eprintln!("{d}"),
-                        other => eprintln!("error: {other}"),
-                    }
-                    eprintln!("{}: invalid: 1 error", file.display());
+                    let n = match e {
+                        compile::CompileError::User(d) => {
+                            eprintln!("{d}");
+                            1
+                        }
+                        compile::CompileError::Users(ds) => {
+                            eprintln!("{ds}");
+                            ds.error_count()
+                        }
+                        other => {
+                            eprintln!("error: {other}");
+                            1
+                        }
+                    };
+                    eprintln!("{}: invalid: {}", file.display(), count(n, "error"));
                     continue;
                 }
                 let t = &loaded.topology;

@@ -47,6 +47,10 @@ pub enum CompileError {
     /// A problem with a step written in the topology itself.
     #[error("{0}")]
     User(crate::diag::Diagnostic),
+    /// Several such problems, each at its step (validation goes on past
+    /// the first bad step).
+    #[error("{0}")]
+    Users(crate::diag::Diagnostics),
     #[error("templates/{template}: {message}")]
     Template { template: String, message: String },
     #[error("host {host}: service `{service}` restarts on {path}, which no file step of that host writes")]
@@ -410,6 +414,7 @@ fn add_extra_steps(
     contexts: &[Value],
     per_host: &mut [BTreeMap<&str, Vec<Step>>],
 ) -> Result<(), CompileError> {
+    let mut problems = crate::diag::Diagnostics::default();
     for host in &topo.hosts {
         if host.extra_steps.is_empty() {
             continue;
@@ -438,13 +443,17 @@ fn add_extra_steps(
         let ctx = &minijinja::context! { ..base.clone(), ..Value::from(minijinja::value::Serde(&host.vars)) };
         let mut on_files: Vec<(crate::diag::Span, Resource)> = Vec::new();
         for extra in &host.extra_steps {
-            let steps = expand_step(env, topo, host, &extra.step, ctx).map_err(|m| {
-                CompileError::User(
-                    crate::diag::Diagnostic::error(format!("step for host `{}`: {m}", host.name))
-                        .at(&topo.source, extra.span)
-                        .hint("steps use the playbook step format: one resource kind, its parameters and a `why`"),
-                )
-            })?;
+            let steps = match expand_step(env, topo, host, &extra.step, ctx) {
+                Ok(steps) => steps,
+                Err(m) => {
+                    problems.push(
+                        crate::diag::Diagnostic::error(format!("step for host `{}`: {m}", host.name))
+                            .at(&topo.source, extra.span)
+                            .hint("steps use the playbook step format: one resource kind, its parameters and a `why`"),
+                    );
+                    continue;
+                }
+            };
             for step in &steps {
                 if !matches!(step.resource, Resource::File { .. } | Resource::Line { .. }) {
                     continue;
@@ -453,21 +462,26 @@ fn add_extra_steps(
                     .iter()
                     .find_map(|(span, r)| undo_each_other(r, &step.resource).map(|why| (span.line, why)))
                 {
-                    return Err(CompileError::User(
+                    problems.push(
                         crate::diag::Diagnostic::error(format!(
                             "host `{}`: this step and the one at line {first} undo each other: {why}",
                             host.name
                         ))
                         .at(&topo.source, extra.span)
                         .hint("keep one of them: every run would rewrite the file, and drift would never be clean"),
-                    ));
+                    );
+                    break;
                 }
                 on_files.push((extra.span, step.resource.clone()));
             }
             per_host[host.id.0].entry(extra.phase).or_default().extend(steps);
         }
     }
-    Ok(())
+    match problems.0.len() {
+        0 => Ok(()),
+        1 => Err(CompileError::User(problems.0.remove(0))),
+        _ => Err(CompileError::Users(problems)),
+    }
 }
 
 /// Why two steps on one file would undo each other, run after run: a whole

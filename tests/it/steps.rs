@@ -305,6 +305,15 @@ fn line_steps_compile_from_line_or_key_and_value() {
         let err = compile(&t).unwrap_err();
         assert!(err.contains(why) && err.contains("t.yaml:5:"), "{meta}: {err}");
     }
+    // Every bad step is reported, not only the first.
+    let t = topology(
+        dir.path(),
+        "",
+        "      - directory: { path: /tmp/x }\n        why: t\n        when: nope\n\
+         \x20     - file: { path: /srv/y/, content: x }\n        why: t\n",
+    );
+    let err = compile(&t).unwrap_err();
+    assert!(err.contains("t.yaml:5:") && err.contains("t.yaml:8:"), "{err}");
     let t = topology(
         dir.path(),
         "vars: { enabled: false }\n",
