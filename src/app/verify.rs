@@ -70,15 +70,6 @@ pub async fn verify_cmd(file: &Path, args: &VerifyArgs, conn: &ConnArgs) -> anyh
     let Some(loaded) = load_reported(file) else {
         return Ok(ExitCode::from(1));
     };
-    // A lab of plain hosts (steps, no services) has no traffic to check:
-    // said, not reported as a pass of nothing (`up` skips verify for it).
-    if loaded.topology.services.is_empty() && loaded.topology.checks.is_empty() && loaded.topology.ha.is_none() {
-        println!(
-            "VERIFY {}: nothing to verify (no services, no HA, no checks); `lvslab drift` checks its steps",
-            loaded.topology.lab
-        );
-        return Ok(ExitCode::SUCCESS);
-    }
     let lab = open(&loaded.topology, file, conn, None)?;
     let topo = lab.topo.as_ref();
     let plan = compile::compile(topo)?;

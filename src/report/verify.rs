@@ -58,6 +58,16 @@ fn check_text(c: &Check, s: &mut String) {
 
 pub fn verify_text(r: &Report) -> String {
     let mut s = String::new();
+    // A lab of plain hosts (steps, no services) has no traffic to check:
+    // said, not reported as a pass of nothing (`up` skips verify for it).
+    if r.checks.is_empty() {
+        let _ = writeln!(
+            s,
+            "VERIFY {}: nothing to verify (no services, no HA, no checks); `lvslab drift` checks a lab's steps",
+            r.lab
+        );
+        return s;
+    }
     let _ = writeln!(
         s,
         "VERIFY {}: {} request(s) per service from {}, shares within ±{:.0}%",
@@ -194,6 +204,24 @@ mod tests {
             xml_escape("a<b & \"c\" 'd'>\u{1}"),
             "a&lt;b &amp; &quot;c&quot; &apos;d&apos;&gt;?"
         );
+    }
+
+    #[test]
+    fn a_report_of_no_checks_says_there_is_nothing_to_verify() {
+        let r = Report {
+            schema: "t",
+            lab: "plain".into(),
+            requests: 60,
+            tolerance: 0.1,
+            client: None,
+            passed: true,
+            counts: crate::verify::Counts::default(),
+            seconds: 0.0,
+            checks: Vec::new(),
+        };
+        let text = verify_text(&r);
+        assert!(text.starts_with("VERIFY plain: nothing to verify"), "{text}");
+        assert!(!text.contains("PASSED") && !text.contains("(no client)"), "{text}");
     }
 
     #[test]

@@ -164,24 +164,3 @@ fn a_closed_pipe_is_not_a_panic() {
         assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"), "{args:?}");
     }
 }
-
-/// `verify` of a lab of plain hosts says there is nothing to verify, rather
-/// than passing 0 checks from "(no client)".
-#[test]
-fn verify_of_a_plain_lab_says_there_is_nothing_to_verify() {
-    let dir = tempfile::tempdir().unwrap();
-    let t = dir.path().join("p.yaml");
-    std::fs::write(
-        &t,
-        "lab: plainv\nhosts:\n  h:\n    steps:\n      - directory: { path: /srv/x }\n        why: t\n",
-    )
-    .unwrap();
-    let out = Lvslab::new().args(["verify".as_ref(), t.as_os_str()]).run();
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(
-        out.stdout.starts_with("VERIFY plainv: nothing to verify"),
-        "{}",
-        out.stdout
-    );
-    assert!(!out.stdout.contains("PASSED"), "{}", out.stdout);
-}
