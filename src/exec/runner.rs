@@ -466,14 +466,16 @@ impl PhaseRun<'_> {
         }
         // Steps on one file edit, in order, what the one before leaves.
         let (obs, done_before) = self.chained(&todo, obs);
-        if let Err(msg) = self.record_originals(&todo, &obs, &done_before) {
-            return self.fail_all(msg);
-        }
+        let new_records = match self.record_originals(&todo, &obs, &done_before) {
+            Ok(n) => n,
+            Err(msg) => return self.fail_all(msg),
+        };
         // 3. Apply what differs, in order, and read it back (and the later
         //    phases' steps), in one round trip.
         let Some((ran_ok, mut notes, again)) = self.apply(&todo, &obs, &done_before, &mut rs).await else {
             return rs.into_iter().flatten().collect();
         };
+        self.forget_untouched(&new_records, &rs, &again);
         // 4. Nothing is `changed` that was not observed to hold.
         self.confirm(&ran_ok, &assessed, &mut notes, &again, &mut rs);
         rs.into_iter().flatten().collect()
@@ -638,11 +640,24 @@ impl PhaseRun<'_> {
 
     /// Record what was there before the first change, and save it before
     /// touching anything.
-    fn record_originals(&self, todo: &[usize], obs: &[Observed], done_before: &BTreeSet<usize>) -> Result<(), String> {
+    fn record_originals(
+        &self,
+        todo: &[usize],
+        obs: &[Observed],
+        done_before: &BTreeSet<usize>,
+    ) -> Result<BTreeMap<usize, Original>, String> {
         let Ok(mut state) = self.shared.state.lock() else {
             return Err("lab state poisoned".into());
         };
+        let mut new = BTreeMap::new();
         for &i in todo.iter().filter(|i| !done_before.contains(i)) {
+            let known = state
+                .hosts
+                .get(self.host)
+                .is_some_and(|h| h.changes.iter().any(|c| c.id == self.steps[i].id));
+            if !known {
+                new.insert(i, self.desired[i].original(&obs[i]));
+            }
             state.record(
                 self.host,
                 Change {
@@ -655,7 +670,48 @@ impl PhaseRun<'_> {
                 },
             );
         }
-        (self.shared.save)(&state).map_err(|e| format!("cannot save the lab state: {}", crate::diag::chain(&e)))
+        (self.shared.save)(&state).map_err(|e| format!("cannot save the lab state: {}", crate::diag::chain(&e)))?;
+        Ok(new)
+    }
+
+    /// Forget what this run recorded for steps that changed nothing: those
+    /// that did not run (an earlier step failed), and file, line and
+    /// directory steps that failed with their path as it was (a refusal, a
+    /// guard). `down` must not "put back" what lvslab never touched — a
+    /// directory made later by hand, say.
+    fn forget_untouched(
+        &self,
+        new: &BTreeMap<usize, Original>,
+        rs: &[Option<StepResult>],
+        after: &BTreeMap<usize, Option<Observed>>,
+    ) {
+        let untouched: Vec<&str> = new
+            .iter()
+            .filter(|(i, original)| match rs[**i].as_ref().map(|r| r.status) {
+                Some(Status::Skipped) => true,
+                Some(Status::Failed) => {
+                    matches!(
+                        self.desired[**i],
+                        Resource::File { .. } | Resource::Line { .. } | Resource::Directory { .. }
+                    ) && after
+                        .get(*i)
+                        .and_then(Option::as_ref)
+                        .is_some_and(|seen| self.desired[**i].original(seen) == **original)
+                }
+                _ => false,
+            })
+            .map(|(i, _)| self.steps[*i].id.as_str())
+            .collect();
+        if untouched.is_empty() {
+            return;
+        }
+        if let Ok(mut state) = self.shared.state.lock() {
+            if let Some(h) = state.hosts.get_mut(self.host) {
+                h.changes.retain(|c| !untouched.contains(&c.id.as_str()));
+            }
+            state.hosts.retain(|_, h| !h.changes.is_empty());
+            let _ = (self.shared.save)(&state);
+        }
     }
 
     /// Apply the steps that differ (stopping at the first failure) and read
@@ -744,6 +800,8 @@ impl PhaseRun<'_> {
                 (_, true) | (None, false) => self.result(i, Status::Skipped, vec!["an earlier step failed".into()]),
                 (Some(o), false) if o.rc != 0 => {
                     failed = true;
+                    // Read back too: whether it changed anything.
+                    again.insert(i, looks[k].take());
                     let mut details = vec![format!("exit status {}", o.rc)];
                     details.extend(mask(o.output.trim(), plan).lines().map(String::from));
                     self.result(i, Status::Failed, details)
@@ -1091,6 +1149,11 @@ async fn revert_host(
                 )
             }
             (Some(_), Some(seen)) if restored(&c.resource, &c.original, seen) => res(c, done, Vec::new()),
+            (Some(_), Some(seen)) if file_not_lvslabs(&c.resource, &c.original, seen) => res(
+                c,
+                Status::Kept,
+                vec!["no longer what lvslab wrote (made or changed by hand since): left as it is".into()],
+            ),
             (Some(_), Some(seen)) if line_taken_by_hand(&c.resource, seen) => res(
                 c,
                 Status::Kept,
@@ -1118,6 +1181,17 @@ fn line_taken_by_hand(r: &Resource, seen: &Observed) -> bool {
     parse_file_state(seen)
         .and_then(|f| f.content)
         .is_some_and(|c| !crate::plan::line::lines_of(&String::from_utf8_lossy(&c)).contains(&line.as_str()))
+}
+
+/// A file lvslab made is still there after its revert because it no
+/// longer holds what lvslab wrote (the revert removes only lvslab's content).
+fn file_not_lvslabs(r: &Resource, orig: &Original, seen: &Observed) -> bool {
+    let Resource::File { content, .. } = r else {
+        return false;
+    };
+    *orig == Original::Absent
+        && !content.contains(crate::plan::SECRET_PLACEHOLDER_PREFIX)
+        && parse_file_state(seen).is_some_and(|f| f.sha256 != sha256_hex(content.as_bytes()))
 }
 
 /// An observation as a person reads it: a file's mode and size rather than

@@ -348,7 +348,24 @@ impl Resource {
             (Resource::Directory { path, .. }, Original::Value { value }) => {
                 vec![format!("chmod {} {}", quote(value), quote(path))]
             }
-            (Resource::File { path, .. }, Original::Absent) => vec![format!("rm -f {}", quote(path))],
+            // Made by lvslab: removed only while it holds what lvslab wrote
+            // (a file made or changed by hand since stays), through a
+            // symbolic link as it was written. A file with secrets filled in
+            // on the host cannot be compared here: removed.
+            (Resource::File { path, content, .. }, Original::Absent) => {
+                let p = quote(path);
+                if content.contains(super::SECRET_PLACEHOLDER_PREFIX) {
+                    vec![format!("rm -f {p}")]
+                } else {
+                    vec![
+                        format!("f={p}; [ ! -L \"$f\" ] || f=$(readlink -f -- \"$f\") || f={p}"),
+                        format!(
+                            "[ ! -f \"$f\" ] || [ \"$(sha256sum < \"$f\" | cut -d' ' -f1)\" != {} ] || rm -f \"$f\"",
+                            sha256_hex(content.as_bytes())
+                        ),
+                    ]
+                }
+            }
             (Resource::Line { path, line, .. }, Original::Value { value }) => line::revert(path, line, value),
             (Resource::File { path, .. }, Original::File { mode, content_base64 }) => {
                 let content = decode_base64(content_base64).ok_or("recorded content is not base64")?;
@@ -433,14 +450,15 @@ pub fn write_file(path: &str, content: &[u8], mode: &str, validate: Option<&str>
             ));
             cmds.push(write);
         }
-        _ => {
-            cmds.push(write);
-            cmds.push(format!("chmod {} \"$t\"", quote(mode)));
-        }
+        _ => cmds.push(write),
     }
-    // The file keeps its owner (a service's own file stays readable by it).
-    // (As far as the login may: a user not root keeps the file as theirs.)
+    // The file keeps its owner (a service's own file stays readable by it),
+    // as far as the login may (a user not root keeps the file as theirs);
+    // before any chmod, which chown would undo for setuid and setgid bits.
     cmds.push("[ ! -e \"$f\" ] || chown \"$(stat -c %u:%g -- \"$f\")\" \"$t\" 2>/dev/null || :".to_string());
+    if octal(mode).is_none_or(|m| m & !0o666 != 0) {
+        cmds.push(format!("chmod {} \"$t\"", quote(mode)));
+    }
     if let Some(v) = validate {
         cmds.push(format!("{} || {{ rm -f \"$t\"; exit 1; }}", v.replace("%s", "\"$t\"")));
     }
@@ -703,7 +721,12 @@ mod tests {
         let cmds = f.revert_for(&orig).unwrap().join("\n");
         // Mode 600 is made by the umask (no chmod runs for it).
         assert!(cmds.contains("umask 177;"), "{cmds}");
-        assert_eq!(f.revert_for(&Original::Absent).unwrap(), ["rm -f /etc/x.conf"]);
+        // Made by lvslab: removed only while it holds lvslab's content.
+        let rm = f.revert_for(&Original::Absent).unwrap().join("\n");
+        assert!(
+            rm.contains(&sha256_hex(b"new\n")) && rm.contains("rm -f \"$f\""),
+            "{rm}"
+        );
     }
 
     /// The write as sh runs it: content byte for byte, the mode asked for

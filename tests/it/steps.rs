@@ -680,3 +680,84 @@ async fn down_keeps_a_command_without_revert_and_a_line_changed_by_hand() {
     );
     assert!(seeded.exists(), "no revert: what the command did stays");
 }
+
+/// `down` touches only what `up` did: a step that never ran (an earlier one
+/// failed) or that failed leaving its path as it was records nothing, so a
+/// directory made there by hand later survives `down`; a file lvslab made
+/// and someone changed since is kept; a setuid file keeps its bits; a file
+/// made through a dangling link goes, the link stays.
+#[tokio::test]
+async fn down_touches_only_what_up_did() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = tempfile::tempdir().unwrap();
+    let (data, refused) = (dir.path().join("data"), dir.path().join("a-dir"));
+    std::fs::create_dir(&refused).unwrap();
+    let t = topology(
+        dir.path(),
+        "",
+        &format!(
+            "      - file: {{ path: {r}, content: x }}\n        why: refused, touches nothing\n\
+             \x20     - directory: {{ path: {d}, purge: true }}\n        why: never runs\n",
+            r = refused.display(),
+            d = data.display()
+        ),
+    );
+    let plan = Arc::new(compile(&t).unwrap());
+    let (_, outcome, state) = run(&plan, LabState::default(), false).await;
+    assert!(outcome.failed);
+    assert!(
+        state.hosts.values().all(|h| h.changes.is_empty()),
+        "nothing recorded: {state:?}"
+    );
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("db"), "important").unwrap();
+    let (outcome, _) = down(&plan, state).await;
+    assert!(!outcome.failed, "{:?}", outcome.results);
+    assert_eq!(std::fs::read_to_string(data.join("db")).unwrap(), "important");
+    assert!(refused.is_dir());
+
+    let (made, suid, dangling) = (
+        dir.path().join("made"),
+        dir.path().join("suid"),
+        dir.path().join("dangling"),
+    );
+    std::fs::write(&suid, "old\n").unwrap();
+    std::os::unix::fs::chown(&suid, Some(65534), Some(65534)).unwrap();
+    std::fs::set_permissions(&suid, std::fs::Permissions::from_mode(0o4750)).unwrap();
+    std::os::unix::fs::symlink("target", &dangling).unwrap();
+    let t = topology(
+        dir.path(),
+        "",
+        &format!(
+            "      - file: {{ path: {m}, content: \"ours\\n\" }}\n        why: t\n\
+             \x20     - file: {{ path: {s}, content: \"new\\n\", mode: \"0755\" }}\n        why: t\n\
+             \x20     - file: {{ path: {d}, content: \"ours\\n\" }}\n        why: t\n",
+            m = made.display(),
+            s = suid.display(),
+            d = dangling.display()
+        ),
+    );
+    let plan = Arc::new(compile(&t).unwrap());
+    let (_, outcome, state) = run(&plan, LabState::default(), false).await;
+    assert!(!outcome.failed, "{:?}", outcome.results);
+    assert_eq!(std::fs::read_to_string(dir.path().join("target")).unwrap(), "ours\n");
+    std::fs::write(&made, "edited by hand\n").unwrap();
+    let (outcome, left) = down(&plan, state).await;
+    assert!(!outcome.failed, "{:?}", outcome.results);
+    let made_status = outcome
+        .results
+        .iter()
+        .find(|r| r.id.ends_with("/made"))
+        .map(|r| r.status);
+    assert_eq!(made_status, Some(Status::Kept), "{:?}", outcome.results);
+    assert!(left.hosts.values().all(|h| h.changes.is_empty()));
+    assert_eq!(std::fs::read_to_string(&made).unwrap(), "edited by hand\n");
+    let m = std::fs::metadata(&suid).unwrap();
+    assert_eq!((m.mode() & 0o7777, m.uid()), (0o4750, 65534), "setuid and owner back");
+    assert_eq!(std::fs::read_to_string(&suid).unwrap(), "old\n");
+    assert!(
+        std::fs::symlink_metadata(&dangling).unwrap().file_type().is_symlink(),
+        "the link stays"
+    );
+    assert!(!dir.path().join("target").exists(), "what lvslab made through it goes");
+}
