@@ -653,6 +653,28 @@ fn eval_bool(env: &Environment, expr: &str, ctx: &Value) -> Result<bool, String>
     defined(eval(env, expr, ctx)?, "when", expr).map(|v| v.is_true())
 }
 
+/// A step's `when:`: an expression, `true`/`false`, or a list of those that
+/// must all hold (Ansible's list form). Anything else (`when: 0`, an empty
+/// `when:`) is refused rather than read as a condition that holds.
+fn when_holds(env: &Environment, cond: &serde_yaml::Value, ctx: &Value) -> Result<bool, String> {
+    match cond {
+        serde_yaml::Value::String(expr) => eval_bool(env, expr, ctx),
+        serde_yaml::Value::Bool(b) => Ok(*b),
+        serde_yaml::Value::Sequence(all) if all.iter().all(|c| c.is_string() || c.is_bool()) => {
+            for c in all {
+                if !when_holds(env, c, ctx)? {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        }
+        other => Err(format!(
+            "`when: {}` is not a condition: write an expression, true or false, or a list of them",
+            serde_yaml::to_string(other).unwrap_or_default().trim()
+        )),
+    }
+}
+
 /// A `when` or `loop` naming nothing is a typo (`when: enabeld`), not a
 /// false or an empty list: it would drop steps without a word, and on a
 /// running lab revert them. `x is defined` asks on purpose.
@@ -693,13 +715,26 @@ fn expand_step(
             typo.unwrap_or_default()
         ));
     }
-    let items: Vec<Value> = match get("loop") {
-        Some(expr) => {
+    let items: Vec<Value> = match raw.get("loop") {
+        Some(serde_yaml::Value::String(expr)) => {
             let v = defined(eval(env, expr, ctx).map_err(|e| format!("loop {e}"))?, "loop", expr)?;
             if v.kind() == minijinja::value::ValueKind::String {
                 return Err(format!("loop `{expr}` is a string: a loop goes over a list"));
             }
             v.try_iter().map_err(|e| format!("loop `{expr}`: {e}"))?.collect()
+        }
+        // A list written out (Ansible's usual form), its strings rendered.
+        Some(list @ serde_yaml::Value::Sequence(_)) => match render_value(env, list, ctx)? {
+            serde_yaml::Value::Sequence(items) => {
+                items.iter().map(|i| Value::from(minijinja::value::Serde(i))).collect()
+            }
+            _ => Vec::new(),
+        },
+        Some(other) => {
+            return Err(format!(
+                "`loop: {}` is neither an expression nor a list",
+                serde_yaml::to_string(other).unwrap_or_default().trim()
+            ));
         }
         None => vec![Value::UNDEFINED],
     };
@@ -710,8 +745,8 @@ fn expand_step(
         } else {
             minijinja::context! { item => item, ..ctx.clone() }
         };
-        if let Some(expr) = get("when")
-            && !eval_bool(env, expr, &ctx)?
+        if let Some(cond) = raw.get("when")
+            && !when_holds(env, cond, &ctx)?
         {
             continue;
         }

@@ -314,6 +314,50 @@ fn line_steps_compile_from_line_or_key_and_value() {
     );
     let err = compile(&t).unwrap_err();
     assert!(err.contains("t.yaml:5:") && err.contains("t.yaml:8:"), "{err}");
+    // `when:` and `loop:` as YAML values, as Ansible users write them.
+    for (meta, n) in [
+        ("when: false", 0),
+        ("when: true", 1),
+        ("when: [true, enabled]", 0),
+        ("when: [true, \"not enabled\"]", 1),
+        ("loop: []", 0),
+        ("loop: [a, b, \"{{ lab }}\"]", 3),
+    ] {
+        let t = topology(
+            dir.path(),
+            "vars: { enabled: false }\n",
+            &format!(
+                "      - directory: {{ path: \"/tmp/x-{{{{ item | default('one') }}}}\" }}\n        why: t\n        {meta}\n"
+            ),
+        );
+        let plan = compile(&t).unwrap_or_else(|e| panic!("{meta}: {e}"));
+        assert_eq!(resources(&plan).len(), n, "{meta}: {:?}", resources(&plan));
+    }
+    let t = topology(
+        dir.path(),
+        "",
+        "      - directory: { path: \"/tmp/x-{{ item }}\" }\n        why: t\n        loop: [a, b]\n",
+    );
+    let paths: Vec<String> = resources(&compile(&t).unwrap())
+        .into_iter()
+        .filter_map(|r| match r {
+            Resource::Directory { path, .. } => Some(path),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(paths, ["/tmp/x-a", "/tmp/x-b"]);
+    for meta in ["when: 0", "when:", "loop: true"] {
+        let t = topology(
+            dir.path(),
+            "",
+            &format!("      - directory: {{ path: /tmp/x }}\n        why: t\n        {meta}\n"),
+        );
+        let err = compile(&t).unwrap_err();
+        assert!(
+            err.contains("not a condition") || err.contains("neither an expression nor a list"),
+            "{meta}: {err}"
+        );
+    }
     let t = topology(
         dir.path(),
         "vars: { enabled: false }\n",
