@@ -88,8 +88,19 @@ async fn revert_outliving(
     if lab.kind != crate::model::Provider::Netns {
         return Ok(runner::RunOutcome::default());
     }
+    // Every host the provider is about to remove: the record's hosts the
+    // topology no longer has (with `--limit` too, which `gone` leaves out).
+    let mut gone: Vec<String> = gone.to_vec();
+    gone.extend(
+        lab_state
+            .known_hosts()
+            .into_iter()
+            .filter(|h| lab.topo.host_by_name(h).is_none()),
+    );
+    gone.sort();
+    gone.dedup();
     let mut sub = state::LabState::default();
-    for h in gone {
+    for h in &gone {
         let Some(hs) = lab_state.hosts.get(h) else { continue };
         let changes: Vec<state::Change> = hs
             .changes
