@@ -357,6 +357,38 @@ fn mask(text: &str, plan: &Plan) -> String {
     out
 }
 
+/// On a host, the lines of a file where the plan puts a secret may hold an
+/// *earlier* secret (the password before it was changed): masked by where
+/// the planned content has its placeholder (`  auth_pass @@…@@` masks any
+/// line starting `  auth_pass `), whatever value they hold.
+fn mask_secret_lines(current: &str, plan: &Plan, path: &str) -> String {
+    let prefixes: Vec<&str> = plan
+        .phases
+        .iter()
+        .flat_map(|p| &p.hosts)
+        .flat_map(|h| &h.steps)
+        .filter_map(|s| match &s.resource {
+            Resource::File { path: p, content, .. } if p == path => Some(content),
+            _ => None,
+        })
+        .flat_map(|c| {
+            c.lines()
+                .filter_map(|l| l.find(crate::plan::SECRET_PLACEHOLDER_PREFIX).map(|i| &l[..i]))
+        })
+        .filter(|p| !p.trim().is_empty())
+        .collect();
+    if prefixes.is_empty() {
+        return current.to_string();
+    }
+    current
+        .split_inclusive('\n')
+        .map(|l| match prefixes.iter().find(|p| l.starts_with(**p)) {
+            Some(p) => format!("{p}********{}", if l.ends_with('\n') { "\n" } else { "" }),
+            None => l.to_string(),
+        })
+        .collect()
+}
+
 /// A file step's or line step's unified diff, now → planned, secrets masked.
 pub fn file_diff(plan: &Plan, desired: &Resource, obs: &Observed) -> Option<String> {
     let (path, current, wanted) = match desired {
@@ -372,15 +404,20 @@ pub fn file_diff(plan: &Plan, desired: &Resource, obs: &Observed) -> Option<Stri
         }
         _ => return None,
     };
-    let current = mask(&current, plan);
+    let differs = current != wanted;
+    let current = mask(&mask_secret_lines(&current, plan, path), plan);
     let wanted = mask(&wanted, plan);
     let diff = similar::TextDiff::from_lines(&current, &wanted);
-    Some(
-        diff.unified_diff()
-            .context_radius(2)
-            .header(&format!("{path} (now)"), &format!("{path} (planned)"))
-            .to_string(),
-    )
+    let text = diff
+        .unified_diff()
+        .context_radius(2)
+        .header(&format!("{path} (now)"), &format!("{path} (planned)"))
+        .to_string();
+    Some(if text.is_empty() && differs {
+        format!("{path}: it differs only on lines that hold a secret (not shown)\n")
+    } else {
+        text
+    })
 }
 
 async fn host_phase(

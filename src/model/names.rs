@@ -28,12 +28,23 @@ pub fn is_safe_path(s: &str) -> bool {
         && s.len() <= 255
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-' | '+'))
-        && !s.split('/').any(|c| c == "..")
+        && !s.split('/').any(|c| c == ".." || c == ".")
+        // One spelling per path (`/a//b` is `/a/b`): steps on one file are
+        // compared by their paths.
+        && !s.trim_end_matches('/').contains("//")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_have_one_spelling() {
+        assert!(is_safe_path("/etc/x.conf") && is_safe_path("/srv/d/") && is_safe_path("/"));
+        for p in ["/etc//x.conf", "/etc/./x.conf", "/etc/x/.", "/etc/../x", "etc/x"] {
+            assert!(!is_safe_path(p), "{p}");
+        }
+    }
 
     #[test]
     fn grammars() {

@@ -229,6 +229,9 @@ fn file_diffs_never_show_secrets_and_keepalived_follows_its_rules() {
             let steps = as_planned(&p, h, |path, c| {
                 if path.ends_with("keepalived.conf") && h == "director1" {
                     c.replace("priority 100", "priority 250")
+                } else if path.ends_with("keepalived.conf") && h == "director2" {
+                    // The password before someone changed it in the topology.
+                    c.replace(&secret, "OldPassw0rd")
                 } else {
                     c.to_string()
                 }
@@ -251,6 +254,18 @@ fn file_diffs_never_show_secrets_and_keepalived_follows_its_rules() {
     );
     let text = lvslab::report::drift_text(&r) + &lvslab::report::drift_json(&r).unwrap();
     assert!(!text.contains(&secret), "the VRRP password never appears");
+    let d2 = r.hosts.iter().find(|h| h.host == "director2").unwrap();
+    let d2_diff = d2
+        .findings
+        .iter()
+        .find(|f| f.kind == "file")
+        .and_then(|f| f.diff.as_deref());
+    assert!(
+        d2_diff.is_some_and(|d| d.contains("only on lines that hold a secret")),
+        "{d2:#?}"
+    );
+    let text = lvslab::report::drift_text(&r) + &lvslab::report::drift_json(&r).unwrap();
+    assert!(!text.contains("OldPassw0rd"), "nor the one before it: {text}");
     // keepalived restarts because its file is rewritten: a note, not a finding.
     assert!(d1.notes.iter().any(|n| n.contains("restarts on --fix")), "{d1:#?}");
     // web1 out of the pool is keepalived's business; an undeclared one is drift.
