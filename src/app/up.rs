@@ -33,6 +33,9 @@ pub async fn up(file: &Path, check: bool, no_verify: bool, run: &RunArgs) -> any
     }
     limit_plan(&mut plan, &run.limit);
     let dir = &lab.dir;
+    // `--check` changes nothing: a lab with no directory yet gets none (its
+    // lock's directory goes again, whatever the outcome).
+    let _no_trace = (check && !dir.exists()).then_some(NoTrace(dir));
     let _lock = dir.lock()?;
     let mut lab_state = dir.load_or_new(unix_now())?;
     let topo_hosts: Vec<String> = topo.hosts.iter().map(|h| h.name.clone()).collect();
@@ -193,5 +196,17 @@ impl Sides<'_> {
             print!("\n{}", report::verify_text(&report));
         }
         Ok(report.passed)
+    }
+}
+
+/// Removes a lab's directory made only for `--check`'s lock, unless a state
+/// was saved in it meanwhile.
+struct NoTrace<'a>(&'a state::LabDir);
+
+impl Drop for NoTrace<'_> {
+    fn drop(&mut self) {
+        if self.0.load().is_ok_and(|s| s.is_none()) {
+            let _ = self.0.remove_all();
+        }
     }
 }

@@ -265,6 +265,17 @@ fn a_removed_netns_host_puts_back_what_it_did_on_this_machine() {
             .run()
     };
     let up = |f: &std::path::Path| lvslab(&["up".as_ref(), f.as_os_str(), "--provider".as_ref(), "netns".as_ref()]);
+    // --check of a lab that is not up says so and leaves no trace.
+    let out = lvslab(&[
+        "up".as_ref(),
+        f1.as_os_str(),
+        "--provider".as_ref(),
+        "netns".as_ref(),
+        "--check".as_ref(),
+    ]);
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("is not up"), "{}", out.stderr);
+    assert!(!state.path().join("rmh").exists(), "no lab directory, no lock");
     let out = up(&f1);
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     assert_eq!(std::fs::read_to_string(&pre).unwrap(), "h2 was here\n");
