@@ -86,6 +86,15 @@ fn a_management_network_meeting_an_existing_route_is_refused() {
     );
 }
 
+/// lvslab with its labs recorded in `state`, as CI runs it.
+fn in_state(state: &std::path::Path, args: &[&std::ffi::OsStr]) -> crate::Output {
+    Lvslab::new()
+        .args(args)
+        .env("LVSLAB_STATE_DIR", state)
+        .env("CI", "true")
+        .run()
+}
+
 fn netns_exec(ns: &str, args: &[&str]) -> String {
     let out = Command::new("ip")
         .args(["netns", "exec", ns])
@@ -120,13 +129,7 @@ fn netns_hosts_converge_after_a_kill_damage_and_edits() {
               b: { role: client, interfaces: [{ network: lan, address: 10.77.0.11 }] }\n";
     let (_d1, f1) = world_readable_topology(v1);
     let (_d2, f2) = world_readable_topology(v2);
-    let lvslab = |args: &[&std::ffi::OsStr]| {
-        Lvslab::new()
-            .args(args)
-            .env("LVSLAB_STATE_DIR", state.path())
-            .env("CI", "true")
-            .run()
-    };
+    let lvslab = |args: &[&std::ffi::OsStr]| in_state(state.path(), args);
     let up = |f: &std::path::Path| lvslab(&["up".as_ref(), f.as_os_str(), "--provider".as_ref(), "netns".as_ref()]);
     // Killed while making the hosts (once the first veth is recorded).
     let mut child = Command::new(env!("CARGO_BIN_EXE_lvslab"))
@@ -257,13 +260,7 @@ fn a_removed_netns_host_puts_back_what_it_did_on_this_machine() {
     assert_eq!(std::fs::read_to_string(&kv).unwrap(), "k = orig\nother\n");
     let (_d1, f1) = world_readable_topology(&format!("lab: rmh\nhosts:\n{h1}{h2}"));
     let (_d2, f2) = world_readable_topology(&format!("lab: rmh\nhosts:\n{h1}"));
-    let lvslab = |args: &[&std::ffi::OsStr]| {
-        Lvslab::new()
-            .args(args)
-            .env("LVSLAB_STATE_DIR", state.path())
-            .env("CI", "true")
-            .run()
-    };
+    let lvslab = |args: &[&std::ffi::OsStr]| in_state(state.path(), args);
     let up = |f: &std::path::Path| lvslab(&["up".as_ref(), f.as_os_str(), "--provider".as_ref(), "netns".as_ref()]);
     // --check of a lab that is not up says so and leaves no trace.
     let out = lvslab(&[

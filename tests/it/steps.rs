@@ -24,6 +24,11 @@ fn compile(path: &Path) -> Result<Plan, String> {
     lvslab::compile::compile(&loaded.topology).map_err(|e| e.to_string())
 }
 
+/// The error of a topology with one plain host `h` and `steps`.
+fn steps_err(dir: &Path, steps: &str) -> String {
+    compile(&topology(dir, "", steps)).unwrap_err()
+}
+
 fn resources(plan: &Plan) -> Vec<Resource> {
     plan.phases
         .iter()
@@ -98,12 +103,10 @@ fn src_files_are_read_next_to_the_topology_and_never_rendered() {
     assert!(err.contains("relative to the topology file"), "{err}");
     // Nothing outside the topology's directory.
     for outside in ["/etc/passwd", "../t.yaml", "files/../../x"] {
-        let t = topology(
+        let err = steps_err(
             dir.path(),
-            "",
             &format!("      - file: {{ path: /etc/motd, src: \"{outside}\" }}\n        why: t\n"),
         );
-        let err = compile(&t).unwrap_err();
         assert!(err.contains("not inside the topology's directory"), "{outside}: {err}");
     }
     // Nor through a symbolic link, to a file or to a directory (a cloned
@@ -270,12 +273,10 @@ fn line_steps_compile_from_line_or_key_and_value() {
             "line: { path: /etc/m.conf, line: port=2, regexp: '^port' }",
         ),
     ] {
-        let t = topology(
+        let err = steps_err(
             dir.path(),
-            "",
             &format!("      - {a}\n        why: t\n      - {b}\n        why: t\n"),
         );
-        let err = compile(&t).unwrap_err();
         assert!(
             err.contains("t.yaml:7:") && err.contains("line 5 undo each other"),
             "{a} / {b}: {err}"
@@ -297,12 +298,10 @@ fn line_steps_compile_from_line_or_key_and_value() {
         ("loop: \"'abc'\"", "is a string"),
         ("phse: network", "`phse`: did you mean `phase`?"),
     ] {
-        let t = topology(
+        let err = steps_err(
             dir.path(),
-            "",
             &format!("      - directory: {{ path: /tmp/x }}\n        why: t\n        {meta}\n"),
         );
-        let err = compile(&t).unwrap_err();
         assert!(err.contains(why) && err.contains("t.yaml:5:"), "{meta}: {err}");
     }
     // Every bad step is reported, not only the first.
@@ -347,12 +346,10 @@ fn line_steps_compile_from_line_or_key_and_value() {
         .collect();
     assert_eq!(paths, ["/tmp/x-a", "/tmp/x-b"]);
     for meta in ["when: 0", "when:", "loop: true"] {
-        let t = topology(
+        let err = steps_err(
             dir.path(),
-            "",
             &format!("      - directory: {{ path: /tmp/x }}\n        why: t\n        {meta}\n"),
         );
-        let err = compile(&t).unwrap_err();
         assert!(
             err.contains("not a condition") || err.contains("neither an expression nor a list"),
             "{meta}: {err}"
@@ -369,8 +366,7 @@ fn line_steps_compile_from_line_or_key_and_value() {
         "{ path: /etc/a, line: x, regexp: '(' }",
         "{ path: /etc/a }",
     ] {
-        let t = topology(dir.path(), "", &format!("      - line: {bad}\n        why: t\n"));
-        let err = compile(&t).unwrap_err();
+        let err = steps_err(dir.path(), &format!("      - line: {bad}\n        why: t\n"));
         assert!(err.contains("t.yaml:5:"), "{bad}: {err}");
     }
 }
