@@ -77,8 +77,9 @@ fn outlives_namespace(r: &plan::Resource) -> bool {
 
 /// Before the netns provider removes the namespace of a host the file no
 /// longer has, what lvslab did on this machine's file system through it is
-/// put back (as `down` would). If any of it cannot be, nothing is removed:
-/// the host and its record stay for the next run, and `up` stops saying why.
+/// put back (as `down` would). What cannot be is reported `FAILED` with
+/// its path (`up` then exits 1) and the host goes all the same: a host that
+/// could never be removed would stop every later `up`.
 async fn revert_outliving(
     lab: &Lab<'_>,
     lab_state: &mut state::LabState,
@@ -120,7 +121,27 @@ async fn revert_outliving(
         topo: &lab.topo,
         ssh_dir: lab.dir.path.join("ssh"),
     };
-    let conns = nsp.connections(lab_state, &names);
+    // A host whose namespace is already gone (this machine rebooted): its
+    // file, line and directory changes are on this machine's file system
+    // and are reverted from here; its commands' reverts cannot run.
+    let conns: Vec<runner::HostConn> = nsp
+        .connections(lab_state, &names)
+        .into_iter()
+        .map(|c| match c.transport {
+            Ok(_) => c,
+            Err(_) => {
+                if let Some(hs) = sub.hosts.get_mut(&c.host) {
+                    hs.changes
+                        .retain(|ch| !matches!(ch.resource, plan::Resource::Command { .. }));
+                }
+                runner::HostConn {
+                    transport: Ok(Arc::new(crate::exec::transport::LocalTransport::new(c.host.clone()))
+                        as Arc<dyn crate::exec::transport::Transport>),
+                    host: c.host,
+                }
+            }
+        })
+        .collect();
     let opts = runner::Options {
         check: false,
         forks: lab.opts.forks,
@@ -141,17 +162,6 @@ async fn revert_outliving(
         }
     }
     lab.dir.save(lab_state)?;
-    let stuck: Vec<&String> = names
-        .iter()
-        .filter(|h| left.hosts.get(*h).is_some_and(|hs| !hs.changes.is_empty()))
-        .collect();
-    if !stuck.is_empty() {
-        anyhow::bail!(
-            "could not put back on this machine what lvslab did through removed host(s) {} (above); \
-             their namespaces stay until it is: run `lvslab up` again",
-            stuck.iter().map(|h| h.as_str()).collect::<Vec<_>>().join(", ")
-        );
-    }
     Ok(outcome)
 }
 

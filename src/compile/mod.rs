@@ -20,7 +20,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::assets;
-use crate::model::{Host, Init, Role, Topology, is_interface_name, is_safe_path};
+use crate::model::{Host, Init, Role, Topology, is_interface_name, is_safe_path, normal_path};
 use crate::plan::{HostPlan, PHASES, Phase, Plan, Resource, SCHEMA, ServiceManager, Step, line};
 
 #[derive(Debug, thiserror::Error)]
@@ -943,7 +943,11 @@ fn resource(env: &Environment, topo: &Topology, host: &Host, p: Params, ctx: &Va
         Params::Directory { path, mode, purge } => {
             check(is_safe_path(&path), "path", &path)?;
             check(is_mode(&mode), "mode", &mode)?;
-            Resource::Directory { path, mode, purge }
+            Resource::Directory {
+                path: normal_path(&path),
+                mode,
+                purge,
+            }
         }
         Params::File {
             path,
@@ -957,6 +961,7 @@ fn resource(env: &Environment, topo: &Topology, host: &Host, p: Params, ctx: &Va
         } => {
             check(is_safe_path(&path), "path", &path)?;
             is_file_path(&path)?;
+            let path = normal_path(&path);
             check(is_mode(&mode), "mode", &mode)?;
             let content = match template_source {
                 Some(src) => user_template(&template.unwrap_or_default(), &src, lstrip_blocks, ctx)?,
@@ -1027,6 +1032,7 @@ fn line_resource(
 ) -> Result<Resource, String> {
     check(is_safe_path(&path), "path", &path)?;
     is_file_path(&path)?;
+    let path = normal_path(&path);
     check(is_mode(&mode), "mode", &mode)?;
     let (line, regexp) = match (line, key_value) {
         (Some(l), None) => (l, regexp),

@@ -361,7 +361,7 @@ fn mask(text: &str, plan: &Plan) -> String {
 /// *earlier* secret (the password before it was changed): masked by where
 /// the planned content has its placeholder (`  auth_pass @@…@@` masks any
 /// line starting `  auth_pass `), whatever value they hold.
-fn mask_secret_lines(current: &str, plan: &Plan, path: &str) -> String {
+fn mask_secret_lines(current: &str, plan: &Plan, path: &str) -> Option<String> {
     let prefixes: Vec<&str> = plan
         .phases
         .iter()
@@ -375,18 +375,24 @@ fn mask_secret_lines(current: &str, plan: &Plan, path: &str) -> String {
             c.lines()
                 .filter_map(|l| l.find(crate::plan::SECRET_PLACEHOLDER_PREFIX).map(|i| &l[..i]))
         })
-        .filter(|p| !p.trim().is_empty())
         .collect();
-    if prefixes.is_empty() {
-        return current.to_string();
+    // A secret that starts its line cannot be told from the text around
+    // it: the whole file is not shown.
+    if prefixes.iter().any(|p| p.trim().is_empty()) {
+        return None;
     }
-    current
-        .split_inclusive('\n')
-        .map(|l| match prefixes.iter().find(|p| l.starts_with(**p)) {
-            Some(p) => format!("{p}********{}", if l.ends_with('\n') { "\n" } else { "" }),
-            None => l.to_string(),
-        })
-        .collect()
+    if prefixes.is_empty() {
+        return Some(current.to_string());
+    }
+    Some(
+        current
+            .split_inclusive('\n')
+            .map(|l| match prefixes.iter().find(|p| l.starts_with(**p)) {
+                Some(p) => format!("{p}********{}", if l.ends_with('\n') { "\n" } else { "" }),
+                None => l.to_string(),
+            })
+            .collect(),
+    )
 }
 
 /// A file step's or line step's unified diff, now → planned, secrets masked.
@@ -405,7 +411,12 @@ pub fn file_diff(plan: &Plan, desired: &Resource, obs: &Observed) -> Option<Stri
         _ => return None,
     };
     let differs = current != wanted;
-    let current = mask(&mask_secret_lines(&current, plan, path), plan);
+    let Some(current) = mask_secret_lines(&current, plan, path) else {
+        return Some(format!(
+            "{path}: it holds a secret on a line of its own (the diff is not shown)\n"
+        ));
+    };
+    let current = mask(&current, plan);
     let wanted = mask(&wanted, plan);
     let diff = similar::TextDiff::from_lines(&current, &wanted);
     let text = diff
@@ -834,7 +845,17 @@ impl PhaseRun<'_> {
         let mut failed = false;
         for (k, &i) in todo.iter().enumerate() {
             rs[i] = Some(match (&applied[k], failed) {
-                (_, true) | (None, false) => self.result(i, Status::Skipped, vec!["an earlier step failed".into()]),
+                (_, true) => self.result(i, Status::Skipped, vec!["an earlier step failed".into()]),
+                // Started, perhaps, but its end was never reported (the
+                // connection ended): what it did is unknown, its record stays.
+                (None, false) => {
+                    failed = true;
+                    self.result(
+                        i,
+                        Status::Failed,
+                        vec!["no exit status came back (the connection ended?): it may have run".into()],
+                    )
+                }
                 (Some(o), false) if o.rc != 0 => {
                     failed = true;
                     // Read back too: whether it changed anything.

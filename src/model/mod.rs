@@ -13,7 +13,7 @@ use ipnetwork::Ipv4Network;
 use serde::Serialize;
 
 pub use build::build;
-pub use names::{is_interface_name, is_safe_path, is_simple_name};
+pub use names::{is_interface_name, is_safe_path, is_simple_name, normal_path};
 
 pub use crate::spec::{
     CheckKind, Init, Mode, OsFamily, Protocol, Provider, Role, Scheduler, SyncMode, VrrpState, WebServer,

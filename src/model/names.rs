@@ -28,10 +28,17 @@ pub fn is_safe_path(s: &str) -> bool {
         && s.len() <= 255
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-' | '+'))
-        && !s.split('/').any(|c| c == ".." || c == ".")
-        // One spelling per path (`/a//b` is `/a/b`): steps on one file are
-        // compared by their paths.
-        && !s.trim_end_matches('/').contains("//")
+        && !s.split('/').any(|c| c == "..")
+}
+
+/// A path in one spelling (`/a//b/./c/` is `/a/b/c`): steps on one file are
+/// compared, and recorded, by their paths.
+pub fn normal_path(p: &str) -> String {
+    if !p.starts_with('/') {
+        return p.to_string();
+    }
+    let parts: Vec<&str> = p.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+    format!("/{}", parts.join("/"))
 }
 
 #[cfg(test)]
@@ -40,10 +47,17 @@ mod tests {
 
     #[test]
     fn paths_have_one_spelling() {
-        assert!(is_safe_path("/etc/x.conf") && is_safe_path("/srv/d/") && is_safe_path("/"));
-        for p in ["/etc//x.conf", "/etc/./x.conf", "/etc/x/.", "/etc/../x", "etc/x"] {
-            assert!(!is_safe_path(p), "{p}");
+        for p in [
+            "/etc/x.conf",
+            "/etc//x.conf",
+            "/etc/./x.conf",
+            "//etc/x.conf/",
+            "/etc/x.conf/.",
+        ] {
+            assert_eq!(normal_path(p), "/etc/x.conf", "{p}");
         }
+        assert_eq!(normal_path("/"), "/");
+        assert!(!is_safe_path("/etc/../x") && !is_safe_path("etc/x"));
     }
 
     #[test]

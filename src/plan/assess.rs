@@ -354,14 +354,19 @@ impl Resource {
             // on the host cannot be compared here: removed.
             (Resource::File { path, content, .. }, Original::Absent) => {
                 let p = quote(path);
+                let follow = format!(
+                    "{F}={p}; [ ! -L \"${F}\" ] || {F}=$(readlink -f -- \"${F}\") || {F}={p}",
+                    F = TARGET_VAR
+                );
                 if content.contains(super::SECRET_PLACEHOLDER_PREFIX) {
-                    vec![format!("rm -f {p}")]
+                    vec![follow, format!("rm -f \"${TARGET_VAR}\"")]
                 } else {
                     vec![
-                        format!("f={p}; [ ! -L \"$f\" ] || f=$(readlink -f -- \"$f\") || f={p}"),
+                        follow,
                         format!(
-                            "[ ! -f \"$f\" ] || [ \"$(sha256sum < \"$f\" | cut -d' ' -f1)\" != {} ] || rm -f \"$f\"",
-                            sha256_hex(content.as_bytes())
+                            "[ ! -f \"${F}\" ] || [ \"$(sha256sum < \"${F}\" | cut -d' ' -f1)\" != {} ] || rm -f \"${F}\"",
+                            sha256_hex(content.as_bytes()),
+                            F = TARGET_VAR
                         ),
                     ]
                 }
@@ -428,24 +433,32 @@ pub fn write_file(path: &str, content: &[u8], mode: &str, validate: Option<&str>
     let dir = path
         .rsplit_once('/')
         .map_or("/", |(d, _)| if d.is_empty() { "/" } else { d });
+    // The temporary file, next to the path (its name known here, so a
+    // `validate` command gets it as a literal, as in `plan --format sh`).
+    let t = quote(&format!("{path}.lvslab-new"));
     let write = match std::str::from_utf8(content) {
-        Ok(text) if !text.contains('\0') => format!("printf '%s' {} > \"$t\"", quote(text)),
-        _ => format!("printf '%s' {} | base64 -d > \"$t\"", quote(&encode_base64(content))),
+        Ok(text) if !text.contains('\0') => format!("printf '%s' {} > {t}", quote(text)),
+        _ => format!("printf '%s' {} | base64 -d > {t}", quote(&encode_base64(content))),
     };
     let mut cmds = vec![
         // Through a symbolic link to the file it names (the link stays,
-        // as `/etc/resolv.conf`'s does), never into a directory.
-        format!("f={}; [ ! -L \"$f\" ] || f=$(readlink -f -- \"$f\")", quote(path)),
-        "[ ! -d \"$f\" ] || { echo \"$f is a directory\" >&2; exit 1; }".to_string(),
+        // as `/etc/resolv.conf`'s does), never into a directory. The name is
+        // lvslab's own: nothing a `validate` command sets can change it.
+        format!(
+            "{F}={p}; [ ! -L \"${F}\" ] || {F}=$(readlink -f -- \"${F}\") || {{ echo {why} >&2; exit 1; }}",
+            F = TARGET_VAR,
+            p = quote(path),
+            why = quote(&format!("{path}: cannot follow its symbolic link"))
+        ),
+        format!("[ ! -d \"${TARGET_VAR}\" ] || {{ echo \"${TARGET_VAR} is a directory\" >&2; exit 1; }}"),
         format!("[ -d {d} ] || mkdir -p {d}", d = quote(dir)),
-        "t=\"$f.lvslab-new\"".to_string(),
     ];
     match octal(mode) {
         // Made with its mode by the shell's umask (a leftover temporary
         // file is removed first: it would keep its own mode).
         Some(m) if m & !0o666 == 0 => {
             cmds.push(format!(
-                "umask {:03o}; [ ! -e \"$t\" ] && [ ! -L \"$t\" ] || rm -f \"$t\"",
+                "umask {:03o}; [ ! -e {t} ] && [ ! -L {t} ] || rm -f {t}",
                 0o777 & !m
             ));
             cmds.push(write);
@@ -455,16 +468,25 @@ pub fn write_file(path: &str, content: &[u8], mode: &str, validate: Option<&str>
     // The file keeps its owner (a service's own file stays readable by it),
     // as far as the login may (a user not root keeps the file as theirs);
     // before any chmod, which chown would undo for setuid and setgid bits.
-    cmds.push("[ ! -e \"$f\" ] || chown \"$(stat -c %u:%g -- \"$f\")\" \"$t\" 2>/dev/null || :".to_string());
+    // `-O`/`-G` (the shell's own test) spare the two programs when the
+    // login owns it already.
+    cmds.push(format!(
+        "[ ! -e \"${F}\" ] || {{ [ -O \"${F}\" ] && [ -G \"${F}\" ]; }} || chown \"$(stat -c %u:%g -- \"${F}\")\" {t} 2>/dev/null || :",
+        F = TARGET_VAR
+    ));
     if octal(mode).is_none_or(|m| m & !0o666 != 0) {
-        cmds.push(format!("chmod {} \"$t\"", quote(mode)));
+        cmds.push(format!("chmod {} {t}", quote(mode)));
     }
     if let Some(v) = validate {
-        cmds.push(format!("{} || {{ rm -f \"$t\"; exit 1; }}", v.replace("%s", "\"$t\"")));
+        cmds.push(format!("( {} ) || {{ rm -f {t}; exit 1; }}", v.replace("%s", &t)));
     }
-    cmds.push("mv -- \"$t\" \"$f\"".to_string());
+    cmds.push(format!("mv -- {t} \"${TARGET_VAR}\""));
     cmds
 }
+
+/// The shell variable holding the file a write or revert acts on (a
+/// symbolic link's target).
+const TARGET_VAR: &str = "lvslab_target";
 
 /// Standard base64 (what coreutils' `base64` writes), decoding with or
 /// without padding.
@@ -724,7 +746,7 @@ mod tests {
         // Made by lvslab: removed only while it holds lvslab's content.
         let rm = f.revert_for(&Original::Absent).unwrap().join("\n");
         assert!(
-            rm.contains(&sha256_hex(b"new\n")) && rm.contains("rm -f \"$f\""),
+            rm.contains(&sha256_hex(b"new\n")) && rm.contains("rm -f \"$lvslab_target\""),
             "{rm}"
         );
     }

@@ -230,7 +230,12 @@ impl LabState {
         let h = self.hosts.entry(host.to_string()).or_default();
         match h.changes.iter_mut().find(|c| c.id == change.id) {
             Some(c) => {
-                c.resource = change.resource;
+                // A file's recorded content is what lvslab last *wrote* (down
+                // removes a file it made only while it holds that): it moves
+                // on when a write is confirmed (`settle`), not before.
+                if !matches!(c.resource, Resource::File { .. }) {
+                    c.resource = change.resource;
+                }
                 c.summary = change.summary;
                 c.order = change.order;
             }

@@ -278,6 +278,18 @@ fn a_removed_netns_host_puts_back_what_it_did_on_this_machine() {
     assert_eq!(std::fs::read_to_string(&pre).unwrap(), "h2 was here\n");
     assert_eq!(std::fs::read_to_string(&kv).unwrap(), "k = h2\nother\n");
     assert!(made.exists());
+    // h2's namespace dies first (as in a reboot): its edits on this machine
+    // are put back from here.
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(state.path().join("rmh/state.json")).unwrap()).unwrap();
+    let holder = record["infra"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["host"] == "h2" && i["pid"].is_u64())
+        .and_then(|i| i["pid"].as_u64())
+        .expect("h2's holder in the record");
+    Command::new("kill").arg(holder.to_string()).status().unwrap();
     // With --limit naming a remaining host too (the provider removes h2 all the same).
     let out = lvslab(&[
         "up".as_ref(),

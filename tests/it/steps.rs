@@ -272,6 +272,11 @@ fn line_steps_compile_from_line_or_key_and_value() {
             "line: { path: /etc/m.conf, line: port=1, regexp: '^port=' }",
             "line: { path: /etc/m.conf, line: port=2, regexp: '^port' }",
         ),
+        // One file, spelt two ways.
+        (
+            "file: { path: /etc//m.conf, content: x }",
+            "line: { path: /etc/./m.conf, key: b, value: 2 }",
+        ),
     ] {
         let err = steps_err(
             dir.path(),
@@ -800,4 +805,45 @@ async fn down_touches_only_what_up_did() {
         "the link stays"
     );
     assert!(!dir.path().join("target").exists(), "what lvslab made through it goes");
+}
+
+/// A file step whose content changed in the topology, but whose write never
+/// happened (an earlier step failed): the record keeps what lvslab last
+/// wrote, so `down` still removes the file lvslab made. A `validate`
+/// command sees the new content under the name it is given, quotes and all.
+#[tokio::test]
+async fn a_file_made_by_lvslab_goes_at_down_even_if_a_later_write_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("page");
+    let gate = dir.path().join("gate");
+    let step = |content: &str| {
+        format!(
+            "      - command: {{ name: gate, check: \"test -f {g}\", run: \"false\" }}\n        why: t\n\
+             \x20     - file: {{ path: {p}, content: \"{content}\\n\", validate: \"sh -c 'grep -q v %s'\" }}\n        why: t\n",
+            g = gate.display(),
+            p = page.display()
+        )
+    };
+    std::fs::write(&gate, "").unwrap();
+    let plan = Arc::new(compile(&topology(dir.path(), "", &step("v1"))).unwrap());
+    let (_, outcome, state) = run(&plan, LabState::default(), false).await;
+    assert!(!outcome.failed, "{:?}", outcome.results);
+    assert_eq!(std::fs::read_to_string(&page).unwrap(), "v1\n");
+    // The validate command refuses content without a `v` (it reads the new file).
+    let bad = Arc::new(compile(&topology(dir.path(), "", &step("x1"))).unwrap());
+    let (_, outcome, state) = run(&bad, state, false).await;
+    assert!(outcome.failed, "{:?}", outcome.results);
+    assert_eq!(std::fs::read_to_string(&page).unwrap(), "v1\n", "left as it was");
+    // v2 planned, but the gate's command fails first: the write is skipped.
+    std::fs::remove_file(&gate).unwrap();
+    let plan2 = Arc::new(compile(&topology(dir.path(), "", &step("v2"))).unwrap());
+    let (_, outcome, state) = run(&plan2, state, false).await;
+    assert!(outcome.failed);
+    assert_eq!(std::fs::read_to_string(&page).unwrap(), "v1\n");
+    let (outcome, _) = down(&plan2, state).await;
+    assert!(
+        !page.exists(),
+        "made by lvslab, still as it wrote it: removed ({:?})",
+        outcome.results
+    );
 }
