@@ -357,6 +357,16 @@ pub(crate) fn refuse_shared_writes(lab: &Lab<'_>, plan: &plan::Plan) -> anyhow::
                 if state::is_private(path) {
                     continue;
                 }
+                if lab.kind == crate::model::Provider::Netns
+                    && let Some(other) = other_labs_writing(&lab.topo.lab, path)
+                {
+                    anyhow::bail!(
+                        "lab {other} already edits {path} on this machine (host {} here would too): each lab \
+                         would put back the other's content as its original at down\n  \
+                         hint: take lab {other} down first, or give this lab its own path",
+                        h.host
+                    );
+                }
                 match writers.get(path.as_str()) {
                     Some(other) if *other != h.host => anyhow::bail!(
                         "hosts {other} and {} both write {path}: on the {} provider the hosts share this machine's \
@@ -374,4 +384,17 @@ pub(crate) fn refuse_shared_writes(lab: &Lab<'_>, plan: &plan::Plan) -> anyhow::
         }
     }
     Ok(())
+}
+
+/// Another netns lab on this machine with a recorded file or line change at
+/// `path` (outside the private directories: the same file for both).
+fn other_labs_writing(this: &str, path: &str) -> Option<String> {
+    state::list_labs().ok()?.into_iter().filter(|l| l != this).find(|l| {
+        state::LabDir::new(l).load().ok().flatten().is_some_and(|s| {
+            s.provider == Some(crate::model::Provider::Netns)
+                && s.hosts.values().flat_map(|h| &h.changes).any(|c| {
+                    matches!(&c.resource, plan::Resource::File { path: p, .. } | plan::Resource::Line { path: p, .. } if p == path)
+                })
+        })
+    })
 }

@@ -717,6 +717,12 @@ fn expand_step(
     }
     let items: Vec<Value> = match raw.get("loop") {
         Some(serde_yaml::Value::String(expr)) => {
+            // Ansible's `loop: "{{ list }}"` is the expression `list`.
+            let expr = expr
+                .trim()
+                .strip_prefix("{{")
+                .and_then(|e| e.strip_suffix("}}"))
+                .map_or(expr.as_str(), str::trim);
             let v = defined(eval(env, expr, ctx).map_err(|e| format!("loop {e}"))?, "loop", expr)?;
             if v.kind() == minijinja::value::ValueKind::String {
                 return Err(format!("loop `{expr}` is a string: a loop goes over a list"));
@@ -889,6 +895,10 @@ fn render_value(env: &Environment, v: &serde_yaml::Value, ctx: &Value) -> Result
 fn check(ok: bool, what: &str, value: &str) -> Result<(), String> {
     if ok {
         Ok(())
+    } else if what == "path" {
+        Err(format!(
+            "path `{value}` does not match its grammar: absolute, of letters, digits and / . _ - + (no spaces, no ..)"
+        ))
     } else {
         Err(format!("{what} `{value}` does not match its grammar"))
     }

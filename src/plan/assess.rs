@@ -478,7 +478,13 @@ pub fn write_file(path: &str, content: &[u8], mode: &str, validate: Option<&str>
         cmds.push(format!("chmod {} {t}", quote(mode)));
     }
     if let Some(v) = validate {
-        cmds.push(format!("( {} ) || {{ rm -f {t}; exit 1; }}", v.replace("%s", &t)));
+        cmds.push(format!(
+            "( {} ) || {{ echo {} >&2; rm -f {t}; exit 1; }}",
+            v.replace("%s", &t),
+            quote(&format!(
+                "{path}: its validate command failed: the file is left as it was"
+            ))
+        ));
     }
     cmds.push(format!("mv -- {t} \"${TARGET_VAR}\""));
     cmds

@@ -889,19 +889,24 @@ fn file_apply(path: &str, content: &str, mode: &str, validate: Option<&str>, fil
     let dir = path
         .rsplit_once('/')
         .map_or("/", |(d, _)| if d.is_empty() { "/" } else { d });
-    let body = if content.ends_with('\n') || content.is_empty() {
-        content.to_string()
-    } else {
-        format!("{content}\n")
-    };
+    // Byte for byte what `up` writes: a here-document ends its text with a
+    // newline, so content without a final one goes the other way.
+    let body = content.to_string();
     // Made private (umask 077, after removing any file a killed run left) so a
     // secret filled in below is never readable at the umask's mode; the last
     // chmod sets the file's mode.
-    let write = if heredoc_safe(&body) {
+    let write = if heredoc_safe(&body) && (body.is_empty() || body.ends_with('\n')) {
         let delim = heredoc_delimiter(&body);
         format!(
             "rm -f {tmp} && (umask 077 && cat > {tmp}) <<'{delim}'\n{body}{delim}",
             tmp = quote(&tmp)
+        )
+    } else if !body.contains('\0') && !body.ends_with('\n') {
+        // Text without a final newline (a web page, say): as it reads.
+        format!(
+            "rm -f {tmp} && (umask 077 && printf '%s' {text} > {tmp})",
+            tmp = quote(&tmp),
+            text = quote(&body)
         )
     } else {
         format!(

@@ -277,6 +277,13 @@ fn a_removed_netns_host_puts_back_what_it_did_on_this_machine() {
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     assert_eq!(std::fs::read_to_string(&pre).unwrap(), "h2 was here\n");
     assert_eq!(std::fs::read_to_string(&kv).unwrap(), "k = h2\nother\n");
+    // Another lab editing the same file of this machine is refused: at its
+    // down, it would put back this lab's content as the original.
+    let (_d3, f3) = world_readable_topology(&format!("lab: rmhb\nhosts:\n{h2}"));
+    let out = up(&f3);
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("lab rmh already edits"), "{}", out.stderr);
+    assert!(!netns_list().contains("lvslab-rmhb-"), "nothing made");
     assert!(made.exists());
     // h2's namespace dies first (as in a reboot): its edits on this machine
     // are put back from here.

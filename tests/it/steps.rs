@@ -326,6 +326,7 @@ fn line_steps_compile_from_line_or_key_and_value() {
         ("when: [true, \"not enabled\"]", 1),
         ("loop: []", 0),
         ("loop: [a, b, \"{{ lab }}\"]", 3),
+        ("loop: \"{{ [1, 2] }}\"", 2),
     ] {
         let t = topology(
             dir.path(),
