@@ -57,7 +57,13 @@ pub async fn down(lab: &str, run: &DownArgs) -> anyhow::Result<ExitCode> {
         accept_new_host_keys: run.accept_new_host_keys,
         ..crate::provider::Options::default()
     };
-    let conns = teardown::connections(&lab_state, &hosts, reach, &opts).await;
+    let mut conns = teardown::connections(&lab_state, &hosts, reach, &opts).await;
+    // Netns hosts whose namespaces are gone (a reboot): what they did on
+    // this machine's file system is reverted from here.
+    let mut lost = Vec::new();
+    if lab_state.provider == Some(crate::model::Provider::Netns) {
+        conns = super::lab::from_here_if_gone(conns, &mut lab_state, &mut lost, &reporter);
+    }
     let plan = plan.unwrap_or_else(|| plan::Plan::empty(&name));
     let opts = runner::Options {
         check: false,
@@ -65,6 +71,8 @@ pub async fn down(lab: &str, run: &DownArgs) -> anyhow::Result<ExitCode> {
     };
     let infra = lab_state.infra.clone();
     let (mut outcome, left) = runner::down(Arc::new(plan), conns, lab_state, opts, reporter).await;
+    outcome.failed |= !lost.is_empty();
+    outcome.results.extend(lost);
     // Hosts left out by --limit keep their record.
     let mut full = dir.load()?.unwrap_or_default();
     for h in &hosts {

@@ -65,11 +65,11 @@ pub(crate) async fn make_hosts(
 /// share this machine's file system outside their private directories, so
 /// a file, line or directory step there (and a command with a revert, which
 /// may act anywhere) is this machine's, not the namespace's.
-fn outlives_namespace(r: &plan::Resource) -> bool {
+pub(crate) fn outlives_namespace(r: &plan::Resource) -> bool {
     match r {
         plan::Resource::File { path, .. }
         | plan::Resource::Line { path, .. }
-        | plan::Resource::Directory { path, .. } => !state::is_private(path),
+        | plan::Resource::Directory { path, .. } => !state::is_private(&crate::model::normal_path(path)),
         plan::Resource::Command { revert, .. } => revert.is_some(),
         _ => false,
     }
@@ -124,29 +124,13 @@ async fn revert_outliving(
     // A host whose namespace is already gone (this machine rebooted): its
     // file, line and directory changes are on this machine's file system
     // and are reverted from here; its commands' reverts cannot run.
-    let conns: Vec<runner::HostConn> = nsp
-        .connections(lab_state, &names)
-        .into_iter()
-        .map(|c| match c.transport {
-            Ok(_) => c,
-            Err(_) => {
-                if let Some(hs) = sub.hosts.get_mut(&c.host) {
-                    hs.changes
-                        .retain(|ch| !matches!(ch.resource, plan::Resource::Command { .. }));
-                }
-                runner::HostConn {
-                    transport: Ok(Arc::new(crate::exec::transport::LocalTransport::new(c.host.clone()))
-                        as Arc<dyn crate::exec::transport::Transport>),
-                    host: c.host,
-                }
-            }
-        })
-        .collect();
+    let mut lost = Vec::new();
+    let conns = from_here_if_gone(nsp.connections(lab_state, &names), &mut sub, &mut lost, reporter);
     let opts = runner::Options {
         check: false,
         forks: lab.opts.forks,
     };
-    let (outcome, left) = runner::remove(
+    let (mut outcome, left) = runner::remove(
         Arc::new(plan::Plan::empty(&lab.topo.lab)),
         conns,
         sub,
@@ -162,7 +146,54 @@ async fn revert_outliving(
         }
     }
     lab.dir.save(lab_state)?;
+    outcome.failed |= !lost.is_empty();
+    outcome.results.extend(lost);
     Ok(outcome)
+}
+
+/// Connections for reverting netns hosts' recorded changes: a host whose
+/// namespace is already gone (this machine rebooted) has its file, line
+/// and directory changes on this machine's file system reverted from here;
+/// the rest went with its namespace, except commands with a revert, which
+/// cannot run any more: each a `FAILED` line (in `lost`), never silence.
+pub(crate) fn from_here_if_gone(
+    conns: Vec<runner::HostConn>,
+    state: &mut state::LabState,
+    lost: &mut Vec<runner::StepResult>,
+    reporter: &Arc<dyn runner::Reporter>,
+) -> Vec<runner::HostConn> {
+    conns
+        .into_iter()
+        .map(|c| match c.transport {
+            Ok(_) => c,
+            Err(why) => {
+                if let Some(hs) = state.hosts.get_mut(&c.host) {
+                    let (here, gone): (Vec<state::Change>, Vec<state::Change>) = hs.changes.drain(..).partition(|ch| {
+                        outlives_namespace(&ch.resource) && !matches!(ch.resource, plan::Resource::Command { .. })
+                    });
+                    hs.changes = here;
+                    for ch in gone.iter().filter(|ch| outlives_namespace(&ch.resource)) {
+                        let r = runner::StepResult {
+                            host: c.host.clone(),
+                            phase: ch.phase.clone(),
+                            id: ch.id.clone(),
+                            summary: ch.summary.clone(),
+                            status: runner::Status::Failed,
+                            details: vec![format!("{why}: its revert cannot run there any more")],
+                            diff: None,
+                        };
+                        reporter.step(&r);
+                        lost.push(r);
+                    }
+                }
+                runner::HostConn {
+                    transport: Ok(Arc::new(crate::exec::transport::LocalTransport::new(c.host.clone()))
+                        as Arc<dyn crate::exec::transport::Transport>),
+                    host: c.host,
+                }
+            }
+        })
+        .collect()
 }
 
 /// Remove what the running lab has and the file no longer declares, except
@@ -347,13 +378,14 @@ pub(crate) fn refuse_shared_writes(lab: &Lab<'_>, plan: &plan::Plan) -> anyhow::
     if !lab.removes_hosts() {
         return Ok(());
     }
-    let mut writers: std::collections::BTreeMap<&str, &str> = std::collections::BTreeMap::new();
+    let mut writers: std::collections::BTreeMap<String, &str> = std::collections::BTreeMap::new();
     for phase in &plan.phases {
         for h in &phase.hosts {
             for step in &h.steps {
                 let (plan::Resource::File { path, .. } | plan::Resource::Line { path, .. }) = &step.resource else {
                     continue;
                 };
+                let path = &crate::model::normal_path(path);
                 if state::is_private(path) {
                     continue;
                 }
@@ -377,7 +409,7 @@ pub(crate) fn refuse_shared_writes(lab: &Lab<'_>, plan: &plan::Plan) -> anyhow::
                         state::PRIVATE_DIRS.join(", ")
                     ),
                     _ => {
-                        writers.insert(path, &h.host);
+                        writers.insert(path.clone(), &h.host);
                     }
                 }
             }
@@ -393,7 +425,7 @@ fn other_labs_writing(this: &str, path: &str) -> Option<String> {
         state::LabDir::new(l).load().ok().flatten().is_some_and(|s| {
             s.provider == Some(crate::model::Provider::Netns)
                 && s.hosts.values().flat_map(|h| &h.changes).any(|c| {
-                    matches!(&c.resource, plan::Resource::File { path: p, .. } | plan::Resource::Line { path: p, .. } if p == path)
+                    matches!(&c.resource, plan::Resource::File { path: p, .. } | plan::Resource::Line { path: p, .. } if crate::model::normal_path(p) == path)
                 })
         })
     })

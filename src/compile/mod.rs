@@ -496,7 +496,7 @@ fn undo_each_other(a: &Resource, b: &Resource) -> Option<String> {
     match (a, b) {
         (Resource::File { path: p, .. }, Resource::Line { path: q, .. })
         | (Resource::Line { path: p, .. }, Resource::File { path: q, .. })
-            if p == q =>
+            if normal_path(p) == normal_path(q) =>
         {
             Some(format!("a file step writes all of {p}, and a line step edits it"))
         }
@@ -513,7 +513,7 @@ fn undo_each_other(a: &Resource, b: &Resource) -> Option<String> {
                 regexp: rb,
                 ..
             },
-        ) if p == q && la != lb && (matches(ra, lb) || matches(rb, la)) => {
+        ) if normal_path(p) == normal_path(q) && la != lb && (matches(ra, lb) || matches(rb, la)) => {
             Some(format!("in {p}, `{la}` and `{lb}` each replace the other"))
         }
         _ => None,
@@ -953,11 +953,7 @@ fn resource(env: &Environment, topo: &Topology, host: &Host, p: Params, ctx: &Va
         Params::Directory { path, mode, purge } => {
             check(is_safe_path(&path), "path", &path)?;
             check(is_mode(&mode), "mode", &mode)?;
-            Resource::Directory {
-                path: normal_path(&path),
-                mode,
-                purge,
-            }
+            Resource::Directory { path, mode, purge }
         }
         Params::File {
             path,
@@ -971,7 +967,6 @@ fn resource(env: &Environment, topo: &Topology, host: &Host, p: Params, ctx: &Va
         } => {
             check(is_safe_path(&path), "path", &path)?;
             is_file_path(&path)?;
-            let path = normal_path(&path);
             check(is_mode(&mode), "mode", &mode)?;
             let content = match template_source {
                 Some(src) => user_template(&template.unwrap_or_default(), &src, lstrip_blocks, ctx)?,
@@ -1042,7 +1037,6 @@ fn line_resource(
 ) -> Result<Resource, String> {
     check(is_safe_path(&path), "path", &path)?;
     is_file_path(&path)?;
-    let path = normal_path(&path);
     check(is_mode(&mode), "mode", &mode)?;
     let (line, regexp) = match (line, key_value) {
         (Some(l), None) => (l, regexp),

@@ -505,6 +505,7 @@ impl PhaseRun<'_> {
         if self.shared.opts.check {
             return self.check_results(&assessed, &obs, pending);
         }
+        self.settle_files_as_planned(&assessed);
         let todo: Vec<usize> = (0..self.steps.len()).filter(|i| !assessed[*i].is_ok()).collect();
         let mut rs: Vec<Option<StepResult>> = (0..self.steps.len())
             .map(|i| assessed[i].is_ok().then(|| self.result(i, Status::Ok, Vec::new())))
@@ -722,6 +723,41 @@ impl PhaseRun<'_> {
         Ok(new)
     }
 
+    /// A file found as planned holds lvslab's content, whatever the record
+    /// says it last wrote (a write whose confirmation was lost: the
+    /// connection ended after its `mv`): the record follows, so `down`
+    /// still knows the file as lvslab's.
+    fn settle_files_as_planned(&self, assessed: &[Assessment]) {
+        let Ok(mut state) = self.shared.state.lock() else {
+            return;
+        };
+        let mut moved = false;
+        for (i, a) in assessed.iter().enumerate() {
+            let Resource::File { content, .. } = &self.steps[i].resource else {
+                continue;
+            };
+            if !a.is_ok() {
+                continue;
+            }
+            let stale = state.hosts.get(self.host).is_some_and(|h| {
+                h.changes.iter().any(|c| {
+                    c.id == self.steps[i].id && matches!(&c.resource, Resource::File { content: r, .. } if r != content)
+                })
+            });
+            if stale {
+                state.settle(
+                    self.host,
+                    &self.steps[i].id,
+                    recorded_form(&self.steps[i].resource, true),
+                );
+                moved = true;
+            }
+        }
+        if moved {
+            let _ = (self.shared.save)(&state);
+        }
+    }
+
     /// Forget what this run recorded for steps that changed nothing: those
     /// that did not run (an earlier step failed), and file, line and
     /// directory steps that failed with their path as it was (a refusal, a
@@ -838,18 +874,44 @@ impl PhaseRun<'_> {
             }
         };
         let rest = looks.split_off(todo.len());
+        let (ran_ok, notes, again, failed) = self.judge_applied(todo, &applied, looks, rs);
+        if !failed {
+            self.keep_ahead(&later, rest.into_iter());
+        }
+        Some((ran_ok, notes, again))
+    }
+
+    /// Each applied item's result from its exit status: the steps that ran
+    /// (with their notes and read-backs) and whether one failed.
+    fn judge_applied(
+        &self,
+        todo: &[usize],
+        applied: &[Option<Observed>],
+        mut looks: Vec<Option<Observed>>,
+        rs: &mut [Option<StepResult>],
+    ) -> Judged {
+        let plan = &self.shared.plan;
         let mut ran_ok = Vec::new();
         // What the apply said worth keeping (a drained real server, say).
         let mut notes: BTreeMap<usize, Vec<String>> = BTreeMap::new();
         let mut again: BTreeMap<usize, Option<Observed>> = BTreeMap::new();
         let mut failed = false;
+        let mut lost = false;
         for (k, &i) in todo.iter().enumerate() {
             rs[i] = Some(match (&applied[k], failed) {
+                // After a lost status, the later items' markers may be lost
+                // too (captured output cut short): unknown, not skipped.
+                (None, true) if lost => self.result(
+                    i,
+                    Status::Failed,
+                    vec!["no exit status came back after an earlier one was lost: it may have run".into()],
+                ),
                 (_, true) => self.result(i, Status::Skipped, vec!["an earlier step failed".into()]),
                 // Started, perhaps, but its end was never reported (the
                 // connection ended): what it did is unknown, its record stays.
                 (None, false) => {
                     failed = true;
+                    lost = true;
                     self.result(
                         i,
                         Status::Failed,
@@ -878,10 +940,7 @@ impl PhaseRun<'_> {
                 }
             });
         }
-        if !failed {
-            self.keep_ahead(&later, rest.into_iter());
-        }
-        Some((ran_ok, notes, again))
+        (ran_ok, notes, again, failed)
     }
 
     /// Judge the applied steps as read back: `changed` only when they hold.
@@ -933,6 +992,13 @@ fn file_path(r: &Resource) -> Option<String> {
 
 /// What one apply round trip gave: the steps that ran, what they noted, and
 /// each one's observation afterwards.
+type Judged = (
+    Vec<usize>,
+    BTreeMap<usize, Vec<String>>,
+    BTreeMap<usize, Option<Observed>>,
+    bool,
+);
+
 type Applied = (
     Vec<usize>,
     BTreeMap<usize, Vec<String>>,

@@ -433,17 +433,17 @@ pub fn write_file(path: &str, content: &[u8], mode: &str, validate: Option<&str>
     let dir = path
         .rsplit_once('/')
         .map_or("/", |(d, _)| if d.is_empty() { "/" } else { d });
-    // The temporary file, next to the path (its name known here, so a
-    // `validate` command gets it as a literal, as in `plan --format sh`).
-    let t = quote(&format!("{path}.lvslab-new"));
+    // The temporary file, next to the file written (the rename stays on its
+    // file system: atomic), named by a variable of lvslab's own that a
+    // `validate` command's `%s` reads (exported: `sh -c '… %s'` sees it).
+    let t = format!("\"${NEW_VAR}\"");
     let write = match std::str::from_utf8(content) {
         Ok(text) if !text.contains('\0') => format!("printf '%s' {} > {t}", quote(text)),
         _ => format!("printf '%s' {} | base64 -d > {t}", quote(&encode_base64(content))),
     };
     let mut cmds = vec![
         // Through a symbolic link to the file it names (the link stays,
-        // as `/etc/resolv.conf`'s does), never into a directory. The name is
-        // lvslab's own: nothing a `validate` command sets can change it.
+        // as `/etc/resolv.conf`'s does), never into a directory.
         format!(
             "{F}={p}; [ ! -L \"${F}\" ] || {F}=$(readlink -f -- \"${F}\") || {{ echo {why} >&2; exit 1; }}",
             F = TARGET_VAR,
@@ -452,6 +452,7 @@ pub fn write_file(path: &str, content: &[u8], mode: &str, validate: Option<&str>
         ),
         format!("[ ! -d \"${TARGET_VAR}\" ] || {{ echo \"${TARGET_VAR} is a directory\" >&2; exit 1; }}"),
         format!("[ -d {d} ] || mkdir -p {d}", d = quote(dir)),
+        format!("{NEW_VAR}=\"${TARGET_VAR}.lvslab-new\"; export {NEW_VAR}"),
     ];
     match octal(mode) {
         // Made with its mode by the shell's umask (a leftover temporary
@@ -465,13 +466,14 @@ pub fn write_file(path: &str, content: &[u8], mode: &str, validate: Option<&str>
         }
         _ => cmds.push(write),
     }
-    // The file keeps its owner (a service's own file stays readable by it),
-    // as far as the login may (a user not root keeps the file as theirs);
-    // before any chmod, which chown would undo for setuid and setgid bits.
-    // `-O`/`-G` (the shell's own test) spare the two programs when the
-    // login owns it already.
+    // The file keeps its owner and group (a service's own file stays
+    // readable by it), as far as the login may (a user not root keeps the
+    // file as theirs); before any chmod, which chown would undo for setuid
+    // and setgid bits. The shell's own tests spare the two programs when the
+    // login owns it already and no setgid directory gave the new file
+    // another group.
     cmds.push(format!(
-        "[ ! -e \"${F}\" ] || {{ [ -O \"${F}\" ] && [ -G \"${F}\" ]; }} || chown \"$(stat -c %u:%g -- \"${F}\")\" {t} 2>/dev/null || :",
+        "[ ! -e \"${F}\" ] || {{ [ -O \"${F}\" ] && [ -G \"${F}\" ] && [ ! -g \"${{{F}%/*}}/\" ]; }} || chown \"$(stat -c %u:%g -- \"${F}\")\" {t} 2>/dev/null || :",
         F = TARGET_VAR
     ));
     if octal(mode).is_none_or(|m| m & !0o666 != 0) {
@@ -489,6 +491,9 @@ pub fn write_file(path: &str, content: &[u8], mode: &str, validate: Option<&str>
     cmds.push(format!("mv -- {t} \"${TARGET_VAR}\""));
     cmds
 }
+
+/// The shell variable holding the temporary file a write makes.
+const NEW_VAR: &str = "lvslab_new";
 
 /// The shell variable holding the file a write or revert acts on (a
 /// symbolic link's target).

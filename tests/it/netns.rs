@@ -332,4 +332,25 @@ fn a_removed_netns_host_puts_back_what_it_did_on_this_machine() {
     );
     assert!(!netns_list().contains("lvslab-rmh-"), "{}", netns_list());
     assert_eq!(std::fs::read_to_string(&pre).unwrap(), "precious original\n");
+    // down after every holder died (a reboot): the edits on this machine
+    // are put back from here all the same.
+    let out = up(&f1);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(std::fs::read_to_string(&pre).unwrap(), "h2 was here\n");
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(state.path().join("rmh/state.json")).unwrap()).unwrap();
+    for pid in record["infra"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["pid"].as_u64())
+    {
+        Command::new("kill").arg(pid.to_string()).status().unwrap();
+    }
+    let out = lvslab(&["down".as_ref(), f1.as_os_str()]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(std::fs::read_to_string(&pre).unwrap(), "precious original\n");
+    assert_eq!(std::fs::read_to_string(&kv).unwrap(), "k = orig\nother\n");
+    assert!(!made.exists());
+    assert!(!netns_list().contains("lvslab-rmh-"), "{}", netns_list());
 }

@@ -848,3 +848,33 @@ async fn a_file_made_by_lvslab_goes_at_down_even_if_a_later_write_failed() {
         outcome.results
     );
 }
+
+/// A file found as planned is lvslab's, whatever the record says it last
+/// wrote (a write whose confirmation was lost when the connection ended
+/// after its rename): the record follows, and `down` removes the file.
+#[tokio::test]
+async fn a_file_found_as_planned_is_settled_as_lvslabs() {
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("page");
+    let step = |c: &str| {
+        format!(
+            "      - file: {{ path: {}, content: \"{c}\\n\" }}\n        why: t\n",
+            page.display()
+        )
+    };
+    let v1 = Arc::new(compile(&topology(dir.path(), "", &step("v1"))).unwrap());
+    let (_, outcome, state) = run(&v1, LabState::default(), false).await;
+    assert!(!outcome.failed, "{:?}", outcome.results);
+    // v2 is on the host (written, its confirmation lost); the record says v1.
+    std::fs::write(&page, "v2\n").unwrap();
+    let v2 = Arc::new(compile(&topology(dir.path(), "", &step("v2"))).unwrap());
+    let (_, outcome, state) = run(&v2, state, false).await;
+    assert!(
+        outcome.results.iter().all(|r| r.status == Status::Ok),
+        "{:?}",
+        outcome.results
+    );
+    let (outcome, _) = down(&v2, state).await;
+    assert!(!outcome.failed, "{:?}", outcome.results);
+    assert!(!page.exists(), "lvslab's, removed: {:?}", outcome.results);
+}
