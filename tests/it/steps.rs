@@ -389,6 +389,18 @@ async fn down(plan: &Arc<Plan>, state: LabState) -> (runner::RunOutcome, LabStat
     runner::down(Arc::clone(plan), vec![host], state, opts, Arc::new(Silent)).await
 }
 
+/// A second run of `plan`: every step ok, in one round trip.
+async fn second_run_changes_nothing(plan: &Arc<Plan>, state: LabState) -> LabState {
+    let (calls, outcome, state) = run(plan, state, false).await;
+    assert!(
+        outcome.results.iter().all(|r| r.status == Status::Ok),
+        "{:?}",
+        outcome.results
+    );
+    assert_eq!(calls, 1);
+    state
+}
+
 /// Several lines in one file apply in one round trip, each on what the one
 /// before left; `--check` shows a diff; `down` puts back exactly what was
 /// there, and removes a file lvslab made.
@@ -427,13 +439,7 @@ async fn lines_apply_together_show_diffs_and_revert_exactly() {
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&made).unwrap().permissions().mode() & 0o777, 0o600);
 
-    let (calls, outcome, state) = run(&plan, state, false).await;
-    assert!(
-        outcome.results.iter().all(|r| r.status == Status::Ok),
-        "{:?}",
-        outcome.results
-    );
-    assert_eq!(calls, 1);
+    let state = second_run_changes_nothing(&plan, state).await;
 
     // A hand edit: --check names it and shows the file's diff.
     let edited = std::fs::read_to_string(&conf)
@@ -623,13 +629,7 @@ async fn links_owners_and_what_a_step_refuses() {
         );
     }
     // Read back through the link: the second run changes nothing.
-    let (calls, outcome, state) = run(&plan, state, false).await;
-    assert!(
-        outcome.results.iter().all(|r| r.status == Status::Ok),
-        "{:?}",
-        outcome.results
-    );
-    assert_eq!(calls, 1);
+    let state = second_run_changes_nothing(&plan, state).await;
     let (outcome, _) = down(&plan, state).await;
     assert!(!outcome.failed, "{:?}", outcome.results);
     assert!(
