@@ -152,12 +152,11 @@ const BULK_SHA: &str = "@@sha256";
 
 /// Each bulk step's observation, in the form its own observe command gives
 /// (a file: mode and hash, its content not read; a directory: its mode).
-pub fn parse_bulk(out: &str, marker: &str, bulk: &[Bulk]) -> Vec<Observed> {
-    let text = parse_batch(out, marker, 1)
-        .pop()
-        .flatten()
-        .map(|o| o.output)
-        .unwrap_or_default();
+pub fn parse_bulk(out: &str, marker: &str, bulk: &[Bulk]) -> Vec<Option<Observed>> {
+    // The whole read-back lost (the output was cut short): nothing is known.
+    let Some(text) = parse_batch(out, marker, 1).pop().flatten().map(|o| o.output) else {
+        return vec![None; bulk.len()];
+    };
     let (modes, shas) = text.split_once(BULK_SHA).unwrap_or((&text, ""));
     let mode_of = |p: &str| {
         modes
@@ -172,14 +171,14 @@ pub fn parse_bulk(out: &str, marker: &str, bulk: &[Bulk]) -> Vec<Observed> {
     };
     bulk.iter()
         .map(|b| match b {
-            Bulk::Dir(p) => match mode_of(p) {
+            Bulk::Dir(p) => Some(match mode_of(p) {
                 Some(m) => Observed { output: m, rc: 0 },
                 None => Observed {
                     output: String::new(),
                     rc: 1,
                 },
-            },
-            Bulk::File(p) => match (mode_of(p), sha_of(p)) {
+            }),
+            Bulk::File(p) => Some(match (mode_of(p), sha_of(p)) {
                 (Some(m), Some(h)) => Observed {
                     output: format!("{m}\n{h}\n"),
                     rc: 0,
@@ -188,7 +187,7 @@ pub fn parse_bulk(out: &str, marker: &str, bulk: &[Bulk]) -> Vec<Observed> {
                     output: "absent\n".into(),
                     rc: 0,
                 },
-            },
+            }),
         })
         .collect()
 }

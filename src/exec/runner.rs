@@ -852,6 +852,7 @@ impl PhaseRun<'_> {
                     .iter()
                     .copied()
                     .zip(parse_bulk(&o.stdout, &format!("{mo}b"), &bulk))
+                    .filter_map(|(i, o)| Some((i, o?)))
                     .collect();
                 let mut looks = parse_looks(&o.stdout, &mo, &all);
                 let rest = looks.split_off(confirm.len());
@@ -976,7 +977,12 @@ impl PhaseRun<'_> {
                     details.extend(d);
                     self.result(i, Status::Failed, details)
                 }
-                None => self.result(i, Status::Failed, vec!["could not observe it again".into()]),
+                // Its read-back never came back (the output was cut short).
+                None => self.result(
+                    i,
+                    Status::Failed,
+                    vec!["applied, but it could not be observed again (the connection ended?): unknown".into()],
+                ),
             });
         }
     }
@@ -1451,10 +1457,15 @@ mod tests {
         let out = String::from_utf8_lossy(&out.stdout);
         let ran = parse_batch(&out, "@@a", 3);
         assert!(ran.iter().all(|o| o.as_ref().is_some_and(|o| o.rc == 0)), "{out}");
-        let read = parse_bulk(&out, "@@ob", &bulk);
+        let read: Vec<Observed> = parse_bulk(&out, "@@ob", &bulk).into_iter().flatten().collect();
         assert!(file.assess(&read[0]).is_ok(), "{:?}", read[0]);
         assert!(sub.assess(&read[1]).is_ok(), "{:?}", read[1]);
         assert_eq!(missing.assess(&read[2]), Assessment::Differs(vec!["absent".into()]));
+        assert_eq!(
+            parse_bulk("cut short", "@@ob", &bulk),
+            vec![None, None, None],
+            "lost, not absent"
+        );
         let looks = parse_looks(&out, "@@o", &[look.clone(), look]);
         assert_eq!(looks[0], seen("once\n", 0));
         assert_eq!(looks[1], looks[0], "run once, shared");

@@ -225,3 +225,133 @@ async fn secrets_reach_files_but_never_results_or_diffs() {
         "a config that fails validation is never installed"
     );
 }
+
+/// Runs every script on this machine, but from round trip `cut_on` on hands
+/// back only its output up to the first item's exit status, as a
+/// connection that ended mid-batch would: the script itself ran to the end.
+struct CutShort {
+    inner: LocalTransport,
+    calls: std::sync::atomic::AtomicUsize,
+    cut_on: usize,
+}
+
+#[async_trait::async_trait]
+impl Transport for CutShort {
+    fn host(&self) -> &str {
+        self.inner.host()
+    }
+
+    async fn run_streaming(
+        &self,
+        script: &str,
+        sink: lvslab::exec::transport::Sink<'_>,
+    ) -> Result<i32, lvslab::exec::transport::TransportError> {
+        let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        if n < self.cut_on {
+            return self.inner.run_streaming(script, sink).await;
+        }
+        let mut out = Vec::new();
+        let rc = self
+            .inner
+            .run_streaming(script, &mut |s, d| {
+                if matches!(s, lvslab::exec::transport::Stream::Stdout) {
+                    out.extend_from_slice(d)
+                }
+            })
+            .await?;
+        let text = String::from_utf8_lossy(&out).into_owned();
+        // The first line `MARKER rc N`: the first item's exit status.
+        let mut kept = String::new();
+        for line in text.split_inclusive('\n') {
+            kept.push_str(line);
+            let w: Vec<&str> = line.split_whitespace().collect();
+            if w.len() == 3 && w[1] == "rc" && w[2].parse::<i32>().is_ok() {
+                break;
+            }
+        }
+        assert!(kept.len() < text.len(), "the output was cut: {text}");
+        sink(lvslab::exec::transport::Stream::Stdout, kept.as_bytes());
+        Ok(rc)
+    }
+}
+
+/// Exit statuses lost mid-batch (the connection ended after the first
+/// item's): the first step's read-back is lost (unknown, never "still
+/// absent"), the first lost status fails as "may have run", every later one
+/// is unknown too (never "skipped", which would drop its record), and all
+/// records stay, so a later run settles the files as lvslab's and `down`
+/// removes all three.
+#[tokio::test]
+async fn statuses_lost_mid_batch_keep_every_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().display().to_string();
+    let mut steps = String::new();
+    for i in 0..3 {
+        steps.push_str(&format!(
+            "      - file: {{ path: {work}/f{i}, content: \"{i}\\n\" }}\n        why: file {i}\n"
+        ));
+    }
+    let plan = Arc::new(topology(&steps, ""));
+    let cut = Arc::new(CutShort {
+        inner: LocalTransport::new("h"),
+        calls: Default::default(),
+        cut_on: 2,
+    });
+    let hosts = vec![HostConn {
+        host: "h".into(),
+        transport: Ok(Arc::clone(&cut) as Arc<dyn Transport>),
+    }];
+    let (outcome, state) = runner::up(
+        Arc::clone(&plan),
+        hosts,
+        LabState::default(),
+        Arc::new(|_: &LabState| Ok(())),
+        Options { check: false, forks: 1 },
+        Arc::new(Silent),
+    )
+    .await;
+    assert!(outcome.failed, "{:?}", outcome.results);
+    let files: Vec<_> = outcome.results.iter().filter(|r| r.summary.contains("/f")).collect();
+    assert_eq!(files.len(), 3, "{:?}", outcome.results);
+    for (r, why) in [
+        // Its status came back, but not its read-back: unknown, not "absent".
+        (files[0], "could not be observed again (the connection ended?)"),
+        (files[1], "no exit status came back (the connection ended?)"),
+        (files[2], "after an earlier one was lost"),
+    ] {
+        assert_eq!(r.status, Status::Failed, "{r:?}");
+        assert!(r.details.iter().any(|d| d.contains(why)), "{r:?}");
+    }
+    for i in 0..3 {
+        assert!(
+            std::path::Path::new(&format!("{work}/f{i}")).exists(),
+            "the script ran to its end"
+        );
+    }
+    assert_eq!(
+        state.hosts.get("h").map_or(0, |h| h.changes.len()),
+        3,
+        "every record stays: {state:?}"
+    );
+    // A run with the whole output: all three found as planned.
+    let (calls, outcome, state) = run_counted(&plan, state, false).await;
+    assert!(
+        outcome.results.iter().all(|r| r.status == Status::Ok),
+        "{:?}",
+        outcome.results
+    );
+    assert_eq!(calls, 1);
+    let host = HostConn {
+        host: "h".into(),
+        transport: Ok(Arc::new(LocalTransport::new("h")) as Arc<dyn Transport>),
+    };
+    let opts = Options { check: false, forks: 1 };
+    let (outcome, _) = runner::down(Arc::clone(&plan), vec![host], state, opts, Arc::new(Silent)).await;
+    assert!(!outcome.failed, "{:?}", outcome.results);
+    for i in 0..3 {
+        assert!(
+            !std::path::Path::new(&format!("{work}/f{i}")).exists(),
+            "f{i} removed at down"
+        );
+    }
+}

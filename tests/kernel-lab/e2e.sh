@@ -16,11 +16,12 @@ export LVSLAB_STATE_DIR=/tmp/lvslab-state CI=true
 pass=0 fail=0 digest=""
 ok()   { echo "ok   $*"; pass=$((pass+1)); }
 bad()  { echo "FAIL $*"; fail=$((fail+1)); digest+="FAIL $*"$'\n'; }
-# The failing checks of a verify report (on stdin), with their evidence, kept
-# for the digest printed at the end (a long log's middle may be cut).
+# The failing checks of a verify report (on stdin), with their evidence:
+# printed where they happen, and kept for the digest printed at the end
+# (CI shows a long log's head and tail only; either place may be cut).
 note_fails() {
   local f; f=$(awk '/^(PASS|FAIL|SKIP)  / {show = ($1 == "FAIL")} show && !/^      proves/' | sed 's/^/     /')
-  [ -z "$f" ] || digest+="$f"$'\n'
+  [ -z "$f" ] || { echo "$f"; digest+="$f"$'\n'; }
 }
 check() { local d=$1; shift; if "$@"; then ok "$d"; else bad "$d"; fi; }
 ns() { local n=$1; shift; ip netns exec "$n" "$@"; }
