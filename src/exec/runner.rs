@@ -716,6 +716,7 @@ impl PhaseRun<'_> {
                     summary: self.steps[i].summary.clone(),
                     resource: recorded_form(&self.steps[i].resource, false),
                     original: self.desired[i].original(&obs[i]),
+                    made_dirs: crate::plan::assess::missing_dirs(&obs[i]),
                 },
             );
         }
@@ -1233,7 +1234,8 @@ async fn revert_host(
             continue;
         }
         match c.resource.revert_for(&c.original) {
-            Ok(v) => {
+            Ok(mut v) => {
+                v.extend(made_dirs_revert(c));
                 runnable.push(c);
                 cmds.push(v);
             }
@@ -1301,6 +1303,17 @@ async fn revert_host(
     out
 }
 
+/// After a file, line or directory step's revert: the directories its
+/// `mkdir -p` made, removed while empty.
+fn made_dirs_revert(c: &Change) -> Option<String> {
+    let top = c.made_dirs.as_deref()?;
+    let path = match &c.resource {
+        Resource::File { path, .. } | Resource::Line { path, .. } | Resource::Directory { path, .. } => path,
+        _ => return None,
+    };
+    crate::plan::assess::remove_made_dirs(crate::plan::assess::parent_dir(path), top)
+}
+
 /// A line step's line is no longer in its file: someone changed it by hand
 /// after lvslab set it, and its revert (which touches only lvslab's own
 /// copy) rightly left the file alone.
@@ -1332,7 +1345,7 @@ fn observed_text(seen: &Observed, plan: &Plan) -> String {
             Some(c) => format!("mode {}, {} bytes (sha256 {:.12}…)", f.mode, c.len(), f.sha256),
             None => format!("mode {} (sha256 {:.12}…)", f.mode, f.sha256),
         },
-        None if seen.output.trim() == "absent" => "absent".into(),
+        None if seen.output.lines().next().map(str::trim) == Some("absent") => "absent".into(),
         None => mask(seen.output.trim(), plan),
     }
 }

@@ -44,6 +44,55 @@ pub enum Original {
     File { mode: String, content_base64: String },
 }
 
+/// How an observation names the directories missing above a path: the
+/// topmost of them follows.
+const MISSING_FROM: &str = "directories absent from ";
+
+/// The directory a file (or directory) at `path` is in.
+pub fn parent_dir(path: &str) -> &str {
+    match path.rsplit_once('/') {
+        Some(("", _)) | None => "/",
+        Some((d, _)) => d,
+    }
+}
+
+/// Shell lines printing, when `dir` does not exist, [`MISSING_FROM`] and the
+/// topmost directory above it that does not (shell builtins only: no process).
+pub(crate) fn missing_from(dir: &str) -> String {
+    format!(
+        "lvslab_d={}; lvslab_m=; while [ -n \"$lvslab_d\" ] && [ ! -e \"$lvslab_d\" ] && [ ! -L \"$lvslab_d\" ]; \
+         do lvslab_m=$lvslab_d; lvslab_d=${{lvslab_d%/*}}; done; [ -z \"$lvslab_m\" ] || echo \"{MISSING_FROM}$lvslab_m\"",
+        quote(dir)
+    )
+}
+
+/// The topmost directory a step's `mkdir -p` would make, as its
+/// observation saw it missing (none when its directory exists).
+pub fn missing_dirs(obs: &Observed) -> Option<String> {
+    obs.output
+        .lines()
+        .find_map(|l| l.strip_prefix(MISSING_FROM))
+        .map(|d| d.trim().to_string())
+        .filter(|d| d.starts_with('/'))
+}
+
+/// Remove the directories lvslab's `mkdir -p` made, from `dir` up to
+/// `top`, while they are empty (anything put there since keeps them and
+/// those above; one removed by hand already is passed over).
+pub fn remove_made_dirs(dir: &str, top: &str) -> Option<String> {
+    let under = dir == top || dir.strip_prefix(top).is_some_and(|rest| rest.starts_with('/'));
+    (under && top != "/").then(|| {
+        format!(
+            "lvslab_d={}; while [ -n \"$lvslab_d\" ]; do \
+             if [ -d \"$lvslab_d\" ] && [ ! -L \"$lvslab_d\" ]; then rmdir -- \"$lvslab_d\" 2>/dev/null || break; \
+             elif [ -e \"$lvslab_d\" ] || [ -L \"$lvslab_d\" ]; then break; fi; \
+             [ \"$lvslab_d\" != {} ] || break; lvslab_d=${{lvslab_d%/*}}; done",
+            quote(dir),
+            quote(top)
+        )
+    })
+}
+
 /// Files up to this size are read back whole (for diffs and for `down`).
 pub const FILE_READ_LIMIT: u64 = 1 << 20;
 
@@ -98,12 +147,15 @@ impl Resource {
         match self {
             // Two programs for a file up to the read limit (its hash is
             // computed here from the content); a larger one is hashed there.
+            // An absent file's missing directories are noted too: `down`
+            // removes those `mkdir -p` made (see [`missing_dirs`]).
             Resource::File { path, .. } | Resource::Line { path, .. } => {
                 let p = quote(path);
                 format!(
                     "if [ -f {p} ]; then set -- $(stat -L -c '%a %s' {p}); echo \"$1\"; \
                      if [ \"$2\" -le {FILE_READ_LIMIT} ]; then echo -; base64 -w0 {p}; \
-                     else sha256sum < {p}; fi; echo; else echo absent; fi"
+                     else sha256sum < {p}; fi; echo; else echo absent; {}; fi",
+                    missing_from(parent_dir(path))
                 )
             }
             _ => self.observe(),
@@ -637,6 +689,45 @@ fn assess_mount(out: &str, source: &str) -> Assessment {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The directories `mkdir -p` would make are found with builtins, and
+    /// removed from the deepest up while empty, never above the topmost
+    /// one that was missing (doubled slashes as written).
+    #[test]
+    fn missing_directories_are_noted_and_removed_while_empty() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path().display().to_string();
+        let sh = |script: &str| {
+            let out = std::process::Command::new("sh").arg("-c").arg(script).output().unwrap();
+            assert!(out.status.success(), "{script}");
+            Observed {
+                output: String::from_utf8_lossy(&out.stdout).into_owned(),
+                rc: 0,
+            }
+        };
+        for (dir, top) in [
+            (format!("{t}/a/b/c"), format!("{t}/a")),
+            (format!("{t}//x//y"), format!("{t}//x")),
+        ] {
+            assert_eq!(missing_dirs(&sh(&missing_from(&dir))), Some(top.clone()), "{dir}");
+            std::fs::create_dir_all(&dir).unwrap();
+            assert_eq!(missing_dirs(&sh(&missing_from(&dir))), None, "{dir} exists");
+            std::fs::write(format!("{top}/mine"), "").unwrap();
+            sh(&remove_made_dirs(&dir, &top).unwrap());
+            assert!(std::path::Path::new(&top).is_dir(), "holds the user's file: stays");
+            assert!(!std::path::Path::new(&dir).exists(), "{dir}: empty, removed");
+            std::fs::remove_file(format!("{top}/mine")).unwrap();
+            sh(&remove_made_dirs(&dir, &top).unwrap());
+            assert!(!std::path::Path::new(&top).exists(), "{top}: empty, removed");
+            assert!(tmp.path().is_dir(), "what was there before stays");
+        }
+        assert_eq!(missing_dirs(&sh(&missing_from("/"))), None);
+        assert_eq!(remove_made_dirs("/x/y", "/z"), None, "not under it");
+        assert_eq!(remove_made_dirs("/xy", "/x"), None, "not under it");
+        assert_eq!(remove_made_dirs("/x", "/"), None, "never the root");
+        assert_eq!(parent_dir("/x.conf"), "/");
+        assert_eq!(parent_dir("/etc/x.conf"), "/etc");
+    }
 
     fn obs(output: &str, rc: i32) -> Observed {
         Observed {

@@ -478,7 +478,12 @@ impl Resource {
             Resource::Route { to, .. } => format!("ip -4 route show {}", quote(to)),
             Resource::Link { name, .. } => format!("ip -o link show dev {}", quote(name)),
             // Absent unless a directory (a file there is not one; a link to one is).
-            Resource::Directory { path, .. } => format!("[ -d {p} ] && stat -L -c %a {p}", p = quote(path)),
+            // (When absent, the directories missing above it are noted too.)
+            Resource::Directory { path, .. } => format!(
+                "if [ -d {p} ]; then stat -L -c %a {p}; else {}; false; fi",
+                assess::missing_from(assess::parent_dir(path)),
+                p = quote(path)
+            ),
             Resource::File { path, .. } => format!("sha256sum {}", quote(path)),
             Resource::Line { path, line, .. } => format!("grep -xF -- {} {}", quote(line), quote(path)),
             Resource::Service {

@@ -131,6 +131,11 @@ pub struct Change {
     /// As planned (secrets as placeholders), so `down` works without the topology.
     pub resource: Resource,
     pub original: Original,
+    /// The topmost directory that did not exist when the step (a file, line
+    /// or directory) was first observed: its `mkdir -p` made it and those
+    /// below, which `down` removes while they are empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub made_dirs: Option<String>,
 }
 
 impl Default for LabState {
@@ -594,6 +599,7 @@ mod tests {
                 value: "1".into(),
             },
             original: Original::Value { value: v.into() },
+            made_dirs: None,
         };
         s.record("director", change("0"));
         let mut later = change("1");

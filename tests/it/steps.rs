@@ -878,3 +878,59 @@ async fn a_file_found_as_planned_is_settled_as_lvslabs() {
     assert!(!outcome.failed, "{:?}", outcome.results);
     assert!(!page.exists(), "lvslab's, removed: {:?}", outcome.results);
 }
+
+/// The directories a step's `mkdir -p` made (for a file, a line or a
+/// directory) go at `down` while empty: the lab leaves nothing behind. One
+/// that held something of the user's by then stays, and so does every
+/// directory that was there before `up`.
+#[tokio::test]
+async fn down_removes_the_directories_up_made_while_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    let r = root.display();
+    let t = topology(
+        dir.path(),
+        "",
+        &format!(
+            "      - file: {{ path: {r}/opt/app/conf/app.conf, content: \"x\\n\" }}\n        why: t\n\
+             \x20     - file: {{ path: {r}/opt/app/conf/other.conf, content: \"y\\n\" }}\n        why: t\n\
+             \x20     - line: {{ path: {r}/etc/new.d/sub/x.conf, key: level, value: 3 }}\n        why: t\n\
+             \x20     - directory: {{ path: {r}/srv/a/b/c, mode: \"0750\" }}\n        why: t\n\
+             \x20     - file: {{ path: {r}/kept/by/user.conf, content: \"z\\n\" }}\n        why: t\n\
+             \x20     - file: {{ path: {r}/top.conf, content: \"t\\n\" }}\n        why: t\n"
+        ),
+    );
+    let plan = Arc::new(compile(&t).unwrap());
+    let (_, outcome, state) = run(&plan, LabState::default(), false).await;
+    assert!(!outcome.failed, "{:?}", outcome.results);
+    assert!(root.join("srv/a/b/c").is_dir() && root.join("etc/new.d/sub/x.conf").is_file());
+    let state = second_run_changes_nothing(&plan, state).await;
+    std::fs::write(root.join("kept/mine"), "the user's").unwrap();
+    let (outcome, left) = down(&plan, state).await;
+    assert!(!outcome.failed, "{:?}", outcome.results);
+    assert!(left.hosts.values().all(|h| h.changes.is_empty()));
+    let mut after: Vec<String> = walk(&root);
+    after.sort();
+    assert_eq!(
+        after,
+        ["kept", "kept/mine"],
+        "only the user's file and its directory stay"
+    );
+}
+
+/// Every path under `root`, relative.
+fn walk(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            out.push(p.strip_prefix(root).unwrap().display().to_string());
+            if p.is_dir() {
+                todo.push(p);
+            }
+        }
+    }
+    out
+}
