@@ -770,18 +770,40 @@ impl PhaseRun<'_> {
         rs: &[Option<StepResult>],
         after: &BTreeMap<usize, Option<Observed>>,
     ) {
+        // A file or line step that failed after its `mkdir -p` (its
+        // `validate` refused the content, say) keeps its record: `down`
+        // removes the directories it made (its file, absent, stays absent).
+        let made_dirs: BTreeSet<String> = self
+            .shared
+            .state
+            .lock()
+            .ok()
+            .and_then(|s| {
+                s.hosts.get(self.host).map(|h| {
+                    h.changes
+                        .iter()
+                        .filter(|c| c.made_dirs.is_some())
+                        .map(|c| c.id.clone())
+                        .collect()
+                })
+            })
+            .unwrap_or_default();
         let untouched: Vec<&str> = new
             .iter()
             .filter(|(i, original)| match rs[**i].as_ref().map(|r| r.status) {
                 Some(Status::Skipped) => true,
                 Some(Status::Failed) => {
-                    matches!(
-                        self.desired[**i],
-                        Resource::File { .. } | Resource::Line { .. } | Resource::Directory { .. }
-                    ) && after
-                        .get(*i)
-                        .and_then(Option::as_ref)
-                        .is_some_and(|seen| self.desired[**i].original(seen) == **original)
+                    let made = matches!(self.desired[**i], Resource::File { .. } | Resource::Line { .. })
+                        && made_dirs.contains(&self.steps[**i].id);
+                    !made
+                        && matches!(
+                            self.desired[**i],
+                            Resource::File { .. } | Resource::Line { .. } | Resource::Directory { .. }
+                        )
+                        && after
+                            .get(*i)
+                            .and_then(Option::as_ref)
+                            .is_some_and(|seen| self.desired[**i].original(seen) == **original)
                 }
                 _ => false,
             })

@@ -934,3 +934,28 @@ fn walk(root: &Path) -> Vec<String> {
     }
     out
 }
+
+/// A file step that fails after its `mkdir -p` made directories (its
+/// `validate` refuses the content) keeps them on its record: `down` removes
+/// them, and nothing else.
+#[tokio::test]
+async fn directories_made_for_a_refused_file_go_at_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    let t = topology(
+        dir.path(),
+        "",
+        &format!(
+            "      - file: {{ path: {}/new/deeper/f.conf, content: \"x\\n\", validate: \"false %s\" }}\n        why: t\n",
+            root.display()
+        ),
+    );
+    let plan = Arc::new(compile(&t).unwrap());
+    let (_, outcome, state) = run(&plan, LabState::default(), false).await;
+    assert!(outcome.failed, "{:?}", outcome.results);
+    assert!(root.join("new/deeper").is_dir() && !root.join("new/deeper/f.conf").exists());
+    let (outcome, _) = down(&plan, state).await;
+    assert!(!outcome.failed, "{:?}", outcome.results);
+    assert_eq!(walk(&root), Vec::<String>::new(), "{:?}", outcome.results);
+}
