@@ -912,6 +912,25 @@ fn is_file_path(path: &str) -> Result<(), String> {
             "path `{path}` ends with `/`: a file step's path names a file, not a directory"
         ));
     }
+    is_one_spelling(path)
+}
+
+/// A step's path in one spelling: no `.` component (`/a/./b`, `/a/b/.`),
+/// and a directory's without a final `/` (`rm -rf /a/b/` at `down` would go
+/// through a symbolic link put there since).
+fn is_one_spelling(path: &str) -> Result<(), String> {
+    if path.split('/').any(|c| c == ".") {
+        return Err(format!(
+            "path `{path}` has a `.` component: write it without (`{}`)",
+            crate::model::normal_path(path)
+        ));
+    }
+    if path.len() > 1 && path.ends_with('/') {
+        return Err(format!(
+            "path `{path}` ends with `/`: write it without (`{}`)",
+            path.trim_end_matches('/')
+        ));
+    }
     Ok(())
 }
 
@@ -952,6 +971,7 @@ fn resource(env: &Environment, topo: &Topology, host: &Host, p: Params, ctx: &Va
         }
         Params::Directory { path, mode, purge } => {
             check(is_safe_path(&path), "path", &path)?;
+            is_one_spelling(&path)?;
             check(is_mode(&mode), "mode", &mode)?;
             Resource::Directory { path, mode, purge }
         }

@@ -1256,8 +1256,7 @@ async fn revert_host(
             continue;
         }
         match c.resource.revert_for(&c.original) {
-            Ok(mut v) => {
-                v.extend(made_dirs_revert(c));
+            Ok(v) => {
                 runnable.push(c);
                 cmds.push(v);
             }
@@ -1267,7 +1266,9 @@ async fn revert_host(
     if runnable.is_empty() {
         return out;
     }
-    // Revert every change, then observe each again, in one round trip.
+    // Revert every change (then remove the directories they made), then
+    // observe each again, in one round trip.
+    cmds.extend(made_dirs_revert(&runnable).map(|c| vec![c]));
     let (marker, marker2) = (nonce(), format!("{}-o", nonce()));
     let observe: Vec<Look> = runnable
         .iter()
@@ -1302,17 +1303,21 @@ async fn revert_host(
                     vec!["still loaded: in use, built into the kernel, or this host may not unload modules (a container); left as it is".into()],
                 )
             }
+            (Some(o), _) if matches!(c.resource, Resource::Line { .. }) && o.output.contains(crate::plan::line::TAKEN) => {
+                res(c, Status::Kept, vec![LINE_TAKEN.into()])
+            }
             (Some(_), Some(seen)) if restored(&c.resource, &c.original, seen) => res(c, done, Vec::new()),
             (Some(_), Some(seen)) if file_not_lvslabs(&c.resource, &c.original, seen) => res(
                 c,
                 Status::Kept,
                 vec!["no longer what lvslab wrote (made or changed by hand since): left as it is".into()],
             ),
-            (Some(_), Some(seen)) if line_taken_by_hand(&c.resource, seen) => res(
+            (Some(_), Some(seen)) if dir_not_lvslabs(&c.resource, &c.original, seen) => res(
                 c,
                 Status::Kept,
-                vec!["changed by hand after lvslab set it: the line is theirs, left as it is".into()],
+                vec!["still there: it holds what lvslab did not put there, or is a symbolic link put there since: left as it is".into()],
             ),
+            (Some(_), Some(seen)) if line_taken_by_hand(&c.resource, seen) => res(c, Status::Kept, vec![LINE_TAKEN.into()]),
             (Some(_), Some(seen)) => res(
                 c,
                 Status::Failed,
@@ -1325,15 +1330,28 @@ async fn revert_host(
     out
 }
 
-/// After a file, line or directory step's revert: the directories its
-/// `mkdir -p` made, removed while empty.
-fn made_dirs_revert(c: &Change) -> Option<String> {
-    let top = c.made_dirs.as_deref()?;
-    let path = match &c.resource {
-        Resource::File { path, .. } | Resource::Line { path, .. } | Resource::Directory { path, .. } => path,
-        _ => return None,
-    };
-    crate::plan::assess::remove_made_dirs(crate::plan::assess::parent_dir(path), top)
+/// After the reverts: the directories the reverted steps' `mkdir -p` made,
+/// removed while empty, deepest first (see [`crate::plan::assess::remove_made_dirs`]).
+fn made_dirs_revert(changes: &[&Change]) -> Option<String> {
+    let steps: Vec<(&str, &crate::plan::assess::MadeDirs)> = changes
+        .iter()
+        .filter_map(|c| {
+            let path = match &c.resource {
+                Resource::File { path, .. } | Resource::Line { path, .. } | Resource::Directory { path, .. } => path,
+                _ => return None,
+            };
+            Some((crate::plan::assess::parent_dir(path), c.made_dirs.as_ref()?))
+        })
+        .collect();
+    crate::plan::assess::remove_made_dirs(&steps)
+}
+
+const LINE_TAKEN: &str = "changed by hand after lvslab set it: the line is theirs, left as it is";
+
+/// A directory lvslab made is still there after its revert: something
+/// else is in it, or a link replaced it (the revert leaves both alone).
+fn dir_not_lvslabs(r: &Resource, orig: &Original, seen: &Observed) -> bool {
+    matches!(r, Resource::Directory { .. }) && *orig == Original::Absent && seen.rc == 0
 }
 
 /// A line step's line is no longer in its file: someone changed it by hand

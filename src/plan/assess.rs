@@ -45,8 +45,19 @@ pub enum Original {
 }
 
 /// How an observation names the directories missing above a path: the
-/// topmost of them follows.
+/// topmost of them, then ` under ` and where the directory above it really
+/// is (symbolic links resolved).
 const MISSING_FROM: &str = "directories absent from ";
+const UNDER: &str = " under ";
+
+/// The directories a step's `mkdir -p` made: `top` (as spelt in the step's
+/// path) and those below it on the way to the step's path; `under`, where
+/// the directory holding `top` really was when `up` looked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MadeDirs {
+    pub top: String,
+    pub under: String,
+}
 
 /// The directory a file (or directory) at `path` is in.
 pub fn parent_dir(path: &str) -> &str {
@@ -56,41 +67,96 @@ pub fn parent_dir(path: &str) -> &str {
     }
 }
 
-/// Shell lines printing, when `dir` does not exist, [`MISSING_FROM`] and the
-/// topmost directory above it that does not (shell builtins only: no process).
+/// Shell lines printing, when `dir` does not exist, [`MISSING_FROM`], the
+/// topmost directory above it that does not, and where the one above that
+/// really is (shell builtins only: no process; the working directory is
+/// put back).
 pub(crate) fn missing_from(dir: &str) -> String {
     format!(
         "lvslab_d={}; lvslab_m=; while [ -n \"$lvslab_d\" ] && [ ! -e \"$lvslab_d\" ] && [ ! -L \"$lvslab_d\" ]; \
-         do lvslab_m=$lvslab_d; lvslab_d=${{lvslab_d%/*}}; done; [ -z \"$lvslab_m\" ] || echo \"{MISSING_FROM}$lvslab_m\"",
+         do lvslab_m=$lvslab_d; lvslab_d=${{lvslab_d%/*}}; done; \
+         if [ -n \"$lvslab_m\" ]; then lvslab_o=$PWD; \
+         ! cd -P -- \"${{lvslab_d:-/}}\" 2>/dev/null || echo \"{MISSING_FROM}$lvslab_m{UNDER}$PWD\"; \
+         cd -- \"$lvslab_o\" 2>/dev/null || :; fi",
         quote(dir)
     )
 }
 
-/// The topmost directory a step's `mkdir -p` would make, as its
-/// observation saw it missing (none when its directory exists).
-pub fn missing_dirs(obs: &Observed) -> Option<String> {
-    obs.output
-        .lines()
-        .find_map(|l| l.strip_prefix(MISSING_FROM))
-        .map(|d| d.trim().to_string())
-        .filter(|d| d.starts_with('/'))
+/// The directories a step's `mkdir -p` would make, as its observation saw
+/// them missing (none when its directory exists).
+pub fn missing_dirs(obs: &Observed) -> Option<MadeDirs> {
+    let rest = obs.output.lines().find_map(|l| l.strip_prefix(MISSING_FROM))?;
+    let (top, under) = rest.split_once(UNDER)?;
+    (top.starts_with('/') && under.starts_with('/')).then(|| MadeDirs {
+        top: top.to_string(),
+        under: under.trim_end().to_string(),
+    })
 }
 
-/// Remove the directories lvslab's `mkdir -p` made, from `dir` up to
-/// `top`, while they are empty (anything put there since keeps them and
-/// those above; one removed by hand already is passed over).
-pub fn remove_made_dirs(dir: &str, top: &str) -> Option<String> {
-    let under = dir == top || dir.strip_prefix(top).is_some_and(|rest| rest.starts_with('/'));
-    (under && top != "/").then(|| {
-        format!(
-            "lvslab_d={}; while [ -n \"$lvslab_d\" ]; do \
-             if [ -d \"$lvslab_d\" ] && [ ! -L \"$lvslab_d\" ]; then rmdir -- \"$lvslab_d\" 2>/dev/null || break; \
-             elif [ -e \"$lvslab_d\" ] || [ -L \"$lvslab_d\" ]; then break; fi; \
-             [ \"$lvslab_d\" != {} ] || break; lvslab_d=${{lvslab_d%/*}}; done",
-            quote(dir),
-            quote(top)
-        )
-    })
+/// The directories from `dir` up to `top`, deepest first (none when `dir`
+/// is not `top` or below it).
+fn levels<'a>(dir: &'a str, top: &str) -> Vec<&'a str> {
+    let below = dir == top || dir.strip_prefix(top).is_some_and(|rest| rest.starts_with('/'));
+    if !below || top == "/" || top.is_empty() {
+        return Vec::new();
+    }
+    let mut out = vec![dir];
+    let mut d = dir;
+    while d != top {
+        match d.rsplit_once('/') {
+            Some((up, _)) if !up.is_empty() => {
+                d = up;
+                out.push(d);
+            }
+            _ => return Vec::new(),
+        }
+    }
+    out
+}
+
+/// One script removing the directories `mkdir -p` made for several steps
+/// (each `(dir, made)`: the directory of the step's path, and what it
+/// made), deepest first across all of them, each only while empty. A step's
+/// directories are left alone when one of them is a symbolic link now, or
+/// the directory above them is no longer where it was: removing through a
+/// link put there since would remove someone else's directories.
+pub fn remove_made_dirs(steps: &[(&str, &MadeDirs)]) -> Option<String> {
+    let mut s = String::new();
+    let mut all: Vec<(&str, usize)> = Vec::new();
+    for (k, (dir, made)) in steps.iter().enumerate() {
+        let lv = levels(dir, &made.top);
+        if lv.is_empty() {
+            continue;
+        }
+        let links: Vec<String> = lv.iter().map(|l| format!("[ ! -L {} ]", quote(l))).collect();
+        s.push_str(&format!(
+            "lvslab_k{k}=0; if cd -P -- {} 2>/dev/null && [ \"$PWD\" = {} ] && {}; then lvslab_k{k}=1; fi\n",
+            quote(parent_dir(&made.top)),
+            quote(&made.under),
+            links.join(" && ")
+        ));
+        all.extend(lv.into_iter().map(|l| (l, k)));
+    }
+    if all.is_empty() {
+        return None;
+    }
+    let depth = |p: &str| p.split('/').filter(|c| !c.is_empty()).count();
+    let mut order: Vec<&str> = all.iter().map(|(l, _)| *l).collect();
+    order.sort_by(|a, b| depth(b).cmp(&depth(a)).then(a.cmp(b)));
+    order.dedup();
+    for l in order {
+        let guards: Vec<String> = all
+            .iter()
+            .filter(|(x, _)| *x == l)
+            .map(|(_, k)| format!("[ \"$lvslab_k{k}\" = 1 ]"))
+            .collect();
+        s.push_str(&format!(
+            "if {}; then [ -L {p} ] || [ ! -d {p} ] || rmdir -- {p} 2>/dev/null || :; fi\n",
+            guards.join(" || "),
+            p = quote(l)
+        ));
+    }
+    Some(s)
 }
 
 /// Files up to this size are read back whole (for diffs and for `down`).
@@ -287,14 +353,15 @@ impl Resource {
                 ..
             } => write_file(path, content.as_bytes(), mode, validate.as_deref()),
             // Made with its mode, or its mode changed.
-            Resource::Directory { path, mode, .. } if obs.rc != 0 => vec![
-                format!(
-                    "[ ! -e {p} ] || {{ echo {} >&2; exit 1; }}",
-                    quote(&format!("{path} exists and is not a directory")),
-                    p = quote(path)
-                ),
-                format!("mkdir -p -m {} {}", quote(mode), quote(path)),
-            ],
+            // (Made meanwhile by another step's `mkdir -p`, another host's on
+            // a shared file system: only its mode is set.)
+            Resource::Directory { path, mode, .. } if obs.rc != 0 => vec![format!(
+                "if [ -d {p} ]; then chmod {m} {p}; elif [ -e {p} ] || [ -L {p} ]; then echo {} >&2; exit 1; \
+                 else mkdir -p -m {m} {p}; fi",
+                quote(&format!("{path} exists and is not a directory")),
+                p = quote(path),
+                m = quote(mode)
+            )],
             Resource::Directory { path, mode, .. } => vec![format!("chmod {} {}", quote(mode), quote(path))],
             Resource::Line {
                 path,
@@ -391,11 +458,17 @@ impl Resource {
                 "! mountpoint -q {t} || umount {t}; [ ! -d {t} ] || rmdir {t}",
                 t = quote(target)
             )],
+            // A symbolic link put in its place since is not lvslab's (and
+            // `rm -rf` must not go through it); a directory holding what
+            // lvslab did not put there stays (`down` says `kept`).
             (Resource::Directory { path, purge: true, .. }, Original::Absent) => {
-                vec![format!("rm -rf {}", quote(path))]
+                vec![format!("[ -L {p} ] || rm -rf -- {p}", p = quote(path))]
             }
             (Resource::Directory { path, .. }, Original::Absent) => {
-                vec![format!("[ ! -d {p} ] || rmdir {p}", p = quote(path))]
+                vec![format!(
+                    "[ -L {p} ] || [ ! -d {p} ] || rmdir -- {p} 2>/dev/null || :",
+                    p = quote(path)
+                )]
             }
             (Resource::Directory { path, .. }, Original::Value { value }) => {
                 vec![format!("chmod {} {}", quote(value), quote(path))]
@@ -690,41 +763,94 @@ fn assess_mount(out: &str, source: &str) -> Assessment {
 mod tests {
     use super::*;
 
-    /// The directories `mkdir -p` would make are found with builtins, and
-    /// removed from the deepest up while empty, never above the topmost
-    /// one that was missing (doubled slashes as written).
+    /// The directories `mkdir -p` would make are found with builtins (the
+    /// working directory kept), and removed deepest first across steps while
+    /// empty, never above the topmost one that was missing, never through
+    /// a symbolic link put in their place, nor when the directory above
+    /// them moved (doubled slashes as written).
     #[test]
     fn missing_directories_are_noted_and_removed_while_empty() {
         let tmp = tempfile::tempdir().unwrap();
         let t = tmp.path().display().to_string();
         let sh = |script: &str| {
-            let out = std::process::Command::new("sh").arg("-c").arg(script).output().unwrap();
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("cd /usr\n{script}\necho \"cwd $PWD\""))
+                .output()
+                .unwrap();
             assert!(out.status.success(), "{script}");
-            Observed {
-                output: String::from_utf8_lossy(&out.stdout).into_owned(),
-                rc: 0,
-            }
+            let output = String::from_utf8_lossy(&out.stdout).into_owned();
+            Observed { output, rc: 0 }
         };
+        let look = |dir: &str| {
+            let seen = sh(&missing_from(dir));
+            assert!(
+                seen.output.ends_with("cwd /usr\n"),
+                "the working directory kept: {seen:?}"
+            );
+            missing_dirs(&seen)
+        };
+        let exists = |p: &str| std::path::Path::new(p).exists();
         for (dir, top) in [
             (format!("{t}/a/b/c"), format!("{t}/a")),
             (format!("{t}//x//y"), format!("{t}//x")),
         ] {
-            assert_eq!(missing_dirs(&sh(&missing_from(&dir))), Some(top.clone()), "{dir}");
+            let made = look(&dir).unwrap();
+            assert_eq!(made.top, top, "{dir}");
+            assert_eq!(std::path::Path::new(&made.under), std::fs::canonicalize(&t).unwrap());
             std::fs::create_dir_all(&dir).unwrap();
-            assert_eq!(missing_dirs(&sh(&missing_from(&dir))), None, "{dir} exists");
+            assert_eq!(look(&dir), None, "{dir} exists");
             std::fs::write(format!("{top}/mine"), "").unwrap();
-            sh(&remove_made_dirs(&dir, &top).unwrap());
-            assert!(std::path::Path::new(&top).is_dir(), "holds the user's file: stays");
-            assert!(!std::path::Path::new(&dir).exists(), "{dir}: empty, removed");
+            sh(&remove_made_dirs(&[(&dir, &made)]).unwrap());
+            assert!(exists(&top) && !exists(&dir), "{top} holds the user's file: stays");
             std::fs::remove_file(format!("{top}/mine")).unwrap();
-            sh(&remove_made_dirs(&dir, &top).unwrap());
-            assert!(!std::path::Path::new(&top).exists(), "{top}: empty, removed");
+            sh(&remove_made_dirs(&[(&dir, &made)]).unwrap());
+            assert!(!exists(&top), "{top}: empty, removed");
             assert!(tmp.path().is_dir(), "what was there before stays");
         }
-        assert_eq!(missing_dirs(&sh(&missing_from("/"))), None);
-        assert_eq!(remove_made_dirs("/x/y", "/z"), None, "not under it");
-        assert_eq!(remove_made_dirs("/xy", "/x"), None, "not under it");
-        assert_eq!(remove_made_dirs("/x", "/"), None, "never the root");
+        // Two steps: deepest first across both (`a` goes once `b` and `c` did).
+        let (d1, d2) = (format!("{t}/a/b"), format!("{t}/a/c"));
+        let m1 = look(&d1).unwrap();
+        std::fs::create_dir_all(&d1).unwrap();
+        let m2 = look(&d2).unwrap();
+        assert_eq!(m2.top, d2);
+        std::fs::create_dir_all(&d2).unwrap();
+        sh(&remove_made_dirs(&[(&d1, &m1), (&d2, &m2)]).unwrap());
+        assert!(!exists(&format!("{t}/a")));
+        // A link put in place of a made directory: nothing goes through it.
+        let (d, precious) = (format!("{t}/app/conf/x"), format!("{t}/precious"));
+        let made = look(&d).unwrap();
+        std::fs::create_dir_all(format!("{precious}/conf/x")).unwrap();
+        std::os::unix::fs::symlink(&precious, format!("{t}/app")).unwrap();
+        sh(&remove_made_dirs(&[(&d, &made)]).unwrap());
+        assert!(exists(&format!("{precious}/conf/x")), "not removed through the link");
+        // The directory above them replaced by a link: nothing either.
+        std::fs::remove_file(format!("{t}/app")).unwrap();
+        let (base, moved) = (format!("{t}/base"), format!("{t}/moved"));
+        std::fs::create_dir(&base).unwrap();
+        let d = format!("{base}/n/m");
+        let made = look(&d).unwrap();
+        std::fs::remove_dir(&base).unwrap();
+        std::fs::create_dir_all(format!("{moved}/n/m")).unwrap();
+        std::os::unix::fs::symlink(&moved, &base).unwrap();
+        sh(&remove_made_dirs(&[(&d, &made)]).unwrap());
+        assert!(exists(&format!("{moved}/n/m")), "the directory above moved: left alone");
+        assert_eq!(look("/"), None);
+        let m = MadeDirs {
+            top: "/z".into(),
+            under: "/".into(),
+        };
+        assert_eq!(remove_made_dirs(&[("/x/y", &m)]), None, "not under it");
+        let m = MadeDirs {
+            top: "/x".into(),
+            under: "/".into(),
+        };
+        assert_eq!(remove_made_dirs(&[("/xy", &m)]), None, "not under it");
+        let m = MadeDirs {
+            top: "/".into(),
+            under: "/".into(),
+        };
+        assert_eq!(remove_made_dirs(&[("/x", &m)]), None, "never the root");
         assert_eq!(parent_dir("/x.conf"), "/");
         assert_eq!(parent_dir("/etc/x.conf"), "/etc");
     }

@@ -117,6 +117,9 @@ fn through_awk(path: &str, line: &str, old: Option<&str>, program: &str) -> Stri
     )
 }
 
+/// What a line's revert says when the line is no longer in its file.
+pub const TAKEN: &str = "lvslab: the line is no longer in the file";
+
 /// Put back what [`original`] recorded in place of the last copy of the
 /// line (where lvslab put it; copies that were there before stay): the
 /// replaced line, or no line at all (and no file, when lvslab made it and
@@ -124,7 +127,11 @@ fn through_awk(path: &str, line: &str, old: Option<&str>, program: &str) -> Stri
 /// compare `1` and `01` as numbers).
 pub fn revert(path: &str, line: &str, original: &str) -> Vec<String> {
     let p = quote(path);
-    let mut cmds = vec![format!("[ -f {p} ] || exit 0")];
+    // A line changed by hand since is the user's: left as it is (and said).
+    let mut cmds = vec![
+        format!("[ -f {p} ] || exit 0"),
+        format!("grep -qxF -- {} {p} || {{ echo '{TAKEN}'; exit 0; }}", quote(line)),
+    ];
     let last = "{ a[NR] = $0; if (($0 \"\") == (l \"\")) m = NR }";
     match original.strip_prefix(REPLACED) {
         Some(old) => cmds.push(through_awk(

@@ -135,7 +135,7 @@ pub struct Change {
     /// or directory) was first observed: its `mkdir -p` made it and those
     /// below, which `down` removes while they are empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub made_dirs: Option<String>,
+    pub made_dirs: Option<crate::plan::assess::MadeDirs>,
 }
 
 impl Default for LabState {

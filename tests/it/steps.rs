@@ -275,7 +275,7 @@ fn line_steps_compile_from_line_or_key_and_value() {
         // One file, spelt two ways.
         (
             "file: { path: /etc//m.conf, content: x }",
-            "line: { path: /etc/./m.conf, key: b, value: 2 }",
+            "line: { path: /etc/m.conf, key: b, value: 2 }",
         ),
     ] {
         let err = steps_err(
@@ -958,4 +958,73 @@ async fn directories_made_for_a_refused_file_go_at_down() {
     let (outcome, _) = down(&plan, state).await;
     assert!(!outcome.failed, "{:?}", outcome.results);
     assert_eq!(walk(&root), Vec::<String>::new(), "{:?}", outcome.results);
+}
+
+/// What `down` finds changed by hand is the user's, and `kept`, never
+/// `FAILED` nor "reverted": a line appended by lvslab and edited since; a
+/// directory lvslab made holding the user's file; a `purge` directory
+/// replaced by a link (nothing is removed through it). A directory step
+/// dropped from the file while another step's file is in it stays, and the
+/// run does not fail. Paths in more than one spelling are refused.
+#[tokio::test]
+async fn down_keeps_what_was_changed_by_hand_since() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = dir.path().join("r");
+    std::fs::create_dir(&r).unwrap();
+    std::fs::write(r.join("app.conf"), "k1 = 1\n").unwrap();
+    let rd = r.display();
+    let all = format!(
+        "      - line: {{ path: {rd}/app.conf, key: k2, value: \"2\" }}\n        why: t\n\
+         \x20     - directory: {{ path: {rd}/made }}\n        why: t\n\
+         \x20     - directory: {{ path: {rd}/data, purge: true }}\n        why: t\n\
+         \x20     - directory: {{ path: {rd}/app }}\n        why: t\n\
+         \x20     - file: {{ path: {rd}/app/conf/a.conf, content: \"a\\n\" }}\n        why: t\n"
+    );
+    let plan = Arc::new(compile(&topology(dir.path(), "", &all)).unwrap());
+    let (_, outcome, state) = run(&plan, LabState::default(), false).await;
+    assert!(!outcome.failed, "{:?}", outcome.results);
+    // The `app` directory step dropped: its directory holds a.conf.
+    let fewer = all.replace(
+        &format!("      - directory: {{ path: {rd}/app }}\n        why: t\n"),
+        "",
+    );
+    assert_ne!(fewer, all);
+    let plan = Arc::new(compile(&topology(dir.path(), "", &fewer)).unwrap());
+    let (_, outcome, state) = run(&plan, state, false).await;
+    assert!(!outcome.failed, "{:?}", outcome.results);
+    assert!(r.join("app/conf/a.conf").exists());
+    let state = second_run_changes_nothing(&plan, state).await;
+    // By hand: the line edited, a file in `made`, `data` replaced by a link.
+    std::fs::write(r.join("app.conf"), "k1 = 1\nk2 = 3\n").unwrap();
+    std::fs::write(r.join("made/mine"), "x").unwrap();
+    let precious = dir.path().join("precious");
+    std::fs::create_dir(&precious).unwrap();
+    std::fs::write(precious.join("db"), "important").unwrap();
+    std::fs::remove_dir(r.join("data")).unwrap();
+    std::os::unix::fs::symlink(&precious, r.join("data")).unwrap();
+    let (outcome, _) = down(&plan, state).await;
+    assert!(!outcome.failed, "{:?}", outcome.results);
+    let status = |end: &str| {
+        outcome
+            .results
+            .iter()
+            .find(|x| x.id.ends_with(end) || x.id.starts_with(&format!("line:{rd}{end}")))
+            .map(|x| x.status)
+    };
+    for end in ["/app.conf", "/made", "/data"] {
+        assert_eq!(status(end), Some(Status::Kept), "{end}: {:?}", outcome.results);
+    }
+    assert_eq!(std::fs::read_to_string(r.join("app.conf")).unwrap(), "k1 = 1\nk2 = 3\n");
+    assert_eq!(std::fs::read_to_string(precious.join("db")).unwrap(), "important");
+    assert!(r.join("made/mine").exists() && !r.join("app").exists());
+    for bad in [format!("{rd}/x/"), format!("{rd}/./x"), format!("{rd}/x/.")] {
+        for step in ["directory: { path: BAD }", "file: { path: BAD, content: x }"] {
+            let step = step.replace("BAD", &bad);
+            let err = steps_err(dir.path(), &format!("      - {step}\n        why: t\n"));
+            assert!(
+                err.contains("t.yaml:5:") && (err.contains("write it without") || err.contains("ends with `/`")),
+                "{step}: {err}"
+            );
+        }
+    }
 }
