@@ -415,6 +415,34 @@ pub(crate) fn refuse_shared_writes(lab: &Lab<'_>, plan: &plan::Plan) -> anyhow::
             }
         }
     }
+    // A `purge` directory's contents go at down (and when its host is
+    // removed): another host's file in it would go with them.
+    for phase in &plan.phases {
+        for h in &phase.hosts {
+            for step in &h.steps {
+                let plan::Resource::Directory { path, purge: true, .. } = &step.resource else {
+                    continue;
+                };
+                let dir = crate::model::normal_path(path);
+                if state::is_private(&dir) {
+                    continue;
+                }
+                if let Some((file, other)) = writers
+                    .iter()
+                    .find(|(f, w)| **w != h.host && f.starts_with(&format!("{}/", dir.trim_end_matches('/'))))
+                {
+                    anyhow::bail!(
+                        "host {}'s directory {dir} (purge: true) holds host {other}'s file {file}: on the {} provider \
+                         the hosts share this machine's file system, and removing {}'s directory would take {other}'s \
+                         file with it\n  hint: give each host its own directory (`{{{{ host.name }}}}` in it)",
+                        h.host,
+                        lab.kind.as_str(),
+                        h.host
+                    );
+                }
+            }
+        }
+    }
     Ok(())
 }
 

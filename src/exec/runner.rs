@@ -1142,13 +1142,22 @@ async fn revert_all(
             },
         );
     }
-    for phase in PHASES.iter().rev() {
+    for (pi, phase) in PHASES.iter().enumerate().rev() {
         let mut tasks = Vec::new();
         for (host, hs) in &state.hosts {
             let mut changes: Vec<Change> = hs.changes.iter().filter(|c| c.phase == *phase).cloned().collect();
             if changes.is_empty() {
                 continue;
             }
+            // The directories the later phases' steps (reverted already)
+            // made are tried again after this phase's: one of them may hold
+            // a directory this phase's steps made.
+            let made_later: Vec<Change> = hs
+                .changes
+                .iter()
+                .filter(|c| c.made_dirs.is_some() && PHASES[pi + 1..].contains(&c.phase.as_str()))
+                .cloned()
+                .collect();
             changes.sort_by_key(|c| std::cmp::Reverse(c.order));
             let t = match conns.get(host) {
                 Some(Ok(t)) => Arc::clone(t),
@@ -1178,7 +1187,7 @@ async fn revert_all(
             tasks.push(tokio::spawn(async move {
                 let _permit = sem.acquire_owned().await;
                 reporter.activity(&host, &format!("{phase}: reverting {} changes", changes.len()));
-                let rs = revert_host(&plan, phase, &host, t.as_ref(), &changes, done).await;
+                let rs = revert_host(&plan, phase, &host, t.as_ref(), &changes, &made_later, done).await;
                 for r in &rs {
                     reporter.step(r);
                 }
@@ -1230,6 +1239,7 @@ async fn revert_host(
     host: &str,
     t: &dyn Transport,
     changes: &[Change],
+    made_later: &[Change],
     done: Status,
 ) -> Vec<StepResult> {
     let res = |c: &Change, status: Status, details: Vec<String>| StepResult {
@@ -1268,7 +1278,8 @@ async fn revert_host(
     }
     // Revert every change (then remove the directories they made), then
     // observe each again, in one round trip.
-    cmds.extend(made_dirs_revert(&runnable).map(|c| vec![c]));
+    let made: Vec<&Change> = runnable.iter().copied().chain(made_later).collect();
+    cmds.extend(made_dirs_revert(&made).map(|c| vec![c]));
     let (marker, marker2) = (nonce(), format!("{}-o", nonce()));
     let observe: Vec<Look> = runnable
         .iter()

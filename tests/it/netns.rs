@@ -257,6 +257,22 @@ fn a_removed_netns_host_puts_back_what_it_did_on_this_machine() {
     assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
     assert!(out.stderr.contains("hosts h2 and h3 both write"), "{}", out.stderr);
     assert!(!netns_list().contains("lvslab-rmh-"), "nothing made");
+    // A host's `purge` directory holding another host's file: refused too.
+    let (_dp, fp) = world_readable_topology(&format!(
+        "lab: rmh\nhosts:\n{h2}  h3:\n    steps:\n      - directory: {{ path: {}, purge: true }}\n        why: t\n",
+        fs.path().display()
+    ));
+    let out = Lvslab::new()
+        .args(["up".as_ref(), fp.as_os_str(), "--provider".as_ref(), "netns".as_ref()])
+        .env("LVSLAB_STATE_DIR", state.path())
+        .run();
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("(purge: true) holds host h2's file"),
+        "{}",
+        out.stderr
+    );
+    assert!(!netns_list().contains("lvslab-rmh-"), "nothing made");
     assert_eq!(std::fs::read_to_string(&kv).unwrap(), "k = orig\nother\n");
     let (_d1, f1) = world_readable_topology(&format!("lab: rmh\nhosts:\n{h1}{h2}"));
     let (_d2, f2) = world_readable_topology(&format!("lab: rmh\nhosts:\n{h1}"));

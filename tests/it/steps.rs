@@ -1028,3 +1028,26 @@ async fn down_keeps_what_was_changed_by_hand_since() {
         }
     }
 }
+
+/// Directories made by steps of different phases, the earlier phase's step
+/// added by a later `up` inside directories the first `up` made: `down`
+/// leaves nothing (each phase's clean-up tries the later phases' again).
+#[tokio::test]
+async fn directories_made_across_phases_all_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    let r = root.display();
+    let f1 = format!("      - file: {{ path: {r}/a/b/f1, content: \"1\\n\" }}\n        why: t\n");
+    let f2 =
+        format!("      - file: {{ path: {r}/a/c/f2, content: \"2\\n\" }}\n        phase: network\n        why: t\n");
+    let plan = Arc::new(compile(&topology(dir.path(), "", &f1)).unwrap());
+    let (_, outcome, state) = run(&plan, LabState::default(), false).await;
+    assert!(!outcome.failed, "{:?}", outcome.results);
+    let plan = Arc::new(compile(&topology(dir.path(), "", &format!("{f1}{f2}"))).unwrap());
+    let (_, outcome, state) = run(&plan, state, false).await;
+    assert!(!outcome.failed, "{:?}", outcome.results);
+    let (outcome, _) = down(&plan, state).await;
+    assert!(!outcome.failed, "{:?}", outcome.results);
+    assert_eq!(walk(&root), Vec::<String>::new());
+}
