@@ -1317,17 +1317,23 @@ async fn revert_host(
             (Some(o), _) if matches!(c.resource, Resource::Line { .. }) && o.output.contains(crate::plan::line::TAKEN) => {
                 res(c, Status::Kept, vec![LINE_TAKEN.into()])
             }
+            (Some(o), _) if o.output.contains(crate::plan::assess::DIR_LINK) => res(
+                c,
+                Status::Kept,
+                vec!["a symbolic link was put in its place since: left as it is".into()],
+            ),
+            (Some(o), _) if o.output.contains(crate::plan::assess::DIR_NOT_EMPTY) => res(
+                c,
+                Status::Kept,
+                vec!["it holds what lvslab did not put there: left as it is".into()],
+            ),
             (Some(_), Some(seen)) if restored(&c.resource, &c.original, seen) => res(c, done, Vec::new()),
             (Some(_), Some(seen)) if file_not_lvslabs(&c.resource, &c.original, seen) => res(
                 c,
                 Status::Kept,
                 vec!["no longer what lvslab wrote (made or changed by hand since): left as it is".into()],
             ),
-            (Some(_), Some(seen)) if dir_not_lvslabs(&c.resource, &c.original, seen) => res(
-                c,
-                Status::Kept,
-                vec!["still there: it holds what lvslab did not put there, or is a symbolic link put there since: left as it is".into()],
-            ),
+
             (Some(_), Some(seen)) if line_taken_by_hand(&c.resource, seen) => res(c, Status::Kept, vec![LINE_TAKEN.into()]),
             (Some(_), Some(seen)) => res(
                 c,
@@ -1358,12 +1364,6 @@ fn made_dirs_revert(changes: &[&Change]) -> Option<String> {
 }
 
 const LINE_TAKEN: &str = "changed by hand after lvslab set it: the line is theirs, left as it is";
-
-/// A directory lvslab made is still there after its revert: something
-/// else is in it, or a link replaced it (the revert leaves both alone).
-fn dir_not_lvslabs(r: &Resource, orig: &Original, seen: &Observed) -> bool {
-    matches!(r, Resource::Directory { .. }) && *orig == Original::Absent && seen.rc == 0
-}
 
 /// A line step's line is no longer in its file: someone changed it by hand
 /// after lvslab set it, and its revert (which touches only lvslab's own

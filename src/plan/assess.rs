@@ -59,6 +59,20 @@ pub struct MadeDirs {
     pub under: String,
 }
 
+/// What a directory's revert says when it leaves the directory: a link
+/// put in its place, or it holds what lvslab did not put there.
+pub const DIR_LINK: &str = "lvslab: a symbolic link is in place of the directory";
+pub const DIR_NOT_EMPTY: &str = "lvslab: the directory is not empty";
+
+/// A directory's path without a final `/` (records made before such paths
+/// were refused): `[ -L p/ ]` would not see a link.
+fn dir_path(path: &str) -> &str {
+    match path.trim_end_matches('/') {
+        "" => "/",
+        p => p,
+    }
+}
+
 /// The directory a file (or directory) at `path` is in.
 pub fn parent_dir(path: &str) -> &str {
     match path.rsplit_once('/') {
@@ -76,7 +90,7 @@ pub(crate) fn missing_from(dir: &str) -> String {
         "lvslab_d={}; lvslab_m=; while [ -n \"$lvslab_d\" ] && [ ! -e \"$lvslab_d\" ] && [ ! -L \"$lvslab_d\" ]; \
          do lvslab_m=$lvslab_d; lvslab_d=${{lvslab_d%/*}}; done; \
          if [ -n \"$lvslab_m\" ]; then lvslab_o=$PWD; \
-         ! cd -P -- \"${{lvslab_d:-/}}\" 2>/dev/null || echo \"{MISSING_FROM}$lvslab_m{UNDER}$PWD\"; \
+         ! cd -P -- \"${{lvslab_d:-/}}\" 2>/dev/null || printf '%s\\n' \"{MISSING_FROM}$lvslab_m{UNDER}$PWD\"; \
          cd -- \"$lvslab_o\" 2>/dev/null || :; fi",
         quote(dir)
     )
@@ -356,7 +370,7 @@ impl Resource {
             // (Made meanwhile by another step's `mkdir -p`, another host's on
             // a shared file system: only its mode is set.)
             Resource::Directory { path, mode, .. } if obs.rc != 0 => vec![format!(
-                "if [ -d {p} ]; then chmod {m} {p}; elif [ -e {p} ] || [ -L {p} ]; then echo {} >&2; exit 1; \
+                "if [ -d {p} ] && [ ! -L {p} ]; then chmod {m} {p}; elif [ -e {p} ] || [ -L {p} ]; then echo {} >&2; exit 1; \
                  else mkdir -p -m {m} {p}; fi",
                 quote(&format!("{path} exists and is not a directory")),
                 p = quote(path),
@@ -459,15 +473,25 @@ impl Resource {
                 t = quote(target)
             )],
             // A symbolic link put in its place since is not lvslab's (and
-            // `rm -rf` must not go through it); a directory holding what
-            // lvslab did not put there stays (`down` says `kept`).
+            // `rm -rf` must not go through it), nor is a file system mounted
+            // in it (`purge` refuses: unmount it first); a directory holding
+            // what lvslab did not put there stays. Both say so (`kept`).
             (Resource::Directory { path, purge: true, .. }, Original::Absent) => {
-                vec![format!("[ -L {p} ] || rm -rf -- {p}", p = quote(path))]
+                let p = quote(dir_path(path));
+                vec![
+                    format!("if [ -L {p} ]; then echo '{DIR_LINK}'; exit 0; fi"),
+                    format!(
+                        "! awk -v d={p} '$2 == d || index($2, d \"/\") == 1 {{ f = 1 }} END {{ exit !f }}' /proc/self/mounts \
+                         || {{ echo {p}': a file system is mounted in it: unmount it, then run down again' >&2; exit 1; }}"
+                    ),
+                    format!("rm -rf -- {p}"),
+                ]
             }
             (Resource::Directory { path, .. }, Original::Absent) => {
+                let p = quote(dir_path(path));
                 vec![format!(
-                    "[ -L {p} ] || [ ! -d {p} ] || rmdir -- {p} 2>/dev/null || :",
-                    p = quote(path)
+                    "if [ -L {p} ]; then echo '{DIR_LINK}'; elif [ -d {p} ] && ! rmdir -- {p} 2>/dev/null; then \
+                     if [ -n \"$(ls -A -- {p})\" ]; then echo '{DIR_NOT_EMPTY}'; else rmdir -- {p}; fi; fi"
                 )]
             }
             (Resource::Directory { path, .. }, Original::Value { value }) => {

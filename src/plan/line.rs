@@ -127,10 +127,20 @@ pub const TAKEN: &str = "lvslab: the line is no longer in the file";
 /// compare `1` and `01` as numbers).
 pub fn revert(path: &str, line: &str, original: &str) -> Vec<String> {
     let p = quote(path);
-    // A line changed by hand since is the user's: left as it is (and said).
+    // The line no longer there: put back by hand already (the replaced line
+    // is back, or the file lvslab made is empty), or changed by hand since
+    // and the user's: left as it is (and said). A file it cannot read fails.
+    let back = match original.strip_prefix(REPLACED) {
+        Some(old) => format!("! grep -qxF -- {} {p} || exit 0; ", quote(old)),
+        None if original == CREATED => format!("[ -s {p} ] || {{ rm -f {p}; exit 0; }}; "),
+        None => String::new(),
+    };
     let mut cmds = vec![
         format!("[ -f {p} ] || exit 0"),
-        format!("grep -qxF -- {} {p} || {{ echo '{TAKEN}'; exit 0; }}", quote(line)),
+        format!(
+            "if grep -qxF -- {} {p}; then :; else [ $? -eq 1 ] || exit 2; {back}echo '{TAKEN}'; exit 0; fi",
+            quote(line)
+        ),
     ];
     let last = "{ a[NR] = $0; if (($0 \"\") == (l \"\")) m = NR }";
     match original.strip_prefix(REPLACED) {
@@ -236,6 +246,36 @@ mod tests {
             "{script}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    /// A line no longer in its file at `down`: changed by hand, it is left
+    /// and said; the replaced line put back by hand, or the file lvslab
+    /// made emptied by hand, is simply reverted (silently).
+    #[test]
+    fn a_line_no_longer_there_is_left_and_said() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.conf");
+        let p = f.display().to_string();
+        let run = |cmds: Vec<String>| {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("set -e\n{}", cmds.join("\n")))
+                .output()
+                .unwrap();
+            (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+        };
+        std::fs::write(&f, "a = 3\n").unwrap();
+        assert_eq!(run(revert(&p, "a = 2", APPENDED)), (Some(0), format!("{TAKEN}\n")));
+        assert_eq!(
+            run(revert(&p, "a = 2", "replaced: a = 1")),
+            (Some(0), format!("{TAKEN}\n"))
+        );
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), "a = 3\n");
+        std::fs::write(&f, "a = 1\n").unwrap();
+        assert_eq!(run(revert(&p, "a = 2", "replaced: a = 1")), (Some(0), String::new()));
+        std::fs::write(&f, "").unwrap();
+        assert_eq!(run(revert(&p, "a = 2", CREATED)), (Some(0), String::new()));
+        assert!(!f.exists(), "made by lvslab, emptied by hand: removed");
     }
 
     #[test]

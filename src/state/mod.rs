@@ -557,6 +557,16 @@ fn check_change(h: &str, c: &Change) -> Result<(), String> {
     {
         return Err(format!("{h}: recorded mode {value:?} is not a directory's mode"));
     }
+    // The directories a step made: lvslab's path grammar, and an absolute
+    // physical location on one line (it is quoted where it is used).
+    if let Some(m) = &c.made_dirs
+        && (!crate::model::is_safe_path(&m.top) || !m.under.starts_with('/') || m.under.contains(['\n', '\0']))
+    {
+        return Err(format!(
+            "{h}: recorded directories {:?} under {:?} are not paths",
+            m.top, m.under
+        ));
+    }
     Ok(())
 }
 

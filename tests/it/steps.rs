@@ -1051,3 +1051,54 @@ async fn directories_made_across_phases_all_go() {
     assert!(!outcome.failed, "{:?}", outcome.results);
     assert_eq!(walk(&root), Vec::<String>::new());
 }
+
+/// A `purge` directory with a file system mounted in it: `down` refuses to
+/// remove into it (the mounted files stay) and says so; once unmounted, a
+/// second `down` removes the directory. A line lvslab made a file for,
+/// deleted by hand since, is reverted with its file (not `kept`).
+#[tokio::test]
+#[cfg_attr(
+    not(feature = "lab"),
+    ignore = "lab tier (root, VMs): .ci/run, or cargo test --features lab as root"
+)]
+async fn purge_never_removes_into_a_mounted_file_system() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = dir.path().join("r");
+    std::fs::create_dir(&r).unwrap();
+    let rd = r.display();
+    let t = topology(
+        dir.path(),
+        "",
+        &format!(
+            "      - directory: {{ path: {rd}/data, purge: true }}\n        why: t\n\
+             \x20     - line: {{ path: {rd}/new/l.conf, line: a=1 }}\n        why: t\n"
+        ),
+    );
+    let plan = Arc::new(compile(&t).unwrap());
+    let (_, outcome, state) = run(&plan, LabState::default(), false).await;
+    assert!(!outcome.failed, "{:?}", outcome.results);
+    let m = r.join("data/m");
+    std::fs::create_dir(&m).unwrap();
+    let mount = |args: &[&str]| std::process::Command::new(args[0]).args(&args[1..]).status().unwrap();
+    assert!(mount(&["mount", "-t", "tmpfs", "lvslab-test", m.to_str().unwrap()]).success());
+    std::fs::write(m.join("export"), "precious").unwrap();
+    std::fs::write(r.join("new/l.conf"), "").unwrap();
+    let (outcome, state) = down(&plan, state).await;
+    let purge = outcome.results.iter().find(|x| x.id.ends_with("/data"));
+    let said = format!("{purge:?}");
+    assert!(
+        outcome.failed && said.contains("a file system is mounted in it"),
+        "{said}"
+    );
+    assert_eq!(std::fs::read_to_string(m.join("export")).unwrap(), "precious");
+    let line = outcome
+        .results
+        .iter()
+        .find(|x| x.id.contains("/new/l.conf"))
+        .map(|x| x.status);
+    assert_eq!(line, Some(Status::Reverted), "{:?}", outcome.results);
+    assert!(mount(&["umount", m.to_str().unwrap()]).success());
+    let (outcome, _) = down(&plan, state).await;
+    assert!(!outcome.failed, "{:?}", outcome.results);
+    assert_eq!(walk(&r), Vec::<String>::new());
+}
